@@ -1,0 +1,29 @@
+import type { Tensor } from '../runtime/tensor.js';
+import { unaryWgsl } from './unary.wgsl.js';
+import { engineOf, floatDtype, grid1d } from './check.js';
+
+const src = { name: 'unary', wgsl: unaryWgsl };
+const OPS = { silu: 0, gelu: 1, scale: 2, quickGelu: 3 } as const;
+
+function unary(op: keyof typeof OPS, x: Tensor, alpha = 1, beta = 0): Tensor {
+  const engine = engineOf(op, x);
+  const dtype = floatDtype(op, x);
+  const y = engine.empty(x.shape, dtype, op);
+  const [gx, gy] = grid1d(engine, Math.ceil(x.size / 256));
+  engine.dispatch(src, {
+    bindings: { x, y },
+    uniforms: { n: x.size, rowStride: gx * 256, alpha, beta },
+    workgroups: [gx, gy],
+    constants: { OP: OPS[op] },
+  });
+  return y;
+}
+
+/** x * sigmoid(x) */
+export const silu = (x: Tensor): Tensor => unary('silu', x);
+/** exact (erf) GELU */
+export const gelu = (x: Tensor): Tensor => unary('gelu', x);
+/** x * sigmoid(1.702 x), CLIP's activation */
+export const quickGelu = (x: Tensor): Tensor => unary('quickGelu', x);
+/** alpha * x + beta */
+export const scale = (x: Tensor, alpha: number, beta = 0): Tensor => unary('scale', x, alpha, beta);

@@ -1,0 +1,378 @@
+import { requestAdapter, runningInNode } from './gpu.js';
+import { BufferPool, type PooledBuffer } from './buffer_pool.js';
+import { PipelineCache, type CompiledKernel, type KernelSource } from './pipeline_cache.js';
+import { Tensor, type DType, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
+import { Recorder } from './recorder.js';
+import { Profiler, type ProfileReport } from './profiler.js';
+
+export interface EngineOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Use f16 storage where the adapter has shader-f16 (default true). Models read engine.f16. */
+  f16?: boolean;
+  /** An adapter to use instead of requesting one. */
+  adapter?: GPUAdapter;
+}
+
+export interface EngineInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** a one-line name for reports */
+  name: string;
+  features: string[];
+  f16: boolean;
+  timestampQuery: boolean;
+  limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeWorkgroupStorageSize: number; maxComputeInvocationsPerWorkgroup: number };
+  backend: 'browser' | 'node';
+}
+
+export interface DispatchArgs {
+  /** tensors by the names of their WGSL bindings */
+  bindings: Record<string, Tensor>;
+  /** values for the members of the kernel's uniform struct, by name */
+  uniforms?: Record<string, number | readonly number[]>;
+  /** workgroup counts; a count above the device limit is an error naming the op */
+  workgroups: readonly [number, number?, number?];
+  /** override constants */
+  constants?: Record<string, number>;
+  /** storage dtype that `T` stands for (default: the first bound tensor's float dtype) */
+  dtype?: DType;
+}
+
+let nextEngineId = 1;
+
+export class Engine {
+  readonly device: GPUDevice;
+  readonly adapter: GPUAdapter;
+  readonly id = nextEngineId++;
+  /** true when shader-f16 is enabled and the caller did not opt out */
+  readonly f16: boolean;
+  readonly hasShaderF16: boolean;
+  readonly limits: GPUSupportedLimits;
+  private pool: BufferPool;
+  private pipelines: PipelineCache;
+  private recorder: Recorder;
+  readonly profiler: Profiler;
+  private lostReason: string | null = null;
+  private gpuError: string | null = null;
+  private readonly backend: 'browser' | 'node';
+
+  private constructor(adapter: GPUAdapter, device: GPUDevice, opts: EngineOptions, backend: 'browser' | 'node') {
+    this.adapter = adapter;
+    this.device = device;
+    this.backend = backend;
+    this.limits = device.limits;
+    this.hasShaderF16 = device.features.has('shader-f16');
+    this.f16 = this.hasShaderF16 && opts.f16 !== false;
+    this.pipelines = new PipelineCache(device);
+    this.recorder = new Recorder(device);
+    this.pool = new BufferPool(device, (pb) => this.recorder.forgetBuffer(pb.id));
+    this.profiler = new Profiler(this, device.features.has('timestamp-query'));
+    this.recorder.profiler = this.profiler;
+    device.lost.then((info) => {
+      this.lostReason = `${info.reason ?? 'unknown'}: ${info.message}`;
+    });
+    device.addEventListener?.('uncapturederror', (ev: Event) => {
+      const e = (ev as GPUUncapturedErrorEvent).error;
+      if (!this.gpuError) this.gpuError = e?.message ?? String(e);
+    });
+  }
+
+  static async create(opts: EngineOptions = {}): Promise<Engine> {
+    const backend = runningInNode() ? 'node' : 'browser';
+    const adapter = opts.adapter ?? (await requestAdapter({ powerPreference: opts.powerPreference }));
+    const requiredFeatures: GPUFeatureName[] = [];
+    for (const f of ['shader-f16', 'timestamp-query'] as GPUFeatureName[]) {
+      if (adapter.features.has(f)) requiredFeatures.push(f);
+    }
+    const L = adapter.limits;
+    const requiredLimits: Record<string, number> = {
+      maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+      maxBufferSize: L.maxBufferSize,
+      maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: L.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: L.maxComputeWorkgroupSizeY,
+      maxComputeWorkgroupsPerDimension: L.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
+    };
+    const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'ldm-webgpu' });
+    return new Engine(adapter, device, opts, backend);
+  }
+
+  info(): EngineInfo {
+    const i = this.adapter.info ?? ({} as GPUAdapterInfo);
+    const name = [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' / ') || 'unknown adapter';
+    const L = this.limits;
+    return {
+      vendor: i.vendor ?? '',
+      architecture: i.architecture ?? '',
+      device: i.device ?? '',
+      description: i.description ?? '',
+      name,
+      features: [...this.device.features].sort(),
+      f16: this.f16,
+      timestampQuery: this.device.features.has('timestamp-query'),
+      limits: {
+        maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+        maxBufferSize: L.maxBufferSize,
+        maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
+      },
+      backend: this.backend,
+    };
+  }
+
+  // ---------------------------------------------------------------- tensors
+
+  /** Uploads host data. dtype defaults to i32 for Int32Array, else f32 (f16 stores the rounded values). */
+  tensor(data: Float32Array | Int32Array | readonly number[], shape: readonly number[], dtype?: DType): Tensor {
+    this.checkAlive('tensor');
+    const dt: DType = dtype ?? (data instanceof Int32Array ? 'i32' : 'f32');
+    if (numel(shape) !== data.length) {
+      throw new Error(`engine.tensor: ${data.length} values do not fill shape ${shapeStr(shape)} (${numel(shape)} elements)`);
+    }
+    const t = this.empty(shape, dt, 'engine.tensor', true);
+    let bytes: ArrayBufferView;
+    if (dt === 'i32') bytes = data instanceof Int32Array ? data : Int32Array.from(data);
+    else if (dt === 'f32') bytes = data instanceof Float32Array ? data : Float32Array.from(data);
+    else bytes = f32ToF16Bits(data);
+    this.writeTensor(t, bytes);
+    return t;
+  }
+
+  /** Writes raw little-endian bytes into a tensor (ordered before any work recorded after this call). */
+  writeTensor(t: Tensor, bytes: ArrayBufferView): void {
+    this.checkTensor('writeTensor', t);
+    if (bytes.byteLength !== t.byteLength) {
+      throw new Error(`writeTensor: ${bytes.byteLength} bytes for tensor ${shapeStr(t.shape)} ${t.dtype} (${t.byteLength} bytes)`);
+    }
+    // queue.writeBuffer runs before unsubmitted work: if that work uses this buffer, submit it first.
+    if (this.recorder.isPending(t.pooled().id)) this.recorder.flushIfPending();
+    let n = bytes.byteLength;
+    if (n % 4 !== 0) {
+      const padded = new Uint8Array(Math.ceil(n / 4) * 4);
+      padded.set(new Uint8Array(bytes.buffer, bytes.byteOffset, n));
+      bytes = padded;
+      n = padded.byteLength;
+    }
+    this.device.queue.writeBuffer(t.buffer, 0, bytes.buffer, bytes.byteOffset, n);
+  }
+
+  /** An uninitialised tensor from the pool. */
+  empty(shape: readonly number[], dtype: DType = 'f32', op = 'empty', forUpload = false): Tensor {
+    this.checkAlive(op);
+    const bytes = numel(shape) * DTYPE_BYTES[dtype];
+    const limit = this.limits.maxStorageBufferBindingSize;
+    if (bytes > limit) {
+      throw new Error(
+        `${op}: tensor ${shapeStr(shape)} ${dtype} needs ${bytes} bytes, over this device's maxStorageBufferBindingSize (${limit}); split the work (e.g. tiled decoding) or use a device with larger limits`,
+      );
+    }
+    const pb = this.pool.acquire(Math.max(4, bytes), forUpload ? (p) => this.recorder.isPending(p.id) : undefined);
+    return new Tensor(this, pb, shape, dtype);
+  }
+
+  /** @internal */
+  releaseBuffer(pb: PooledBuffer): void {
+    this.pool.release(pb);
+  }
+
+  memory(): { heldBytes: number; inUseBytes: number; peakInUseBytes: number } {
+    return { heldBytes: this.pool.heldBytes, inUseBytes: this.pool.inUseBytes, peakInUseBytes: this.pool.peakInUseBytes };
+  }
+
+  resetPeakMemory(): void {
+    this.pool.peakInUseBytes = this.pool.inUseBytes;
+  }
+
+  /** Frees pooled buffers no tensor uses (after pending work finishes). */
+  async releaseCached(): Promise<void> {
+    await this.sync();
+    this.pool.trim();
+  }
+
+  // ---------------------------------------------------------------- recording
+
+  /** Compiled (and cached) pipeline for a kernel source. */
+  kernel(src: KernelSource, dtype: DType, constants?: Record<string, number>): CompiledKernel {
+    return this.pipelines.get(src, dtype, constants);
+  }
+
+  /** Records one compute dispatch. Validates bindings against the kernel's reflected WGSL. */
+  dispatch(src: KernelSource, args: DispatchArgs): void {
+    this.checkAlive(src.name);
+    const first = Object.values(args.bindings).find((t) => t.dtype !== 'i32');
+    const dtype: DType = args.dtype ?? first?.dtype ?? 'f32';
+    if (dtype === 'f16' && !this.hasShaderF16) throw new Error(`${src.name}: f16 tensors need the shader-f16 feature, which this adapter lacks`);
+    const k = this.pipelines.get(src, dtype, args.constants);
+    const limit = this.limits.maxStorageBufferBindingSize;
+    const entries: { binding: number; pb: PooledBuffer; size: number }[] = [];
+    for (const b of k.bindings) {
+      if (b.kind === 'uniform') continue;
+      const t = args.bindings[b.name];
+      if (!t) throw new Error(`${src.name}: binding '${b.name}' was not given (have ${Object.keys(args.bindings).join(', ')})`);
+      this.checkTensor(src.name, t);
+      if (t.byteLength > limit) throw new Error(`${src.name}: tensor ${shapeStr(t.shape)} (${t.byteLength} bytes) exceeds maxStorageBufferBindingSize ${limit}`);
+      const pb = t.pooled(src.name);
+      entries.push({ binding: b.binding, pb, size: Math.min(pb.size, Math.max(16, Math.ceil(t.byteLength / 4) * 4)) });
+    }
+    for (const name of Object.keys(args.bindings)) {
+      if (!k.bindings.some((b) => b.name === name)) throw new Error(`${src.name}: the kernel has no binding named '${name}'`);
+    }
+    const maxWg = this.limits.maxComputeWorkgroupsPerDimension;
+    const wg: [number, number, number] = [args.workgroups[0], args.workgroups[1] ?? 1, args.workgroups[2] ?? 1];
+    for (const w of wg) {
+      if (!Number.isInteger(w) || w < 0) throw new Error(`${src.name}: bad workgroup count ${wg.join('x')}`);
+      if (w > maxWg) throw new Error(`${src.name}: ${wg.join('x')} workgroups exceed the device limit of ${maxWg} per dimension; the input is too large for this op`);
+    }
+    if (wg[0] * wg[1] * wg[2] === 0) return;
+    this.recorder.dispatch(k, entries, args.uniforms ?? {}, wg);
+  }
+
+  /** Records a buffer copy between tensors (byte offsets and size multiples of 4). */
+  copy(src: Tensor, srcOffset: number, dst: Tensor, dstOffset: number, bytes: number): void {
+    this.checkTensor('copy', src);
+    this.checkTensor('copy', dst);
+    this.recorder.copy(src.pooled().buffer, srcOffset, dst.pooled().buffer, dstOffset, bytes);
+  }
+
+  /** Submits recorded work to the GPU. */
+  flush(): void {
+    this.checkAlive('flush');
+    this.recorder.flushIfPending();
+  }
+
+  /** Submits recorded work and waits until the GPU has finished it. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.profiler.collect();
+    this.throwIfFailed('sync');
+  }
+
+  /** @internal */
+  async readTensor(t: Tensor): Promise<Float32Array | Int32Array> {
+    this.checkTensor('read', t);
+    const bytes = Math.max(4, Math.ceil(t.byteLength / 4) * 4);
+    const staging = this.device.createBuffer({ size: bytes, usage: 0x1 | 0x8 /* MAP_READ | COPY_DST */ });
+    this.recorder.copy(t.buffer, 0, staging, 0, bytes);
+    this.recorder.flushIfPending();
+    try {
+      await staging.mapAsync(1 /* GPUMapMode.READ */);
+    } catch (e) {
+      staging.destroy();
+      this.throwIfFailed('read');
+      throw new Error(`read: mapping the result of ${shapeStr(t.shape)} failed: ${(e as Error).message}`);
+    }
+    const raw = staging.getMappedRange().slice(0, t.byteLength);
+    staging.unmap();
+    staging.destroy();
+    this.throwIfFailed('read');
+    await this.profiler.collect();
+    if (t.dtype === 'i32') return new Int32Array(raw);
+    if (t.dtype === 'f32') return new Float32Array(raw);
+    return f16BitsToF32(new Uint16Array(raw));
+  }
+
+  /** Per-kernel GPU time of the work recorded inside fn (timestamp queries, else wall time). */
+  async profile(fn: () => unknown | Promise<unknown>): Promise<ProfileReport> {
+    return this.profiler.run(fn);
+  }
+
+  // ---------------------------------------------------------------- checks
+
+  /** @internal throws an Error naming the op when t is unusable here */
+  checkTensor(op: string, t: Tensor): void {
+    if (!(t instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${t === null ? 'null' : typeof t}`);
+    if (t.engine !== this) throw new Error(`${op}: tensor ${shapeStr(t.shape)} belongs to another engine`);
+    t.pooled(op);
+  }
+
+  /** @internal */
+  checkAlive(op: string): void {
+    if (this.lostReason) throw new Error(`${op}: the GPU device was lost (${this.lostReason}); create a new Engine`);
+  }
+
+  private throwIfFailed(op: string): void {
+    this.checkAlive(op);
+    if (this.gpuError) {
+      const e = this.gpuError;
+      this.gpuError = null;
+      throw new Error(`${op}: the GPU reported an error: ${e}`);
+    }
+  }
+
+  /** Releases the device. Tensors of this engine become unusable. */
+  destroy(): void {
+    this.recorder.flushIfPending();
+    this.pool.trim();
+    this.device.destroy();
+    this.lostReason = 'engine destroyed';
+  }
+
+  /** @internal counters for tests */
+  stats(): { compiles: number; submits: number; dispatches: number; bindGroupsCreated: number } {
+    return { compiles: this.pipelines.compiles, ...this.recorder.stats };
+  }
+}
+
+// ---------------------------------------------------------------- f16 host conversion
+
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+
+/** Round-to-nearest-even f32 -> IEEE half bits. */
+export function f32ToF16Bits(src: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    f32buf[0] = src[i];
+    const x = u32buf[0];
+    const sign = (x >>> 16) & 0x8000;
+    const exp = (x >>> 23) & 0xff;
+    let mant = x & 0x7fffff;
+    if (exp === 0xff) {
+      out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
+      continue;
+    }
+    const e = exp - 127 + 15;
+    if (e >= 0x1f) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
+    if (e <= 0) {
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
+      mant |= 0x800000;
+      const shift = 14 - e;
+      let h = mant >>> shift;
+      const rem = mant & ((1 << shift) - 1);
+      const half = 1 << (shift - 1);
+      if (rem > half || (rem === half && (h & 1))) h++;
+      out[i] = sign | h;
+      continue;
+    }
+    let h = (e << 10) | (mant >>> 13);
+    const rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+    out[i] = sign | h;
+  }
+  return out;
+}
+
+export function f16BitsToF32(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i];
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >>> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 0) out[i] = s * m * 2 ** -24;
+    else if (e === 0x1f) out[i] = m ? NaN : s * Infinity;
+    else out[i] = s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return out;
+}
