@@ -1,3 +1,24 @@
+// The public API (see DESIGN.md): the engine and tensors, the ops, the models, the schedulers and
+// the pipelines. Node-only helpers (PNG output, the CLI) live behind separate entries.
 export { Engine, type EngineOptions, type EngineInfo } from './runtime/engine.js';
 export { Tensor, type DType } from './runtime/tensor.js';
 export * as ops from './kernels/index.js';
+export { SafetensorsFile, writeSafetensors, type ProgressCallback } from './runtime/safetensors.js';
+export { WeightSource, loadComponentFolder } from './runtime/weights.js';
+export { AutoencoderKL } from './models/autoencoder_kl.js';
+export { VQModel } from './models/vq_model.js';
+export { AutoencoderTiny } from './models/autoencoder_tiny.js';
+export { UNet2DModel } from './models/unet_2d.js';
+export { UNet2DConditionModel } from './models/unet_2d_condition.js';
+export {
+  DDPMScheduler,
+  DDIMScheduler,
+  PNDMScheduler,
+  EulerDiscreteScheduler,
+  EulerAncestralDiscreteScheduler,
+  DPMSolverMultistepScheduler,
+  LMSDiscreteScheduler,
+  type SchedulerConfig,
+} from './models/schedulers/index.js';
+export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './models/pipelines/ldm.js';
+export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './models/pipelines/common.js';

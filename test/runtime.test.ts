@@ -1,4 +1,5 @@
 import { describe, it, expect, afterAll } from 'vitest';
+import { performance } from 'node:perf_hooks';
 import { Engine, ops } from '../src/index.js';
 import { getEngine, randArray, relL2, track, reportWorst } from './helpers.js';
 

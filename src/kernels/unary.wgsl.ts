@@ -22,6 +22,9 @@ fn apply(v: f32) -> f32 {
     case 1u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); } // gelu (erf)
     case 2u: { return p.alpha * v + p.beta; }                       // scale: alpha * x + beta
     case 3u: { return v / (1.0 + exp(-1.702 * v)); }               // quick_gelu
+    case 4u: { return max(v, 0.0); }                                // relu
+    case 5u: { return p.alpha * tanh(v / p.alpha); }                // soft clamp to (-alpha, alpha) (TAESD)
+    case 6u: { return exp(p.alpha * v + p.beta); }                  // exp(alpha * x + beta)
     default: { return v; }
   }
 }

@@ -1,0 +1,210 @@
+// Kernel benchmarks: each case runs in this engine and, on the same adapter in the same process,
+// in TensorFlow.js's WebGPU backend written the way a TF.js user would (its native NHWC layout,
+// its fused conv2d, attention as matMul/softmax/matMul since TF.js has no fused attention).
+import { ops, type Engine, type Tensor } from '../src/index.js';
+import { timeIt, type Timing } from './timing.js';
+
+type TF = typeof import('@tensorflow/tfjs-core');
+type TFTensor = import('@tensorflow/tfjs-core').Tensor;
+
+export interface OpCase {
+  name: string;
+  /** FLOPs of one call (multiply-add = 2) */
+  flops: number;
+  /** bytes one call must move at least (inputs + weights + outputs) */
+  bytes: number;
+  /** which figure says more about this op */
+  bound: 'compute' | 'memory';
+  ours(engine: Engine): { run: () => Tensor; dispose: () => void };
+  tfjs(tf: TF): { run: () => TFTensor; dispose: () => void };
+}
+
+function rand(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = (s / 4294967296) * 2 - 1;
+  }
+  return a;
+}
+
+function conv3x3(n: number, c: number, h: number, cout: number): OpCase {
+  const flops = 2 * n * cout * h * h * c * 9;
+  return {
+    name: `conv2d 3x3 ${n}x${c}x${h}x${h} -> ${cout}`,
+    flops,
+    bytes: 4 * (n * c * h * h + cout * c * 9 + cout + n * cout * h * h),
+    bound: 'compute',
+    ours(engine) {
+      const x = engine.tensor(rand(n * c * h * h, 1), [n, c, h, h]);
+      const w = engine.tensor(rand(cout * c * 9, 2).map((v) => v * 0.05), [cout, c, 3, 3]);
+      const b = engine.tensor(rand(cout, 3), [cout]);
+      return { run: () => ops.conv2d(x, w, b, { padding: 1 }), dispose: () => [x, w, b].forEach((t) => t.dispose()) };
+    },
+    tfjs(tf) {
+      const x = tf.tensor4d(rand(n * c * h * h, 1), [n, h, h, c]);
+      const w = tf.tensor4d(rand(cout * c * 9, 2).map((v) => v * 0.05), [3, 3, c, cout]);
+      const b = tf.tensor1d(rand(cout, 3));
+      return { run: () => tf.fused.conv2d({ x, filter: w, bias: b, strides: 1, pad: 'same' }), dispose: () => tf.dispose([x, w, b]) };
+    },
+  };
+}
+
+function matmul(m: number, k: number, n: number): OpCase {
+  return {
+    name: `matmul ${m}x${k} @ ${k}x${n}`,
+    flops: 2 * m * n * k,
+    bytes: 4 * (m * k + k * n + m * n),
+    bound: 'compute',
+    ours(engine) {
+      const a = engine.tensor(rand(m * k, 4), [m, k]);
+      const b = engine.tensor(rand(k * n, 5), [k, n]);
+      return { run: () => ops.matmul(a, b), dispose: () => [a, b].forEach((t) => t.dispose()) };
+    },
+    tfjs(tf) {
+      const a = tf.tensor2d(rand(m * k, 4), [m, k]);
+      const b = tf.tensor2d(rand(k * n, 5), [k, n]);
+      return { run: () => tf.matMul(a, b), dispose: () => tf.dispose([a, b]) };
+    },
+  };
+}
+
+function attention(tokens: number, heads: number, dHead: number): OpCase {
+  const c = heads * dHead;
+  return {
+    name: `attention ${heads} heads x ${dHead}, ${tokens} tokens`,
+    flops: 4 * heads * tokens * tokens * dHead,
+    bytes: 4 * 4 * tokens * c,
+    bound: 'compute',
+    ours(engine) {
+      const q = engine.tensor(rand(tokens * c, 6), [1, tokens, c]);
+      const k = engine.tensor(rand(tokens * c, 7), [1, tokens, c]);
+      const v = engine.tensor(rand(tokens * c, 8), [1, tokens, c]);
+      return { run: () => ops.attention(q, k, v, { heads }), dispose: () => [q, k, v].forEach((t) => t.dispose()) };
+    },
+    tfjs(tf) {
+      const split = (t: TFTensor) => tf.transpose(tf.reshape(t, [1, tokens, heads, dHead]), [0, 2, 1, 3]);
+      const q = tf.tensor3d(rand(tokens * c, 6), [1, tokens, c]);
+      const k = tf.tensor3d(rand(tokens * c, 7), [1, tokens, c]);
+      const v = tf.tensor3d(rand(tokens * c, 8), [1, tokens, c]);
+      const scale = 1 / Math.sqrt(dHead);
+      return {
+        run: () =>
+          tf.tidy(() => {
+            const s = tf.mul(tf.matMul(split(q), split(k), false, true), scale);
+            const o = tf.matMul(tf.softmax(s), split(v));
+            return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [1, tokens, c]);
+          }),
+        dispose: () => tf.dispose([q, k, v]),
+      };
+    },
+  };
+}
+
+function groupNorm(n: number, c: number, h: number, groups: number): OpCase {
+  const elems = n * c * h * h;
+  return {
+    name: `groupNorm ${groups} groups ${n}x${c}x${h}x${h}`,
+    flops: 8 * elems,
+    bytes: 4 * (2 * elems + 2 * c),
+    bound: 'memory',
+    ours(engine) {
+      const x = engine.tensor(rand(elems, 9), [n, c, h, h]);
+      const g = engine.tensor(rand(c, 10), [c]);
+      const b = engine.tensor(rand(c, 11), [c]);
+      return { run: () => ops.groupNorm(x, g, b, { groups, eps: 1e-5 }), dispose: () => [x, g, b].forEach((t) => t.dispose()) };
+    },
+    tfjs(tf) {
+      const x = tf.tensor4d(rand(elems, 9), [n, h, h, c]);
+      const g = tf.tensor1d(rand(c, 10));
+      const b = tf.tensor1d(rand(c, 11));
+      return {
+        run: () =>
+          tf.tidy(() => {
+            const xg = tf.reshape(x, [n, h * h, groups, c / groups]);
+            const { mean, variance } = tf.moments(xg, [1, 3], true);
+            const y = tf.reshape(tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, 1e-5))), [n, h, h, c]);
+            return tf.add(tf.mul(y, g), b);
+          }),
+        dispose: () => tf.dispose([x, g, b]),
+      };
+    },
+  };
+}
+
+export const OP_CASES: OpCase[] = [
+  conv3x3(1, 64, 32, 64),
+  conv3x3(1, 128, 16, 128),
+  conv3x3(1, 320, 16, 320),
+  matmul(512, 512, 512),
+  matmul(1024, 320, 320),
+  attention(256, 8, 40),
+  attention(1024, 8, 40),
+  groupNorm(1, 320, 32, 32),
+];
+
+export interface OpRow {
+  name: string;
+  flops: number;
+  bytes: number;
+  bound: 'compute' | 'memory';
+  ours: Timing & { gflops: number; gbps: number };
+  tfjs: (Timing & { gflops: number; gbps: number }) | null;
+  /** TF.js time / our time: above 1 means we are faster */
+  speedup: number | null;
+}
+
+function rates(t: Timing, c: OpCase) {
+  return { ...t, gflops: c.flops / (t.medianMs * 1e6), gbps: c.bytes / (t.medianMs * 1e6) };
+}
+
+export async function benchOps(engine: Engine, tf: TF | null, cases = OP_CASES, log = console.log): Promise<OpRow[]> {
+  const rows: OpRow[] = [];
+  for (const c of cases) {
+    const o = c.ours(engine);
+    let last: Tensor | null = null;
+    const ours = await timeIt(
+      () => {
+        last?.dispose();
+        last = o.run();
+      },
+      async () => {
+        if (last) await last.read();
+      },
+    );
+    (last as Tensor | null)?.dispose();
+    o.dispose();
+    let tfT: Timing | null = null;
+    if (tf) {
+      const t = c.tfjs(tf);
+      let out: TFTensor | null = null;
+      tfT = await timeIt(
+        () => {
+          out?.dispose();
+          out = t.run();
+        },
+        async () => {
+          if (out) await out.data();
+        },
+      );
+      (out as TFTensor | null)?.dispose();
+      t.dispose();
+    }
+    const row: OpRow = {
+      name: c.name,
+      flops: c.flops,
+      bytes: c.bytes,
+      bound: c.bound,
+      ours: rates(ours, c),
+      tfjs: tfT ? rates(tfT, c) : null,
+      speedup: tfT ? tfT.medianMs / ours.medianMs : null,
+    };
+    log(
+      `${c.name.padEnd(42)} ours ${ours.medianMs.toFixed(3).padStart(9)} ms` +
+        (tfT ? `   tfjs ${tfT.medianMs.toFixed(3).padStart(9)} ms   x${row.speedup!.toFixed(2)}` : ''),
+    );
+    rows.push(row);
+  }
+  return rows;
+}

@@ -1,0 +1,129 @@
+// ops.attention: fused multi-head scaled dot-product attention (see attention.wgsl.ts).
+//
+// Cost, with B batch, Lq queries, Lk keys, C = heads * dHead channels and P the number of
+// (query, key) pairs that are not masked (Lq * Lk, or about half of it when causal):
+//   FLOPs  = 4 * B * P * dHead * heads  (QK^T and PV, a multiply-add each)
+//          + 5 * B * P * heads          (scale, max, subtract, exp2, sum)
+//   bytes  = elem * B * C * (2 * Lq + 2 * Lk)  (q read and o written once, k and v read once per
+//            query tile: counted once, the ideal a fused kernel approaches)
+import type { Tensor } from '../runtime/tensor.js';
+import type { Engine } from '../runtime/engine.js';
+import { DTYPE_BYTES, type DType } from '../runtime/tensor.js';
+import type { KernelSource } from '../runtime/pipeline_cache.js';
+import { attentionWgsl, attentionLayout, type AttentionConfig } from './attention.wgsl.js';
+import { engineOf, floatDtype, fail, rankIs, grid1d } from './check.js';
+
+export interface AttentionOptions {
+  heads: number;
+  /** multiplies Q K^T before the softmax; default dHead^-0.5 */
+  scale?: number;
+  /** mask key j > query i (decoder / CLIP text encoder) */
+  causal?: boolean;
+}
+
+export interface AttentionCostArgs {
+  batch: number;
+  lq: number;
+  lk: number;
+  channels: number;
+  heads: number;
+  causal?: boolean;
+  dtype?: DType;
+}
+
+function unmaskedPairs(lq: number, lk: number, causal: boolean): number {
+  if (!causal) return lq * lk;
+  // query i sees keys 0..min(i, lk - 1)
+  const full = Math.min(lq, lk);
+  return (full * (full + 1)) / 2 + Math.max(0, lq - lk) * lk;
+}
+
+export function attentionCost(a: AttentionCostArgs): { flops: number; bytes: number } {
+  const pairs = unmaskedPairs(a.lq, a.lk, a.causal ?? false);
+  const flops = 4 * a.batch * pairs * a.channels + 5 * a.batch * pairs * a.heads;
+  const bytes = DTYPE_BYTES[a.dtype ?? 'f32'] * a.batch * a.channels * (2 * a.lq + 2 * a.lk);
+  return { flops, bytes };
+}
+
+const sources = new Map<string, KernelSource>();
+function sourceFor(c: AttentionConfig): KernelSource {
+  const key = `${c.D}|${c.RM}|${c.RG}|${c.TPR}|${c.BK}|${c.kvShared}|${c.causal}`;
+  let s = sources.get(key);
+  if (!s) {
+    s = { name: 'attention', wgsl: attentionWgsl(c) };
+    sources.set(key, s);
+  }
+  return s;
+}
+
+// Preference order: big query tiles first (each K/V tile staged serves more queries), then big key
+// tiles, separate K and V buffers before the shared one (one barrier less per tile).
+const CANDIDATES: [rg: number, rm: number, bk: number, kvShared: boolean][] = [
+  [32, 2, 32, false], [32, 2, 32, true], [32, 1, 32, false], [32, 2, 16, false], [32, 1, 32, true],
+  [32, 2, 16, true], [32, 1, 16, false], [32, 1, 16, true], [16, 1, 16, false], [16, 1, 16, true],
+  [16, 1, 8, true], [8, 1, 8, false], [8, 1, 8, true],
+];
+
+/** @internal exported for tests: the tile configuration used for a head dim and query count. */
+export function attentionConfig(engine: Engine, dHead: number, lq: number, causal: boolean): AttentionConfig | null {
+  const D4 = Math.ceil(dHead / 4);
+  const TPR = D4 <= 2 ? 2 : 4;
+  const maxBytes = engine.limits.maxComputeWorkgroupStorageSize;
+  const maxInv = engine.limits.maxComputeInvocationsPerWorkgroup;
+  // Don't stage far more query rows than exist (cross-attention with a few queries, Lq = 1).
+  const minRows = lq <= 8 ? 8 : lq <= 16 ? 16 : lq <= 32 ? 32 : 64;
+  const fits = (c: AttentionConfig) => {
+    const l = attentionLayout(c);
+    return l.bytes <= maxBytes && l.WG <= maxInv;
+  };
+  let fallback: AttentionConfig | null = null;
+  for (const [RG, RM, BK, kvShared] of CANDIDATES) {
+    const c: AttentionConfig = { D: dHead, RM, RG, TPR, BK, kvShared, causal };
+    if (!fits(c)) continue;
+    fallback ??= c;
+    if (RG * RM <= minRows) return c;
+  }
+  return fallback;
+}
+
+/** softmax(Q K^T * scale) V per head; q [B, Lq, C], k and v [B, Lk, C], C = heads * dHead, heads
+ * splitting the channels head-major. Returns [B, Lq, C]. */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+  const op = 'attention';
+  const engine = engineOf(op, q, k, v);
+  const dtype = floatDtype(op, q, k, v);
+  rankIs(op, q, 3, 'q');
+  rankIs(op, k, 3, 'k');
+  rankIs(op, v, 3, 'v');
+  const [B, Lq, C] = q.shape;
+  const Lk = k.shape[1];
+  const heads = opts?.heads;
+  if (!Number.isInteger(heads) || heads < 1) fail(op, `heads must be a positive integer, got ${heads}`, [q, k, v]);
+  if (k.shape[0] !== B || v.shape[0] !== B) fail(op, 'q, k and v must have the same batch size', [q, k, v]);
+  if (v.shape[1] !== Lk) fail(op, 'k and v must have the same length', [q, k, v]);
+  if (k.shape[2] !== C || v.shape[2] !== C) fail(op, 'q, k and v must have the same channel count', [q, k, v]);
+  if (C % heads !== 0) fail(op, `channels ${C} are not divisible by heads ${heads}`, [q, k, v]);
+  if (Lk < 1 && Lq > 0) fail(op, 'needs at least one key', [q, k, v]);
+  const dHead = C / heads;
+  const scale = opts.scale ?? 1 / Math.sqrt(dHead);
+  if (!Number.isFinite(scale)) fail(op, `scale must be a finite number, got ${scale}`, [q, k, v]);
+  const causal = opts.causal ?? false;
+
+  const out = engine.empty([B, Lq, C], dtype, op);
+  if (B * Lq * C === 0) return out;
+  const cfg = attentionConfig(engine, dHead, Lq, causal);
+  if (!cfg) {
+    out.dispose();
+    fail(op, `head dim ${dHead} needs more workgroup memory than this device's ${engine.limits.maxComputeWorkgroupStorageSize} bytes`, [q, k, v]);
+  }
+  const { BQ } = attentionLayout(cfg);
+  const qTiles = Math.ceil(Lq / BQ);
+  const total = qTiles * heads * B;
+  const [gx, gy] = grid1d(engine, total);
+  engine.dispatch(sourceFor(cfg), {
+    bindings: { q, k, v, o: out },
+    uniforms: { Lq, Lk, C, heads, qTiles, total, gx, scale: scale * Math.LOG2E },
+    workgroups: [gx, gy],
+  });
+  return out;
+}

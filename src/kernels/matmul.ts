@@ -1,0 +1,265 @@
+// Batched matrix multiply and linear layers on one tiled GEMM kernel (matmul.wgsl.ts).
+//
+// Cost, for batch Z and an M x K by K x N product:
+//   FLOPs = 2 Z M N K            (plus a few per output for bias / activation / residual)
+//   bytes = elem * (|A| + |B| + Z M N [+ N bias] [+ Z M N residual])  (each operand read once from
+//           DRAM in the ideal case; the kernel re-reads tiles from cache, which the bench ignores)
+import type { Engine } from '../runtime/engine.js';
+import { DTYPE_BYTES, numel, shapeStr, type DType, type Tensor } from '../runtime/tensor.js';
+import { engineOf, fail, floatDtype } from './check.js';
+import { gemmKey, gemmSharedBytes, gemmWgsl, type GemmTile, type GemmVariant } from './matmul.wgsl.js';
+
+export type Activation = 'none' | 'silu' | 'gelu' | 'quickGelu';
+const ACT: Record<Activation, GemmVariant['act']> = { none: 0, silu: 1, gelu: 2, quickGelu: 3 };
+
+export interface MatmulOptions {
+  transposeA?: boolean;
+  transposeB?: boolean;
+}
+
+export interface LinearOptions {
+  activation?: Activation;
+  /** added after the activation: y = act(x W^T + b) + residual; must have the output's shape */
+  residual?: Tensor;
+}
+
+/** Tile shapes the launcher picks from; exported for tests, which force each one. */
+export const GEMM_TILES = {
+  /** 128 x 128 outputs per workgroup, 8x8 per thread: for large products */
+  large: { wgX: 16, wgY: 16, rm: 2, rn: 2, bk: 8 },
+  /** 64 x 64, 4x4 per thread */
+  medium: { wgX: 16, wgY: 16, rm: 1, rn: 1, bk: 16 },
+  /** 32 x 32, 4x4 per thread, 64 threads: small or skinny products still fill the GPU */
+  small: { wgX: 8, wgY: 8, rm: 1, rn: 1, bk: 16 },
+} as const satisfies Record<string, GemmTile>;
+export type GemmTileName = keyof typeof GEMM_TILES;
+
+/** A fully resolved GEMM: C[z] (M x N) = epilogue(op(A[z]) op(B[z])), strides in elements. */
+export interface GemmArgs {
+  op: string;
+  a: Tensor;
+  b: Tensor;
+  out: Tensor;
+  bias?: Tensor;
+  residual?: Tensor;
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  strideA: number;
+  strideB: number;
+  transA: boolean;
+  transB: boolean;
+  activation: Activation;
+  /** force a tile shape (tests); otherwise chosen from the problem size */
+  tile?: GemmTileName;
+  /** split the grid below the device's per-dimension limit (tests exercise the split path) */
+  maxWorkgroupsPerDim?: number;
+}
+
+function pickTile(engine: Engine, M: number, N: number, batch: number): GemmTile {
+  const count = (t: GemmTile) => Math.ceil(M / (4 * t.rm * t.wgY)) * Math.ceil(N / (4 * t.rn * t.wgX)) * batch;
+  const fits = (t: GemmTile) =>
+    gemmSharedBytes(t) <= engine.limits.maxComputeWorkgroupStorageSize && t.wgX * t.wgY <= engine.limits.maxComputeInvocationsPerWorkgroup;
+  // Bigger tiles reuse each loaded value more, but only pay off while there are enough
+  // workgroups to occupy every core of a large GPU.
+  if (fits(GEMM_TILES.large) && count(GEMM_TILES.large) >= 96) return GEMM_TILES.large;
+  if (fits(GEMM_TILES.medium) && count(GEMM_TILES.medium) >= 48) return GEMM_TILES.medium;
+  return GEMM_TILES.small;
+}
+
+/** Records the GEMM (one dispatch, or several when the grid exceeds the per-dimension limit). */
+export function gemm(engine: Engine, g: GemmArgs): void {
+  const { M, N, K, batch } = g;
+  if (M === 0 || N === 0 || batch === 0) return;
+  const tile = g.tile ? GEMM_TILES[g.tile] : pickTile(engine, M, N, batch);
+  const BM = 4 * tile.rm * tile.wgY;
+  const BN = 4 * tile.rn * tile.wgX;
+  const variant: GemmVariant = {
+    tile,
+    transA: g.transA,
+    transB: g.transB,
+    // vec4 access needs every row of the operand (its contiguous dimension) to be a multiple of 4
+    vecA: (g.transA ? M : K) % 4 === 0,
+    vecB: (g.transB ? K : N) % 4 === 0,
+    vecC: N % 4 === 0,
+    bias: !!g.bias,
+    residual: !!g.residual,
+    act: ACT[g.activation],
+  };
+  const src = { name: `${g.op} ${gemmKey(variant)}`, wgsl: gemmWgsl(variant) };
+  const bindings: Record<string, Tensor> = { lhs: g.a, rhs: g.b, dst: g.out };
+  if (g.bias) bindings.addBias = g.bias;
+  if (g.residual) bindings.addRes = g.residual;
+  const max = Math.min(g.maxWorkgroupsPerDim ?? Infinity, engine.limits.maxComputeWorkgroupsPerDimension);
+  const gx = Math.ceil(N / BN);
+  const gy = Math.ceil(M / BM);
+  for (let z = 0; z < batch; z += max) {
+    for (let y = 0; y < gy; y += max) {
+      for (let x = 0; x < gx; x += max) {
+        engine.dispatch(src, {
+          bindings,
+          uniforms: { M, N, K, strideA: g.strideA, strideB: g.strideB, strideC: M * N, offX: x, offY: y, offZ: z },
+          workgroups: [Math.min(max, gx - x), Math.min(max, gy - y), Math.min(max, batch - z)],
+        });
+      }
+    }
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+interface MatmulPlan {
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  strideA: number;
+  strideB: number;
+  outShape: number[];
+}
+
+function planMatmul(op: string, a: Tensor, b: Tensor, opts: MatmulOptions): MatmulPlan {
+  if (a.rank < 2 || b.rank < 2) fail(op, 'both operands need rank >= 2', [a, b]);
+  const tA = !!opts.transposeA;
+  const tB = !!opts.transposeB;
+  const [ar, ac] = a.shape.slice(-2);
+  const [br, bc] = b.shape.slice(-2);
+  const M = tA ? ac : ar;
+  const K = tA ? ar : ac;
+  const Kb = tB ? bc : br;
+  const N = tB ? br : bc;
+  if (K !== Kb) {
+    fail(op, `inner dimensions differ: ${K} vs ${Kb} (transposeA ${tA}, transposeB ${tB})`, [a, b]);
+  }
+  const batchA = a.shape.slice(0, -2);
+  const batchB = b.shape.slice(0, -2);
+  if (batchA.length && batchB.length && !sameShape(batchA, batchB)) {
+    fail(op, `batch dimensions ${shapeStr(batchA)} and ${shapeStr(batchB)} differ (they must match, or one operand must have rank 2)`, [a, b]);
+  }
+  const batchShape = batchA.length ? batchA : batchB;
+  const batch = numel(batchShape);
+  return {
+    M,
+    N,
+    K,
+    batch,
+    strideA: batchA.length ? M * K : 0,
+    strideB: batchB.length ? K * N : 0,
+    outShape: [...batchShape, M, N],
+  };
+}
+
+/**
+ * Batched matrix product: a [..., M, K] times b [..., K, N] -> [..., M, N]. The batch dimensions
+ * must be equal, or one operand may be a plain matrix (rank 2) shared by every batch item.
+ * transposeA / transposeB swap the last two dimensions of that operand.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const op = 'matmul';
+  const engine = engineOf(op, a, b);
+  const dtype = floatDtype(op, a, b);
+  const plan = planMatmul(op, a, b, opts);
+  const out = engine.empty(plan.outShape, dtype, op);
+  let { M, batch, strideA } = plan;
+  // A batched A against one shared B is a single taller GEMM: fewer, fuller workgroups.
+  if (plan.strideB === 0 && !opts.transposeA && batch > 1) {
+    M *= batch;
+    batch = 1;
+    strideA = 0;
+  }
+  gemm(engine, {
+    op,
+    a,
+    b,
+    out,
+    M,
+    N: plan.N,
+    K: plan.K,
+    batch,
+    strideA,
+    strideB: plan.strideB,
+    transA: !!opts.transposeA,
+    transB: !!opts.transposeB,
+    activation: 'none',
+  });
+  return out;
+}
+
+/**
+ * PyTorch's nn.Linear with a fused epilogue: x [..., in], w [out, in], b [out] ->
+ * act(x w^T + b) (+ residual), shape [..., out].
+ */
+export function linear(x: Tensor, w: Tensor, b?: Tensor | null, opts: LinearOptions = {}): Tensor {
+  const op = 'linear';
+  const residual = opts.residual ?? undefined;
+  const engine = engineOf(op, x, w, b, residual);
+  const dtype = floatDtype(op, x, w, b, residual);
+  const all = [x, w, ...(b ? [b] : []), ...(residual ? [residual] : [])];
+  if (x.rank < 1) fail(op, 'x must have rank >= 1', all);
+  if (w.rank !== 2) fail(op, `weight must have rank 2 [out, in], got ${shapeStr(w.shape)}`, all);
+  const K = x.shape[x.rank - 1];
+  const [N, Kw] = w.shape;
+  if (K !== Kw) fail(op, `x has ${K} input features but weight expects ${Kw}`, all);
+  if (b && (b.rank !== 1 || b.shape[0] !== N)) fail(op, `bias must have shape [${N}], got ${shapeStr(b.shape)}`, all);
+  const activation = opts.activation ?? 'none';
+  if (!(activation in ACT)) fail(op, `unknown activation '${String(activation)}' (none, silu, gelu, quickGelu)`, all);
+  const outShape = [...x.shape.slice(0, -1), N];
+  if (residual && !sameShape(residual.shape, outShape)) {
+    fail(op, `residual must have the output shape ${shapeStr(outShape)}, got ${shapeStr(residual.shape)}`, all);
+  }
+  const out = engine.empty(outShape, dtype, op);
+  gemm(engine, {
+    op,
+    a: x,
+    b: w,
+    out,
+    bias: b ?? undefined,
+    residual,
+    M: numel(x.shape.slice(0, -1)),
+    N,
+    K,
+    batch: 1,
+    strideA: 0,
+    strideB: 0,
+    transA: false,
+    transB: true,
+    activation,
+  });
+  return out;
+}
+
+export interface Cost {
+  flops: number;
+  bytes: number;
+}
+
+function actFlops(act: Activation | undefined): number {
+  return act === 'gelu' ? 20 : act === 'silu' || act === 'quickGelu' ? 4 : 0;
+}
+
+/** FLOPs and ideal DRAM bytes of matmul(a, b, opts) for the given shapes. */
+export function matmulCost(args: { a: readonly number[]; b: readonly number[]; transposeA?: boolean; transposeB?: boolean; dtype?: DType }): Cost {
+  const ta = args.transposeA ?? false;
+  const tb = args.transposeB ?? false;
+  const M = ta ? args.a[args.a.length - 1] : args.a[args.a.length - 2];
+  const K = ta ? args.a[args.a.length - 2] : args.a[args.a.length - 1];
+  const N = tb ? args.b[args.b.length - 2] : args.b[args.b.length - 1];
+  const batch = Math.max(numel(args.a.slice(0, -2)), numel(args.b.slice(0, -2)));
+  const e = DTYPE_BYTES[args.dtype ?? 'f32'];
+  return { flops: 2 * batch * M * N * K, bytes: e * (numel(args.a) + numel(args.b) + batch * M * N) };
+}
+
+/** FLOPs and ideal DRAM bytes of linear(x, w, b?, opts). */
+export function linearCost(args: { x: readonly number[]; w: readonly number[]; bias?: boolean; residual?: boolean; activation?: Activation; dtype?: DType }): Cost {
+  const K = args.x[args.x.length - 1];
+  const M = numel(args.x) / Math.max(K, 1);
+  const N = args.w[0];
+  const outs = M * N;
+  const e = DTYPE_BYTES[args.dtype ?? 'f32'];
+  const flops = 2 * outs * K + outs * ((args.bias ? 1 : 0) + (args.residual ? 1 : 0) + actFlops(args.activation));
+  const bytes = e * (numel(args.x) + numel(args.w) + outs + (args.bias ? N : 0) + (args.residual ? outs : 0));
+  return { flops, bytes };
+}

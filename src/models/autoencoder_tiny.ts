@@ -1,0 +1,191 @@
+// AutoencoderTiny (TAESD): a small convolutional encoder/decoder for diffusion-space latents,
+// used for fast previews. Loads diffusers' AutoencoderTiny folders and the original
+// taesd_{encoder,decoder}.safetensors (keys '0.weight', '3.conv.0.weight', ...; the decoder's
+// Sequential starts with a parameter-free Clamp, so its indices are diffusers' + 1).
+// Images are in [-1, 1] as in diffusers; latent channels are read from the weights, so the SDXL,
+// SD3 and FLUX.1 variants load too.
+import type { Engine } from '../runtime/engine.js';
+import type { Tensor } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { Conv2d, ParamLoader, chain, type TensorSource } from './nn.js';
+import { configList, configNumber, requireValues, type Config } from './config.js';
+import { Model } from './model.js';
+import { WeightSource, type LoadOptions } from '../runtime/weights.js';
+import { SafetensorsFile } from '../runtime/safetensors.js';
+
+class TinyBlock {
+  private constructor(private c0: Conv2d, private c1: Conv2d, private c2: Conv2d, private skip: Conv2d | null) {}
+  static async load(L: ParamLoader, name: string, cin: number, cout: number): Promise<TinyBlock> {
+    return new TinyBlock(
+      await Conv2d.load(L, `${name}.conv.0`, cin, cout),
+      await Conv2d.load(L, `${name}.conv.2`, cout, cout),
+      await Conv2d.load(L, `${name}.conv.4`, cout, cout),
+      cin !== cout ? await Conv2d.load(L, `${name}.skip`, cin, cout, { kernel: 1, bias: false }) : null,
+    );
+  }
+  /** relu(conv(relu(conv(relu(conv(x))))) + skip(x)) */
+  forward(x: Tensor): Tensor {
+    let h = chain(this.c0.forward(x), (t) => ops.relu(t));
+    h = chain(chain(h, (t) => this.c1.forward(t)), (t) => ops.relu(t));
+    h = chain(h, (t) => this.c2.forward(t));
+    const s = this.skip ? this.skip.forward(x) : x;
+    const sum = ops.add(h, s);
+    h.dispose();
+    if (s !== x) s.dispose();
+    return chain(sum, (t) => ops.relu(t));
+  }
+}
+
+type Layer = { kind: 'conv'; m: Conv2d } | { kind: 'block'; m: TinyBlock } | { kind: 'relu' } | { kind: 'up' };
+
+function runLayers(layers: Layer[], x: Tensor): Tensor {
+  let h = x;
+  for (const l of layers) {
+    const prev = h;
+    if (l.kind === 'conv') h = l.m.forward(h);
+    else if (l.kind === 'block') h = l.m.forward(h);
+    else if (l.kind === 'relu') h = ops.relu(h);
+    else h = ops.upsampleNearest2x(h);
+    if (prev !== x) prev.dispose();
+  }
+  return h;
+}
+
+export interface TinyShape {
+  inChannels: number;
+  outChannels: number;
+  latentChannels: number;
+  encoderChannels: number[];
+  decoderChannels: number[];
+  encoderBlocks: number[];
+  decoderBlocks: number[];
+  latentMagnitude: number;
+}
+
+export class AutoencoderTiny extends Model {
+  readonly shape!: TinyShape;
+  private enc!: Layer[] | null;
+  private dec!: Layer[] | null;
+
+  /**
+   * Builds from a source with diffusers names (encoder.layers.N / decoder.layers.N). Either half may be
+   * missing (a decoder-only preview model); latent channels come from the weights.
+   */
+  static async load(engine: Engine, config: Config, source: TensorSource & { info?(n: string): { shape: number[] } | undefined }): Promise<AutoencoderTiny> {
+    const name = 'AutoencoderTiny';
+    requireValues(name, 'act_fn', config.act_fn ?? 'relu', ['relu']);
+    requireValues(name, 'upsampling_scaling_factor', config.upsampling_scaling_factor ?? 2, [2]);
+    const encCh = configList(config, 'encoder_block_out_channels', [64, 64, 64, 64], name);
+    const decCh = configList(config, 'decoder_block_out_channels', [64, 64, 64, 64], name);
+    const encBlocks = configList(config, 'num_encoder_blocks', [1, 3, 3, 3], name);
+    const decBlocks = configList(config, 'num_decoder_blocks', [3, 3, 3, 1], name);
+    const inCh = configNumber(config, 'in_channels', 3, name);
+    const outCh = configNumber(config, 'out_channels', 3, name);
+    // The weights decide the latent width (4 for SD/SDXL, 16 for SD3/FLUX.1).
+    const decIn = source.info?.('decoder.layers.0.weight')?.shape[1];
+    const encLayers = encCh.length + encBlocks.reduce((a, b) => a + b, 0);
+    const encOut = source.info?.(`encoder.layers.${encLayers}.weight`)?.shape[0];
+    const latent = decIn ?? encOut ?? configNumber(config, 'latent_channels', 4, name);
+    const s: TinyShape = {
+      inChannels: inCh,
+      outChannels: outCh,
+      latentChannels: latent,
+      encoderChannels: encCh,
+      decoderChannels: decCh,
+      encoderBlocks: encBlocks,
+      decoderBlocks: decBlocks,
+      latentMagnitude: configNumber(config, 'latent_magnitude', 3, name),
+    };
+    const L = new ParamLoader(engine, source);
+    const m = new AutoencoderTiny(engine, config, L);
+    return m.track(async () => {
+      const hasEnc = source.has('encoder.layers.0.weight');
+      const hasDec = source.has('decoder.layers.0.weight');
+      if (!hasEnc && !hasDec) throw new Error(`${name}: neither encoder.layers.* nor decoder.layers.* weights were found`);
+      Object.assign(m, {
+        shape: s,
+        enc: hasEnc ? await AutoencoderTiny.loadEncoder(L.scope('encoder.layers.'), s) : null,
+        dec: hasDec ? await AutoencoderTiny.loadDecoder(L.scope('decoder.layers.'), s) : null,
+      });
+    }, source);
+  }
+
+  private static async loadEncoder(L: ParamLoader, s: TinyShape): Promise<Layer[]> {
+    const layers: Layer[] = [];
+    let idx = 0;
+    let ch = s.inChannels;
+    for (let i = 0; i < s.encoderBlocks.length; i++) {
+      const c = s.encoderChannels[i];
+      layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, ch, c, i === 0 ? {} : { stride: 2, bias: false }) });
+      ch = c;
+      for (let b = 0; b < s.encoderBlocks[i]; b++) layers.push({ kind: 'block', m: await TinyBlock.load(L, `${idx++}`, c, c) });
+    }
+    layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, ch, s.latentChannels) });
+    return layers;
+  }
+
+  private static async loadDecoder(L: ParamLoader, s: TinyShape): Promise<Layer[]> {
+    const layers: Layer[] = [];
+    let idx = 0;
+    const ch = s.decoderChannels;
+    layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, s.latentChannels, ch[0]) });
+    layers.push({ kind: 'relu' });
+    idx++;
+    for (let i = 0; i < s.decoderBlocks.length; i++) {
+      const final = i === s.decoderBlocks.length - 1;
+      for (let b = 0; b < s.decoderBlocks[i]; b++) layers.push({ kind: 'block', m: await TinyBlock.load(L, `${idx++}`, ch[i], ch[i]) });
+      if (!final) {
+        layers.push({ kind: 'up' });
+        idx++;
+      }
+      layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, ch[i], final ? s.outChannels : ch[i], { bias: final }) });
+    }
+    return layers;
+  }
+
+  /** Loads the original taesd_encoder / taesd_decoder safetensors files (paths, URLs or bytes). */
+  static async fromTaesd(engine: Engine, files: { encoder?: string | Uint8Array; decoder?: string | Uint8Array }, opts: LoadOptions = {}): Promise<AutoencoderTiny> {
+    const open = async (f: string | Uint8Array, label: string) => {
+      if (typeof f !== 'string') return SafetensorsFile.fromBytes(f, label);
+      return /^[a-z][a-z0-9+.-]+:/i.test(f) || typeof process === 'undefined' ? SafetensorsFile.fromUrl(f, opts) : SafetensorsFile.fromFile(f);
+    };
+    const parts: WeightSource[] = [];
+    if (files.encoder) parts.push(WeightSource.fromFiles([await open(files.encoder, 'taesd encoder')]).renamed((n) => `encoder.layers.${n}`));
+    if (files.decoder) {
+      // The original decoder starts with a parameter-free Clamp at index 0.
+      parts.push(
+        WeightSource.fromFiles([await open(files.decoder, 'taesd decoder')]).renamed((n) => {
+          const m = /^(\d+)\.(.*)$/.exec(n);
+          return m ? `decoder.layers.${Number(m[1]) - 1}.${m[2]}` : n;
+        }),
+      );
+    }
+    if (!parts.length) throw new Error('AutoencoderTiny.fromTaesd: give an encoder and/or a decoder file');
+    const source = WeightSource.merge(parts);
+    try {
+      return await AutoencoderTiny.load(engine, {}, source);
+    } finally {
+      await source.close();
+    }
+  }
+
+  /** Image in [-1, 1] -> diffusion-space latents. */
+  encode(x: Tensor): Tensor {
+    if (!this.enc) throw new Error('AutoencoderTiny.encode: this model has no encoder weights');
+    this.checkInput('encode', x, this.shape.inChannels);
+    const x01 = ops.scale(x, 0.5, 0.5);
+    const out = runLayers(this.enc, x01);
+    x01.dispose();
+    return out;
+  }
+
+  /** Diffusion-space latents -> image in [-1, 1]. */
+  decode(z: Tensor): Tensor {
+    if (!this.dec) throw new Error('AutoencoderTiny.decode: this model has no decoder weights');
+    this.checkInput('decode', z, this.shape.latentChannels);
+    const c = ops.softClamp(z, this.shape.latentMagnitude);
+    const y = runLayers(this.dec, c);
+    c.dispose();
+    return chain(y, (t) => ops.scale(t, 2, -1));
+  }
+}

@@ -1,0 +1,279 @@
+// The building blocks shared by the autoencoders and the UNets, with diffusers' names and maths:
+// ResnetBlock2D, Downsample2D, Upsample2D, the spatial self-attention of VAE / UNet2DModel, the
+// sinusoidal timestep embedding + MLP, and Transformer2DModel with BasicTransformerBlock.
+import type { Tensor } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { Conv2d, GroupNorm, LayerNorm, Linear, ParamLoader, chain } from './nn.js';
+
+export class ResnetBlock2D {
+  private constructor(
+    private norm1: GroupNorm,
+    private conv1: Conv2d,
+    private timeEmbProj: Linear | null,
+    private norm2: GroupNorm,
+    private conv2: Conv2d,
+    private shortcut: Conv2d | null,
+  ) {}
+
+  /**
+   * h = conv1(silu(norm1(x))); h += time_emb_proj(silu(temb)); h = conv2(silu(norm2(h)));
+   * out = shortcut(x) + h, with a 1x1 conv shortcut only when channels change.
+   */
+  static async load(L: ParamLoader, name: string, cin: number, cout: number, opts: { temb: number | null; groups: number; eps: number; groupsOut?: number }): Promise<ResnetBlock2D> {
+    const s = L.scope(`${name}.`);
+    return new ResnetBlock2D(
+      await GroupNorm.load(s, 'norm1', cin, opts.groups, opts.eps),
+      await Conv2d.load(s, 'conv1', cin, cout),
+      opts.temb ? await Linear.load(s, 'time_emb_proj', opts.temb, cout) : null,
+      await GroupNorm.load(s, 'norm2', cout, opts.groupsOut ?? opts.groups, opts.eps),
+      await Conv2d.load(s, 'conv2', cout, cout),
+      cin !== cout || s.has('conv_shortcut.weight') ? await Conv2d.load(s, 'conv_shortcut', cin, cout, { kernel: 1 }) : null,
+    );
+  }
+
+  /** `tembAct` is silu(temb), computed once per UNet call and shared by every block. */
+  forward(x: Tensor, tembAct?: Tensor): Tensor {
+    let h = chain(this.norm1.forward(x, true), (t) => this.conv1.forward(t));
+    if (this.timeEmbProj && tembAct) {
+      const t = this.timeEmbProj.forward(tembAct); // [B, C]
+      const t4 = t.reshape([t.shape[0], t.shape[1], 1, 1]);
+      t.dispose();
+      h = chain(h, (hh) => ops.add(hh, t4));
+      t4.dispose();
+    }
+    const n2 = this.norm2.forward(h, true);
+    h.dispose();
+    h = chain(n2, (t) => this.conv2.forward(t));
+    const sc = this.shortcut ? this.shortcut.forward(x) : x;
+    const out = ops.add(sc, h);
+    if (sc !== x) sc.dispose();
+    h.dispose();
+    return out;
+  }
+}
+
+export class Downsample2D {
+  private constructor(private conv: Conv2d) {}
+  /** padding 1: UNets; padding 0: the VAE encoders, which pad one zero row/column bottom/right first. */
+  static async load(L: ParamLoader, name: string, channels: number, padding: number): Promise<Downsample2D> {
+    const pad: [number, number, number, number] = padding === 0 ? [0, 1, 0, 1] : [padding, padding, padding, padding];
+    return new Downsample2D(await Conv2d.load(L, `${name}.conv`, channels, channels, { stride: 2, padding: pad }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.conv.forward(x);
+  }
+}
+
+export class Upsample2D {
+  private constructor(private conv: Conv2d) {}
+  static async load(L: ParamLoader, name: string, channels: number): Promise<Upsample2D> {
+    return new Upsample2D(await Conv2d.load(L, `${name}.conv`, channels, channels));
+  }
+  forward(x: Tensor): Tensor {
+    return chain(ops.upsampleNearest2x(x), (u) => this.conv.forward(u));
+  }
+}
+
+/** Self-attention over the pixels of a feature map with GroupNorm in front and a residual add
+ * (VAE mid block, UNet2DModel attention blocks). q/k/v/out have biases. */
+export class SpatialAttention {
+  private constructor(
+    private norm: GroupNorm,
+    private q: Linear,
+    private k: Linear,
+    private v: Linear,
+    private out: Linear,
+    private heads: number,
+  ) {}
+
+  static async load(L: ParamLoader, name: string, channels: number, opts: { heads: number; groups: number; eps: number }): Promise<SpatialAttention> {
+    const s = L.scope(`${name}.`);
+    if (channels % opts.heads !== 0) throw new Error(`${name}: ${channels} channels do not split into ${opts.heads} heads`);
+    return new SpatialAttention(
+      await GroupNorm.load(s, 'group_norm', channels, opts.groups, opts.eps),
+      await Linear.load(s, 'to_q', channels, channels),
+      await Linear.load(s, 'to_k', channels, channels),
+      await Linear.load(s, 'to_v', channels, channels),
+      await Linear.load(s, 'to_out.0', channels, channels),
+      opts.heads,
+    );
+  }
+
+  forward(x: Tensor): Tensor {
+    const [, , h, w] = x.shape;
+    const tokens = chain(this.norm.forward(x), (n) => ops.nchwToTokens(n));
+    const q = this.q.forward(tokens);
+    const k = this.k.forward(tokens);
+    const v = this.v.forward(tokens);
+    tokens.dispose();
+    const a = ops.attention(q, k, v, { heads: this.heads });
+    [q, k, v].forEach((t) => t.dispose());
+    const o = chain(a, (t) => this.out.forward(t));
+    const img = chain(o, (t) => ops.tokensToNchw(t, h, w));
+    return chain(img, (t) => ops.add(t, x));
+  }
+}
+
+/** Timesteps (sinusoidal) followed by TimestepEmbedding (linear_1 -> SiLU -> linear_2). */
+export class TimestepEmbedding {
+  private constructor(
+    private linear1: Linear,
+    private linear2: Linear,
+    private dim: number,
+    private flipSinToCos: boolean,
+    private freqShift: number,
+  ) {}
+
+  static async load(L: ParamLoader, name: string, dim: number, embedDim: number, opts: { flipSinToCos: boolean; freqShift: number }): Promise<TimestepEmbedding> {
+    return new TimestepEmbedding(
+      await Linear.load(L, `${name}.linear_1`, dim, embedDim),
+      await Linear.load(L, `${name}.linear_2`, embedDim, embedDim),
+      dim,
+      opts.flipSinToCos,
+      opts.freqShift,
+    );
+  }
+
+  /** timesteps: one per batch item */
+  forward(timesteps: number[]): Tensor {
+    const engine = this.linear1.weight.engine;
+    const proj = ops.timestepEmbedding(engine, timesteps, this.dim, { flipSinToCos: this.flipSinToCos, downscaleFreqShift: this.freqShift });
+    const projT = this.linear1.weight.dtype === 'f16' ? chain(proj, (p) => ops.cast(p, 'f16')) : proj;
+    const h = chain(projT, (p) => this.linear1.forward(p, 'silu'));
+    return chain(h, (t) => this.linear2.forward(t));
+  }
+}
+
+/** diffusers Attention as used in transformer blocks: q has no bias, k/v may read a context of another width. */
+export class CrossAttention {
+  private constructor(
+    private q: Linear,
+    private k: Linear,
+    private v: Linear,
+    private out: Linear,
+    private heads: number,
+  ) {}
+
+  static async load(L: ParamLoader, name: string, queryDim: number, contextDim: number, heads: number, dimHead: number, opts: { qkvBias?: boolean } = {}): Promise<CrossAttention> {
+    const s = L.scope(`${name}.`);
+    const inner = heads * dimHead;
+    const bias = opts.qkvBias ?? false;
+    return new CrossAttention(
+      await Linear.load(s, 'to_q', queryDim, inner, bias),
+      await Linear.load(s, 'to_k', contextDim, inner, bias),
+      await Linear.load(s, 'to_v', contextDim, inner, bias),
+      await Linear.load(s, 'to_out.0', inner, queryDim),
+      heads,
+    );
+  }
+
+  forward(x: Tensor, context?: Tensor, opts: { causal?: boolean } = {}): Tensor {
+    const c = context ?? x;
+    const q = this.q.forward(x);
+    const k = this.k.forward(c);
+    const v = this.v.forward(c);
+    const a = ops.attention(q, k, v, { heads: this.heads, causal: opts.causal });
+    [q, k, v].forEach((t) => t.dispose());
+    return chain(a, (t) => this.out.forward(t));
+  }
+}
+
+class FeedForwardGEGLU {
+  private constructor(private proj: Linear, private out: Linear) {}
+  static async load(L: ParamLoader, name: string, dim: number, inner: number): Promise<FeedForwardGEGLU> {
+    return new FeedForwardGEGLU(await Linear.load(L, `${name}.net.0.proj`, dim, inner * 2), await Linear.load(L, `${name}.net.2`, inner, dim));
+  }
+  forward(x: Tensor): Tensor {
+    const h = chain(this.proj.forward(x), (t) => ops.geglu(t));
+    return chain(h, (t) => this.out.forward(t));
+  }
+}
+
+export class BasicTransformerBlock {
+  private constructor(
+    private norm1: LayerNorm,
+    private attn1: CrossAttention,
+    private norm2: LayerNorm | null,
+    private attn2: CrossAttention | null,
+    private norm3: LayerNorm,
+    private ff: FeedForwardGEGLU,
+  ) {}
+
+  static async load(L: ParamLoader, name: string, dim: number, heads: number, dimHead: number, crossDim: number | null, opts: { onlyCrossAttention?: boolean } = {}): Promise<BasicTransformerBlock> {
+    const s = L.scope(`${name}.`);
+    return new BasicTransformerBlock(
+      await LayerNorm.load(s, 'norm1', dim, 1e-5),
+      await CrossAttention.load(s, 'attn1', dim, opts.onlyCrossAttention && crossDim ? crossDim : dim, heads, dimHead),
+      crossDim ? await LayerNorm.load(s, 'norm2', dim, 1e-5) : null,
+      crossDim ? await CrossAttention.load(s, 'attn2', dim, crossDim, heads, dimHead) : null,
+      await LayerNorm.load(s, 'norm3', dim, 1e-5),
+      await FeedForwardGEGLU.load(s, 'ff', dim, dim * 4),
+    );
+  }
+
+  /** h += attn1(norm1 h); h += attn2(norm2 h, context); h += ff(norm3 h) */
+  forward(h: Tensor, context?: Tensor): Tensor {
+    let x = h;
+    const a1 = chain(this.norm1.forward(x), (n) => this.attn1.forward(n));
+    x = addOwned(x, a1, h);
+    if (this.attn2 && this.norm2) {
+      const a2 = chain(this.norm2.forward(x), (n) => this.attn2!.forward(n, context));
+      x = addOwned(x, a2, h);
+    }
+    const f = chain(this.norm3.forward(x), (n) => this.ff.forward(n));
+    return addOwned(x, f, h);
+  }
+}
+
+/** x + y, disposing y and x unless x is the caller's tensor `keep`. */
+function addOwned(x: Tensor, y: Tensor, keep: Tensor): Tensor {
+  const out = ops.add(x, y);
+  if (x !== keep) x.dispose();
+  y.dispose();
+  return out;
+}
+
+/** Transformer2DModel: GroupNorm -> proj_in (1x1 conv or linear) -> tokens -> blocks -> proj_out -> + input. */
+export class Transformer2DModel {
+  private constructor(
+    private norm: GroupNorm,
+    private projIn: Conv2d | Linear,
+    private blocks: BasicTransformerBlock[],
+    private projOut: Conv2d | Linear,
+  ) {}
+
+  static async load(
+    L: ParamLoader,
+    name: string,
+    channels: number,
+    opts: { heads: number; dimHead: number; crossDim: number | null; layers: number; linearProjection: boolean; groups?: number; onlyCrossAttention?: boolean },
+  ): Promise<Transformer2DModel> {
+    const s = L.scope(`${name}.`);
+    const inner = opts.heads * opts.dimHead;
+    const blocks: BasicTransformerBlock[] = [];
+    for (let i = 0; i < opts.layers; i++) {
+      blocks.push(await BasicTransformerBlock.load(s, `transformer_blocks.${i}`, inner, opts.heads, opts.dimHead, opts.crossDim, { onlyCrossAttention: opts.onlyCrossAttention }));
+    }
+    const proj = (n: string, a: number, b: number) => (opts.linearProjection ? Linear.load(s, n, a, b) : Conv2d.load(s, n, a, b, { kernel: 1 }));
+    return new Transformer2DModel(await GroupNorm.load(s, 'norm', channels, opts.groups ?? 32, 1e-6), await proj('proj_in', channels, inner), blocks, await proj('proj_out', inner, channels));
+  }
+
+  forward(x: Tensor, context?: Tensor): Tensor {
+    const [, , hgt, wid] = x.shape;
+    const n = this.norm.forward(x);
+    let h: Tensor;
+    if (this.projIn instanceof Conv2d) {
+      h = chain(chain(n, (t) => this.projIn.forward(t)), (t) => ops.nchwToTokens(t));
+    } else {
+      h = chain(chain(n, (t) => ops.nchwToTokens(t)), (t) => this.projIn.forward(t));
+    }
+    for (const b of this.blocks) h = chain(h, (t) => b.forward(t, context));
+    let img: Tensor;
+    if (this.projOut instanceof Conv2d) {
+      img = chain(chain(h, (t) => ops.tokensToNchw(t, hgt, wid)), (t) => this.projOut.forward(t));
+    } else {
+      img = chain(chain(h, (t) => this.projOut.forward(t)), (t) => ops.tokensToNchw(t, hgt, wid));
+    }
+    return chain(img, (t) => ops.add(t, x));
+  }
+}

@@ -1,0 +1,93 @@
+// What every model shares: its parameters (disposed together, returning their bytes to the pool),
+// the report of unexpected weights, input checks, and loading from a diffusers component folder,
+// a URL, or a config plus safetensors bytes in memory.
+import type { Engine } from '../runtime/engine.js';
+import { Tensor, shapeStr } from '../runtime/tensor.js';
+import type { ParamLoader, TensorSource } from './nn.js';
+import type { Config } from './config.js';
+import { loadComponentFolder, sourceFromBytes, type LoadOptions } from '../runtime/weights.js';
+
+export interface Loadable<T> {
+  load(engine: Engine, config: Config, source: TensorSource): Promise<T>;
+}
+
+export abstract class Model {
+  /** weights present in the file that no layer used (reported, not fatal) */
+  unexpectedWeights: string[] = [];
+  private disposed = false;
+
+  protected constructor(
+    readonly engine: Engine,
+    readonly config: Config,
+    protected loader: ParamLoader,
+  ) {}
+
+  /** Runs the layer construction; on failure frees what was uploaded so nothing leaks. */
+  protected async track<T extends Model>(this: T, build: () => Promise<void>, source: TensorSource): Promise<T> {
+    try {
+      await build();
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
+    const unused = (source as { unusedNames?: () => string[] }).unusedNames?.() ?? [];
+    this.unexpectedWeights = unused;
+    if (unused.length) {
+      console.warn(`${this.constructor.name}: ${unused.length} unexpected weight(s) ignored: ${unused.slice(0, 8).join(', ')}${unused.length > 8 ? ', ...' : ''}`);
+    }
+    return this;
+  }
+
+  /** Loads from a diffusers component folder (config.json + diffusion_pytorch_model[.fp16].safetensors),
+   * a local path in Node or a base URL. */
+  static fromPretrained<T>(this: Loadable<T>, engine: Engine, pathOrUrl: string, opts?: LoadOptions): Promise<T> {
+    return fromPretrained(this, engine, pathOrUrl, opts);
+  }
+
+  /** Loads from a parsed config.json and safetensors bytes held in memory. */
+  static fromConfig<T>(this: Loadable<T>, engine: Engine, config: Config, bytes: Uint8Array | ArrayBuffer): Promise<T> {
+    return fromConfig(this, engine, config, bytes);
+  }
+
+  /** Bytes of GPU memory held by the parameters. */
+  get parameterBytes(): number {
+    return this.loader.bytes();
+  }
+
+  get parameterCount(): number {
+    return this.loader.params.reduce((s, t) => s + t.size, 0);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const t of this.loader.params) t.dispose();
+  }
+
+  protected checkInput(op: string, x: Tensor, channels: number, rank = 4): void {
+    const name = `${this.constructor.name}.${op}`;
+    if (this.disposed) throw new Error(`${name}: the model was disposed`);
+    if (!(x instanceof Tensor)) throw new Error(`${name}: expected a Tensor`);
+    if (x.engine !== this.engine) throw new Error(`${name}: the input belongs to another engine`);
+    if (x.rank !== rank || x.shape[1] !== channels) {
+      throw new Error(`${name}: expected input [B, ${channels}, H, W], got ${shapeStr(x.shape)}`);
+    }
+    const want = this.engine.f16 ? 'f16' : 'f32';
+    if (x.dtype !== want) throw new Error(`${name}: expected ${want} input (the engine runs in ${want}), got ${x.dtype}`);
+  }
+}
+
+/** Loads `cls` from a diffusers component folder (local path in Node) or base URL. */
+export async function fromPretrained<T>(cls: Loadable<T>, engine: Engine, pathOrUrl: string, opts: LoadOptions = {}): Promise<T> {
+  const { config, weights } = await loadComponentFolder(pathOrUrl, opts);
+  try {
+    return await cls.load(engine, config, weights);
+  } finally {
+    await weights.close?.();
+  }
+}
+
+/** Loads `cls` from a parsed config.json and the bytes of its safetensors file. */
+export async function fromConfig<T>(cls: Loadable<T>, engine: Engine, config: Config, bytes: Uint8Array | ArrayBuffer, label = 'weights'): Promise<T> {
+  return cls.load(engine, config, sourceFromBytes(bytes, label));
+}

@@ -1,0 +1,131 @@
+// Layers with diffusers' parameter names, composed only of the engine's ops. Each layer loads its
+// parameters through a ParamLoader, which checks every shape against what the config implies.
+import type { Engine } from '../runtime/engine.js';
+import type { Tensor, DType } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+
+/** Where parameters come from (a safetensors file, a folder, in-memory bytes, random init...). */
+export interface TensorSource {
+  has(name: string): boolean;
+  /** Reads one tensor, checks its shape (Error naming the tensor, expected and actual shape) and uploads it. */
+  upload(engine: Engine, name: string, shape: readonly number[], opts: { dtype: DType; allowReshape?: boolean }): Promise<Tensor>;
+}
+
+export class ParamLoader {
+  readonly params: Tensor[] = [];
+  readonly dtype: DType;
+  constructor(
+    readonly engine: Engine,
+    private source: TensorSource,
+    /** prefix prepended to every name, e.g. 'model.diffusion_model.' after key mapping, or '' */
+    private prefix = '',
+  ) {
+    this.dtype = engine.f16 ? 'f16' : 'f32';
+  }
+
+  async get(name: string, shape: readonly number[]): Promise<Tensor> {
+    const t = await this.source.upload(this.engine, this.prefix + name, shape, { dtype: this.dtype });
+    this.params.push(t);
+    return t;
+  }
+
+  has(name: string): boolean {
+    return this.source.has(this.prefix + name);
+  }
+
+  async maybe(name: string, shape: readonly number[]): Promise<Tensor | null> {
+    return this.has(name) ? this.get(name, shape) : null;
+  }
+
+  /** Sub-loader sharing the parameter list. */
+  scope(prefix: string): ParamLoader {
+    const child = Object.create(ParamLoader.prototype) as ParamLoader;
+    Object.assign(child, { engine: this.engine, source: this.source, prefix: this.prefix + prefix, params: this.params, dtype: this.dtype });
+    return child;
+  }
+
+  bytes(): number {
+    return this.params.reduce((s, t) => s + t.byteLength, 0);
+  }
+}
+
+export interface Conv2dConfig {
+  kernel?: number;
+  stride?: number;
+  padding?: number | [number, number, number, number];
+  bias?: boolean;
+}
+
+export class Conv2d {
+  private constructor(
+    readonly weight: Tensor,
+    readonly bias: Tensor | null,
+    readonly stride: number,
+    readonly padding: number | [number, number, number, number],
+  ) {}
+
+  static async load(L: ParamLoader, name: string, cin: number, cout: number, cfg: Conv2dConfig = {}): Promise<Conv2d> {
+    const k = cfg.kernel ?? 3;
+    const w = await L.get(`${name}.weight`, [cout, cin, k, k]);
+    const b = cfg.bias === false ? null : await L.get(`${name}.bias`, [cout]);
+    return new Conv2d(w, b, cfg.stride ?? 1, cfg.padding ?? (k - 1) / 2);
+  }
+
+  forward(x: Tensor): Tensor {
+    return ops.conv2d(x, this.weight, this.bias ?? undefined, { stride: this.stride, padding: this.padding });
+  }
+}
+
+export class Linear {
+  private constructor(readonly weight: Tensor, readonly bias: Tensor | null) {}
+
+  static async load(L: ParamLoader, name: string, fin: number, fout: number, bias = true): Promise<Linear> {
+    const w = await L.get(`${name}.weight`, [fout, fin]);
+    const b = bias ? await L.get(`${name}.bias`, [fout]) : null;
+    return new Linear(w, b);
+  }
+
+  forward(x: Tensor, activation?: 'silu' | 'gelu' | 'quickGelu'): Tensor {
+    return ops.linear(x, this.weight, this.bias ?? undefined, activation ? { activation } : undefined);
+  }
+}
+
+export class GroupNorm {
+  private constructor(readonly gamma: Tensor, readonly beta: Tensor, readonly groups: number, readonly eps: number) {}
+
+  static async load(L: ParamLoader, name: string, channels: number, groups: number, eps: number): Promise<GroupNorm> {
+    if (channels % groups !== 0) throw new Error(`${name}: ${channels} channels are not divisible into ${groups} groups`);
+    return new GroupNorm(await L.get(`${name}.weight`, [channels]), await L.get(`${name}.bias`, [channels]), groups, eps);
+  }
+
+  forward(x: Tensor, silu = false): Tensor {
+    return ops.groupNorm(x, this.gamma, this.beta, { groups: this.groups, eps: this.eps, silu });
+  }
+}
+
+export class LayerNorm {
+  private constructor(readonly gamma: Tensor, readonly beta: Tensor, readonly eps: number) {}
+
+  static async load(L: ParamLoader, name: string, dim: number, eps: number): Promise<LayerNorm> {
+    return new LayerNorm(await L.get(`${name}.weight`, [dim]), await L.get(`${name}.bias`, [dim]), eps);
+  }
+
+  forward(x: Tensor): Tensor {
+    return ops.layerNorm(x, this.gamma, this.beta, { eps: this.eps });
+  }
+}
+
+/** Runs f(x) then disposes x: the idiom for chaining layers without leaking intermediates. */
+export function chain(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
+  const y = f(x);
+  x.dispose();
+  return y;
+}
+
+/** a + b, disposing both. */
+export function addInto(a: Tensor, b: Tensor): Tensor {
+  const y = ops.add(a, b);
+  a.dispose();
+  b.dispose();
+  return y;
+}

@@ -1,0 +1,209 @@
+// The denoising loop and what every pipeline shares: scheduler construction by class name,
+// cancellation, NaN/Inf checks per step, progress callbacks with optional previews, and the
+// conversion of decoded images to [0, 1] tensors and RGBA bytes.
+import type { Engine } from '../../runtime/engine.js';
+import { Tensor, shapeStr } from '../../runtime/tensor.js';
+import * as ops from '../../kernels/index.js';
+import {
+  DDIMScheduler,
+  DDPMScheduler,
+  DPMSolverMultistepScheduler,
+  EulerAncestralDiscreteScheduler,
+  EulerDiscreteScheduler,
+  LMSDiscreteScheduler,
+  PNDMScheduler,
+  type SchedulerBase,
+  type SchedulerConfig,
+} from '../schedulers/index.js';
+
+export type Scheduler = SchedulerBase;
+
+export const SCHEDULERS = {
+  DDPMScheduler,
+  DDIMScheduler,
+  PNDMScheduler,
+  EulerDiscreteScheduler,
+  EulerAncestralDiscreteScheduler,
+  DPMSolverMultistepScheduler,
+  LMSDiscreteScheduler,
+} as const;
+
+export type SchedulerName = keyof typeof SCHEDULERS;
+
+/** Short names accepted by the CLI and the demo page. */
+export const SAMPLER_ALIASES: Record<string, SchedulerName> = {
+  ddpm: 'DDPMScheduler',
+  ddim: 'DDIMScheduler',
+  pndm: 'PNDMScheduler',
+  plms: 'PNDMScheduler',
+  euler: 'EulerDiscreteScheduler',
+  'euler-a': 'EulerAncestralDiscreteScheduler',
+  euler_a: 'EulerAncestralDiscreteScheduler',
+  'dpm++2m': 'DPMSolverMultistepScheduler',
+  dpmpp_2m: 'DPMSolverMultistepScheduler',
+  lms: 'LMSDiscreteScheduler',
+};
+
+/** A scheduler from a diffusers scheduler_config.json (its _class_name) or another class with the
+ * same training betas (diffusers' `Scheduler.from_config(pipe.scheduler.config)`). */
+export function createScheduler(config: SchedulerConfig, className?: string): Scheduler {
+  const name = (className ? SAMPLER_ALIASES[className.toLowerCase()] ?? className : config._class_name) as string;
+  const cls = SCHEDULERS[name as SchedulerName];
+  if (!cls) {
+    throw new Error(`unsupported scheduler ${JSON.stringify(name)} (supported: ${Object.keys(SCHEDULERS).join(', ')}; short names ${Object.keys(SAMPLER_ALIASES).join(', ')})`);
+  }
+  const cfg = { ...config };
+  if (className && name !== config._class_name) {
+    // Options that only make sense for the original class are dropped, as diffusers' from_config ignores them.
+    if (name === 'PNDMScheduler') cfg.skip_prk_steps = true;
+  }
+  return new cls(cfg);
+}
+
+export interface StepInfo {
+  /** 1-based */
+  step: number;
+  total: number;
+  timestep: number;
+  /** the current latents, valid only during the callback (do not dispose) */
+  latents: Tensor;
+  /** a decoded preview, when the pipeline has a preview decoder and `preview` was asked for */
+  preview?: RgbaImage[];
+}
+
+export interface RgbaImage {
+  width: number;
+  height: number;
+  /** RGBA8, row-major */
+  data: Uint8ClampedArray;
+}
+
+export interface LoopOptions {
+  signal?: AbortSignal;
+  onStep?: (info: StepInfo) => void | Promise<void>;
+  /** decode a preview each step with the pipeline's preview decoder (TAESD) */
+  preview?: boolean;
+  eta?: number;
+}
+
+export function abortError(signal: AbortSignal): Error {
+  const reason = signal.reason;
+  if (reason instanceof Error && reason.name === 'AbortError') return reason;
+  const e = new Error(typeof reason === 'string' ? reason : 'the generation was cancelled');
+  e.name = 'AbortError';
+  return e;
+}
+
+/**
+ * Runs `scheduler` from `latents` (owned: consumed) over `timesteps`, calling `predict` for the model
+ * output at each step (it returns a new tensor; guidance is its business). Returns the final latents.
+ * Every intermediate is freed on success, error and cancellation alike.
+ */
+export async function denoise(args: {
+  scheduler: Scheduler;
+  latents: Tensor;
+  timesteps: readonly number[];
+  predict: (modelInput: Tensor, t: number) => Tensor;
+  /** after each step (inpainting's latent blending); returns new latents, consuming its input */
+  afterStep?: (latents: Tensor, stepIndex: number) => Tensor;
+  previewDecode?: (latents: Tensor) => Promise<RgbaImage[]>;
+} & LoopOptions): Promise<Tensor> {
+  const { scheduler, timesteps, signal } = args;
+  let x = args.latents;
+  try {
+    for (let i = 0; i < timesteps.length; i++) {
+      if (signal?.aborted) throw abortError(signal);
+      const t = timesteps[i];
+      const input = scheduler.scaleModelInput(x, t);
+      let eps: Tensor;
+      try {
+        eps = args.predict(input, t);
+      } finally {
+        input.dispose();
+      }
+      let r;
+      try {
+        r = scheduler.step(eps, t, x, args.eta !== undefined ? { eta: args.eta } : {});
+      } finally {
+        eps.dispose();
+      }
+      r.predOriginalSample?.dispose();
+      x.dispose();
+      x = r.prevSample;
+      if (args.afterStep) x = args.afterStep(x, i);
+      // One small read per step: it bounds the work in flight (so cancel acts within a step) and
+      // stops a diverging run at the step where it happened instead of returning a black image.
+      const bad = ops.countNonFinite(x);
+      const n = (await bad.read())[0];
+      bad.dispose();
+      if (n > 0) throw new Error(`denoising step ${i + 1}/${timesteps.length} (timestep ${t}): ${n} NaN/Inf values in the latents ${shapeStr(x.shape)}; stopping`);
+      if (args.onStep) {
+        const preview = args.preview && args.previewDecode ? await args.previewDecode(x) : undefined;
+        await args.onStep({ step: i + 1, total: timesteps.length, timestep: t, latents: x, preview });
+      }
+    }
+    if (signal?.aborted) throw abortError(signal);
+    return x;
+  } catch (e) {
+    x.dispose();
+    scheduler.reset();
+    throw e;
+  }
+}
+
+/** decoded in [-1, 1] -> clamp(decoded / 2 + 0.5, 0, 1) (consumes decoded). */
+export function toUnitRange(decoded: Tensor): Tensor {
+  const s = ops.scale(decoded, 0.5, 0.5);
+  decoded.dispose();
+  const c = ops.clamp(s, 0, 1);
+  s.dispose();
+  return c;
+}
+
+/** [B, C, H, W] in [0, 1] (C = 1 grey, 3 RGB, 4 RGBA) -> one RGBA8 image per batch item. */
+export async function toRgba(images: Tensor): Promise<RgbaImage[]> {
+  if (images.rank !== 4) throw new Error(`toRgba: expected [B, C, H, W], got ${shapeStr(images.shape)}`);
+  const [B, C, H, W] = images.shape;
+  const v = await images.read();
+  const out: RgbaImage[] = [];
+  const plane = H * W;
+  for (let b = 0; b < B; b++) {
+    const data = new Uint8ClampedArray(plane * 4);
+    const base = b * C * plane;
+    for (let p = 0; p < plane; p++) {
+      const r = v[base + p];
+      const g = C >= 3 ? v[base + plane + p] : r;
+      const bl = C >= 3 ? v[base + 2 * plane + p] : r;
+      const a = C === 4 ? v[base + 3 * plane + p] : 1;
+      // round half up like torchvision's to_pil_image (x * 255 + 0.5 truncated)
+      data[4 * p] = Math.floor(r * 255 + 0.5);
+      data[4 * p + 1] = Math.floor(g * 255 + 0.5);
+      data[4 * p + 2] = Math.floor(bl * 255 + 0.5);
+      data[4 * p + 3] = Math.floor(a * 255 + 0.5);
+    }
+    out.push({ width: W, height: H, data });
+  }
+  return out;
+}
+
+/** Initial latents: given (host array or tensor, copied) or seeded Gaussian noise, times init_noise_sigma. */
+export function initialLatents(engine: Engine, shape: number[], opts: { latents?: Tensor | Float32Array; seed?: number; initNoiseSigma: number; dtype: 'f32' | 'f16' }): Tensor {
+  let base: Tensor;
+  if (opts.latents instanceof Tensor) {
+    if (shapeStr(opts.latents.shape) !== shapeStr(shape)) throw new Error(`latents must be ${shapeStr(shape)}, got ${shapeStr(opts.latents.shape)}`);
+    base = opts.latents.dtype === opts.dtype ? ops.scale(opts.latents, 1) : ops.cast(opts.latents, opts.dtype);
+  } else if (opts.latents) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (opts.latents.length !== n) throw new Error(`latents must have ${n} values for ${shapeStr(shape)}, got ${opts.latents.length}`);
+    const t = engine.tensor(opts.latents, shape);
+    base = opts.dtype === 'f32' ? t : ops.cast(t, opts.dtype);
+    if (base !== t) t.dispose();
+  } else {
+    const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
+    base = ops.randn(engine, shape, seed, { dtype: opts.dtype });
+  }
+  if (opts.initNoiseSigma === 1) return base;
+  const s = ops.scale(base, opts.initNoiseSigma);
+  base.dispose();
+  return s;
+}

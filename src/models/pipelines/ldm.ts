@@ -1,0 +1,167 @@
+// LDMPipeline: unconditional and class-conditional latent diffusion (a VQModel or an
+// AutoencoderKL first stage + a UNet2DModel), with classifier-free guidance for class labels
+// (the null class is the last class embedding, as in DiT), and LDM super-resolution by
+// concatenating the low-resolution image to the latents.
+import type { Engine } from '../../runtime/engine.js';
+import { Tensor, shapeStr } from '../../runtime/tensor.js';
+import * as ops from '../../kernels/index.js';
+import { VQModel } from '../vq_model.js';
+import { AutoencoderKL } from '../autoencoder_kl.js';
+import { UNet2DModel } from '../unet_2d.js';
+import { createScheduler, denoise, initialLatents, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
+import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+
+export interface LDMGenerateOptions extends LoopOptions {
+  batchSize?: number;
+  /** one per image (class-conditional models) */
+  classLabels?: readonly number[];
+  steps?: number;
+  /** classifier-free guidance scale (1 = off); needs a class-conditional UNet */
+  guidanceScale?: number;
+  seed?: number;
+  /** initial latents (before init_noise_sigma scaling) */
+  latents?: Tensor | Float32Array;
+  /** a scheduler to use instead of the pipeline's (a name such as 'euler' or a class name) */
+  sampler?: string;
+  /** LDM super-resolution: the low-resolution image in [0, 1], [B, C, h, w] at the latent size */
+  lowResImage?: Tensor;
+}
+
+export interface PipelineOutput {
+  /** [B, C, H, W] in [0, 1] */
+  images: Tensor;
+  rgba: RgbaImage[];
+}
+
+export class LDMPipeline {
+  readonly engine: Engine;
+  readonly unet: UNet2DModel;
+  readonly vqvae: VQModel | null;
+  readonly vae: AutoencoderKL | null;
+  scheduler: Scheduler;
+
+  /** predictionType: what the UNet was trained to predict (the folder's scheduler says); a scheduler
+   * configured for another prediction type is refused. */
+  constructor(components: { unet: UNet2DModel; scheduler: Scheduler; vqvae?: VQModel; vae?: AutoencoderKL; predictionType?: string }) {
+    const { unet, scheduler } = components;
+    this.vqvae = components.vqvae ?? null;
+    this.vae = components.vae ?? null;
+    if (!unet || !scheduler || (!this.vqvae && !this.vae)) throw new Error('LDMPipeline: needs { unet, scheduler } and a vqvae or a vae');
+    this.unet = unet;
+    this.scheduler = scheduler;
+    this.engine = unet.engine;
+    const latentCh = this.vqvae ? this.vqvae.embedDim : this.vae!.shape.latentChannels;
+    if (unet.outChannels !== latentCh) {
+      throw new Error(`LDMPipeline: the UNet predicts ${unet.outChannels} channels but the ${this.vqvae ? 'VQModel' : 'AutoencoderKL'} latents have ${latentCh}`);
+    }
+    if (unet.inChannels !== latentCh && unet.inChannels <= latentCh) {
+      throw new Error(`LDMPipeline: the UNet takes ${unet.inChannels} input channels but the latents have ${latentCh}`);
+    }
+    checkPrediction(scheduler, 'LDMPipeline', components.predictionType);
+  }
+
+  /** Loads a diffusers pipeline folder or URL (model_index.json with vqvae|vae, unet, scheduler). */
+  static async fromPretrained(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions = {}): Promise<LDMPipeline> {
+    const c = await loadPipelineFolder(engine, pathOrUrl, { vqvae: VQModel, vae: AutoencoderKL, unet: UNet2DModel }, opts);
+    try {
+      const scheduler = createScheduler(c.schedulerConfig);
+      return new LDMPipeline({ unet: c.models.unet as UNet2DModel, vqvae: c.models.vqvae as VQModel | undefined, vae: c.models.vae as AutoencoderKL | undefined, scheduler, predictionType: scheduler.predictionType });
+    } catch (e) {
+      for (const m of Object.values(c.models)) m.dispose();
+      throw e;
+    }
+  }
+
+  get latentChannels(): number {
+    return this.unet.outChannels;
+  }
+
+  get numClasses(): number | null {
+    return this.unet.numClassEmbeds;
+  }
+
+  async generate(opts: LDMGenerateOptions = {}): Promise<PipelineOutput> {
+    const engine = this.engine;
+    const B = opts.classLabels?.length ?? opts.batchSize ?? 1;
+    if (!Number.isInteger(B) || B < 1) throw new Error(`LDMPipeline.generate: batch size ${B} must be a positive integer`);
+    if (opts.batchSize !== undefined && opts.classLabels && opts.batchSize !== opts.classLabels.length) {
+      throw new Error(`LDMPipeline.generate: batchSize ${opts.batchSize} disagrees with ${opts.classLabels.length} class labels`);
+    }
+    const steps = opts.steps ?? 50;
+    const scale = opts.guidanceScale ?? 1;
+    const numClasses = this.unet.numClassEmbeds;
+    let labels: number[] | undefined;
+    if (numClasses) {
+      labels = opts.classLabels ? [...opts.classLabels] : Array(B).fill(numClasses - 1);
+      for (const c of labels) if (!Number.isInteger(c) || c < 0 || c >= numClasses) throw new Error(`LDMPipeline.generate: class label ${c} outside 0..${numClasses - 1}`);
+    } else if (opts.classLabels) {
+      throw new Error('LDMPipeline.generate: classLabels given but the UNet is unconditional');
+    }
+    const guided = scale !== 1 && !!numClasses;
+    const scheduler = opts.sampler ? createScheduler(this.scheduler.config, opts.sampler) : this.scheduler;
+    const size = (this.unet.config.sample_size as number | undefined) ?? 64;
+    const latentCh = this.latentChannels;
+    const dtype = engine.f16 ? 'f16' : 'f32';
+    let lowRes: Tensor | null = null;
+    let shape = [B, latentCh, size, size];
+    if (opts.lowResImage) {
+      const lr = opts.lowResImage;
+      if (lr.rank !== 4 || lr.shape[0] !== B || lr.shape[1] + latentCh !== this.unet.inChannels) {
+        throw new Error(`LDMPipeline.generate: lowResImage must be [${B}, ${this.unet.inChannels - latentCh}, h, w], got ${shapeStr(lr.shape)}`);
+      }
+      shape = [B, latentCh, lr.shape[2], lr.shape[3]];
+      lowRes = ops.scale(lr, 2, -1);
+    } else if (this.unet.inChannels !== latentCh) {
+      throw new Error(`LDMPipeline.generate: this UNet takes ${this.unet.inChannels} channels (super-resolution): pass lowResImage`);
+    }
+    scheduler.setTimesteps(steps);
+    const latents = initialLatents(engine, shape, { latents: opts.latents, seed: opts.seed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
+    const nullLabels = numClasses ? Array(B).fill(numClasses - 1) : undefined;
+    const predict = (x: Tensor, t: number): Tensor => {
+      let inp = x;
+      if (lowRes) inp = ops.concat([x, lowRes], 1);
+      try {
+        if (!guided) return this.unet.forward(inp, t, labels ? { classLabels: labels } : {});
+        const both = ops.concat([inp, inp], 0);
+        const out = this.unet.forward(both, t, { classLabels: [...nullLabels!, ...labels!] });
+        both.dispose();
+        const g = ops.classifierFreeGuidance(out, scale);
+        out.dispose();
+        return g;
+      } finally {
+        if (inp !== x) inp.dispose();
+      }
+    };
+    let final: Tensor;
+    try {
+      final = await denoise({ scheduler, latents, timesteps: scheduler.timesteps, predict, eta: opts.eta, signal: opts.signal, onStep: opts.onStep });
+    } finally {
+      lowRes?.dispose();
+    }
+    const images = this.decodeLatents(final);
+    final.dispose();
+    return { images, rgba: await toRgba(images) };
+  }
+
+  /** Diffusion latents -> images in [0, 1] (the VQ decoder quantises first). */
+  decodeLatents(z: Tensor): Tensor {
+    const first = this.vqvae ?? this.vae!;
+    const h = ops.scale(z, 1 / first.scalingFactor);
+    const decoded = first.decode(h);
+    h.dispose();
+    return toUnitRange(decoded);
+  }
+
+  dispose(): void {
+    this.unet.dispose();
+    this.vqvae?.dispose();
+    this.vae?.dispose();
+    this.scheduler.reset();
+  }
+}
+
+export function checkPrediction(scheduler: Scheduler, who: string, expected?: string): void {
+  if (expected && scheduler.predictionType !== expected) {
+    throw new Error(`${who}: the scheduler is configured for prediction_type '${scheduler.predictionType}' but the UNet predicts '${expected}'`);
+  }
+}

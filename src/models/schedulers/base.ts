@@ -1,0 +1,432 @@
+// Shared scheduler machinery: config parsing with diffusers' keys, beta schedules, timestep
+// spacings and sigma helpers, all on the host in float64 with float32 rounding (Math.fround)
+// wherever diffusers holds a value in a float32 tensor, so timesteps and coefficients agree with
+// diffusers' fp32 results to a few ulps.
+import type { Tensor } from '../../runtime/tensor.js';
+import { randn } from '../../kernels/randn.js';
+
+export const f32 = Math.fround;
+
+export type SchedulerConfig = Record<string, unknown>;
+
+export interface StepOptions {
+  /** DDIM's eta (default 0) */
+  eta?: number;
+  /** the Gaussian draw for this step; else drawn with ops.randn from the scheduler's seed */
+  noise?: Tensor;
+  /** reseeds the scheduler's generator (diffusers' `generator=torch.Generator().manual_seed(s)`) */
+  generatorSeed?: number;
+}
+
+export interface StepResult {
+  prevSample: Tensor;
+  predOriginalSample?: Tensor;
+}
+
+/** Reads typed config values with diffusers' defaults; a value outside the allowed set is an Error
+ * naming the scheduler, key and value. Unknown keys are ignored, as diffusers does. */
+export class ConfigReader {
+  readonly out: Record<string, unknown> = {};
+  constructor(private readonly cls: string, private readonly src: SchedulerConfig) {
+    if (src === null || typeof src !== 'object' || Array.isArray(src)) throw new Error(`${cls}: config must be an object`);
+  }
+  raw(key: string): unknown {
+    const v = this.src[key];
+    return v === undefined ? null : v;
+  }
+  num(key: string, def: number | null): number | null {
+    const v = this.raw(key);
+    let r: number | null;
+    if (v === null) r = def;
+    else if (typeof v === 'number' && !Number.isNaN(v)) r = v;
+    else if (v === 'Infinity' || v === '-Infinity') r = v === 'Infinity' ? Infinity : -Infinity;
+    else throw new Error(`${this.cls}: config ${key} must be a number, got ${JSON.stringify(v)}`);
+    this.out[key] = r;
+    return r;
+  }
+  int(key: string, def: number): number {
+    const v = this.num(key, def)!;
+    if (!Number.isInteger(v)) throw new Error(`${this.cls}: config ${key} must be an integer, got ${v}`);
+    return v;
+  }
+  bool(key: string, def: boolean): boolean {
+    const v = this.raw(key);
+    const r = v === null ? def : v;
+    if (typeof r !== 'boolean') throw new Error(`${this.cls}: config ${key} must be true or false, got ${JSON.stringify(v)}`);
+    this.out[key] = r;
+    return r;
+  }
+  oneOf<T extends string>(key: string, allowed: readonly T[], def: T, aliases: Record<string, T> = {}): T {
+    const v = this.raw(key);
+    let r = (v === null ? def : v) as string;
+    if (typeof r === 'string' && aliases[r]) r = aliases[r];
+    if (typeof r !== 'string' || !(allowed as readonly string[]).includes(r)) {
+      throw new Error(`${this.cls}: unsupported ${key} ${JSON.stringify(v)} (supported: ${allowed.join(', ')})`);
+    }
+    this.out[key] = r;
+    return r as T;
+  }
+  /** a boolean option this engine does not implement when true */
+  refuseTrue(key: string, why: string): void {
+    if (this.bool(key, false)) throw new Error(`${this.cls}: ${key}=true is not supported (${why})`);
+  }
+  numArray(key: string): number[] | null {
+    const v = this.raw(key);
+    if (v === null) {
+      this.out[key] = null;
+      return null;
+    }
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'number')) throw new Error(`${this.cls}: config ${key} must be an array of numbers`);
+    this.out[key] = [...v];
+    return [...v];
+  }
+}
+
+export type BetaSchedule = 'linear' | 'scaled_linear' | 'squaredcos_cap_v2';
+export type PredictionType = 'epsilon' | 'v_prediction' | 'sample';
+export type TimestepSpacing = 'leading' | 'trailing' | 'linspace';
+
+/** torch.linspace(start, end, steps, dtype=float32) as PyTorch's AVX2 CPU kernel evaluates it, so
+ * that betas (and hence alphas_cumprod) agree bit for bit with diffusers' fp32 tables: a float32
+ * step; each 8-lane vector starts at a fused multiply-add `start + step*i` (or `end - step*(n-1-i)`
+ * in the second half) and its lanes add `j*step` in float32; the tail after the last 16-element
+ * block is scalar. (Checked against the fixtures' alphas_cumprod: 0 of 1000 entries differ.) */
+export function linspaceF32(start: number, end: number, steps: number): Float64Array {
+  const out = new Float64Array(steps);
+  if (steps === 1) {
+    out[0] = f32(start);
+    return out;
+  }
+  const s = f32(start);
+  const e = f32(end);
+  const step = f32(f32(e - s) / (steps - 1));
+  const half = Math.floor(steps / 2);
+  // the product of two float32 values is exact in float64, so this is a single rounding like fma
+  const at = (i: number) => (i < half ? f32(s + step * i) : f32(e - step * (steps - i - 1)));
+  const vecEnd = Math.floor(steps / 16) * 16;
+  let i = 0;
+  for (; i < vecEnd; i += 8) {
+    const base = at(i);
+    for (let j = 0; j < 8; j++) out[i + j] = f32(base + f32(j * step));
+  }
+  for (; i < steps; i++) out[i] = at(i);
+  return out;
+}
+
+function alphaBarCos(t: number): number {
+  return Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+}
+
+export interface BetaConfig {
+  numTrainTimesteps: number;
+  betaStart: number;
+  betaEnd: number;
+  betaSchedule: BetaSchedule;
+  trainedBetas: number[] | null;
+  rescaleBetasZeroSnr: boolean;
+}
+
+export function readBetaConfig(c: ConfigReader): BetaConfig {
+  return {
+    numTrainTimesteps: c.int('num_train_timesteps', 1000),
+    betaStart: c.num('beta_start', 0.0001)!,
+    betaEnd: c.num('beta_end', 0.02)!,
+    betaSchedule: c.oneOf('beta_schedule', ['linear', 'scaled_linear', 'squaredcos_cap_v2'] as const, 'linear'),
+    trainedBetas: c.numArray('trained_betas'),
+    rescaleBetasZeroSnr: c.bool('rescale_betas_zero_snr', false),
+  };
+}
+
+/** betas (float32 values) as diffusers builds them. */
+export function makeBetas(cls: string, b: BetaConfig): Float64Array {
+  const T = b.numTrainTimesteps;
+  if (T < 1) throw new Error(`${cls}: num_train_timesteps must be >= 1, got ${T}`);
+  let betas: Float64Array;
+  if (b.trainedBetas) {
+    if (b.trainedBetas.length !== T) {
+      throw new Error(`${cls}: trained_betas has ${b.trainedBetas.length} values, num_train_timesteps is ${T}`);
+    }
+    betas = Float64Array.from(b.trainedBetas, f32);
+  } else if (b.betaSchedule === 'linear') {
+    betas = linspaceF32(b.betaStart, b.betaEnd, T);
+  } else if (b.betaSchedule === 'scaled_linear') {
+    betas = linspaceF32(Math.sqrt(b.betaStart), Math.sqrt(b.betaEnd), T).map((v) => f32(v * v));
+  } else {
+    betas = new Float64Array(T);
+    for (let i = 0; i < T; i++) betas[i] = f32(Math.min(1 - alphaBarCos((i + 1) / T) / alphaBarCos(i / T), 0.999));
+  }
+  if (b.rescaleBetasZeroSnr) betas = rescaleZeroTerminalSnr(betas);
+  return betas;
+}
+
+/** Lin et al. 2023, Algorithm 1: shift and scale sqrt(alphas_cumprod) so the last timestep has zero SNR. */
+function rescaleZeroTerminalSnr(betas: Float64Array): Float64Array {
+  const n = betas.length;
+  const sq = new Float64Array(n);
+  let p = 1;
+  for (let i = 0; i < n; i++) {
+    p *= 1 - betas[i];
+    sq[i] = Math.sqrt(p);
+  }
+  const first = sq[0];
+  const last = sq[n - 1];
+  for (let i = 0; i < n; i++) sq[i] = ((sq[i] - last) * first) / (first - last);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const ab = sq[i] * sq[i];
+    const prev = i === 0 ? 1 : sq[i - 1] * sq[i - 1];
+    out[i] = f32(1 - (i === 0 ? ab : ab / prev));
+  }
+  return out;
+}
+
+/** alphas_cumprod as torch.cumprod of float32 (1 - beta) on CPU: the running product is kept in
+ * double and each entry rounded to float32. */
+export function alphasCumprod(betas: Float64Array): Float64Array {
+  const out = new Float64Array(betas.length);
+  let p = 1;
+  for (let i = 0; i < betas.length; i++) {
+    p *= f32(1 - betas[i]);
+    out[i] = f32(p);
+  }
+  return out;
+}
+
+/** integer timesteps for DDPM/DDIM-style spacing (descending) */
+export function discreteTimesteps(cls: string, spacing: TimestepSpacing, T: number, n: number, stepsOffset: number): number[] {
+  checkSteps(cls, n, T);
+  const ts: number[] = [];
+  if (spacing === 'leading') {
+    const ratio = Math.floor(T / n);
+    for (let i = n - 1; i >= 0; i--) ts.push(i * ratio + stepsOffset);
+  } else if (spacing === 'trailing') {
+    for (const v of arangeDown(T, T / n)) ts.push(roundHalfEven(v) - 1);
+  } else {
+    for (let i = n - 1; i >= 0; i--) ts.push(roundHalfEven(linspaceF64(0, T - 1, n, i)));
+  }
+  return ts;
+}
+
+export function checkSteps(cls: string, n: number, T: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${cls}.setTimesteps: number of steps must be a positive integer, got ${n}`);
+  if (n > T) throw new Error(`${cls}.setTimesteps: ${n} steps exceed num_train_timesteps ${T}`);
+}
+
+/** numpy.linspace(a, b, n)[i] in float64 (numpy's formula: a + i * step, last point exact). */
+export function linspaceF64(a: number, b: number, n: number, i: number): number {
+  if (n === 1) return a;
+  if (i === n - 1) return b;
+  const step = (b - a) / (n - 1);
+  return a + i * step;
+}
+
+/** numpy.arange(start, 0, -step): ceil(start / step) values start - i * step */
+export function arangeDown(start: number, step: number): number[] {
+  const count = Math.max(0, Math.ceil((0 - start) / -step));
+  return Array.from({ length: count }, (_, i) => start + i * -step);
+}
+
+/** numpy round: half to even */
+export function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  if (Math.abs(v % 1) === 0.5 && r % 2 !== 0) return r - 1;
+  return r;
+}
+
+/** train sigmas sqrt((1 - acp) / acp) in float32, ascending in t */
+export function trainSigmas(acp: Float64Array): Float64Array {
+  return acp.map((a) => f32(Math.sqrt(f32(f32(1 - a) / a))));
+}
+
+/** numpy.interp(x, arange(len(fp)), fp) in float64 */
+export function interpIndex(x: number, fp: Float64Array): number {
+  const n = fp.length;
+  if (x <= 0) return fp[0];
+  if (x >= n - 1) return fp[n - 1];
+  const j = Math.floor(x);
+  const slope = fp[j + 1] - fp[j];
+  return slope * (x - j) + fp[j];
+}
+
+/** float timesteps for the sigma schedulers (Euler, Euler-a, LMS), float32 values, descending */
+export function sigmaTimesteps(cls: string, spacing: TimestepSpacing, T: number, n: number, stepsOffset: number): number[] {
+  checkSteps(cls, n, T);
+  const ts: number[] = [];
+  if (spacing === 'linspace') {
+    for (let i = n - 1; i >= 0; i--) ts.push(f32(linspaceF64(0, T - 1, n, i)));
+  } else if (spacing === 'leading') {
+    const ratio = Math.floor(T / n);
+    for (let i = n - 1; i >= 0; i--) ts.push(f32(i * ratio + stepsOffset));
+  } else {
+    for (const v of arangeDown(T, T / n)) ts.push(f32(roundHalfEven(v) - 1));
+  }
+  return ts;
+}
+
+/** Karras et al. (2022) schedule between sigmaMax and sigmaMin, rho = 7 */
+export function karrasSigmas(sigmaMax: number, sigmaMin: number, n: number): number[] {
+  const rho = 7;
+  const lo = sigmaMin ** (1 / rho);
+  const hi = sigmaMax ** (1 / rho);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const ramp = linspaceF64(0, 1, n, i);
+    out.push((hi + ramp * (lo - hi)) ** rho);
+  }
+  return out;
+}
+
+/** diffusers' _sigma_to_t: piecewise-linear inverse of log sigma over the train schedule */
+export function sigmaToT(sigma: number, logSigmas: Float64Array): number {
+  const ls = Math.log(Math.max(sigma, 1e-10));
+  const n = logSigmas.length;
+  // last index whose log sigma is <= ls (0 if none), kept below n - 1
+  let low = 0;
+  for (let i = 0; i < n; i++) if (ls - logSigmas[i] >= 0) low = i;
+  low = Math.min(low, n - 2);
+  const high = low + 1;
+  const lo = logSigmas[low];
+  const hi = logSigmas[high];
+  let w = (lo - ls) / (lo - hi);
+  w = Math.min(Math.max(w, 0), 1);
+  return (1 - w) * low + w * high;
+}
+
+/** diffusers' index_for_timestep: the second match when a timestep repeats (so a restart after
+ * img2img's first step does not skip a sigma) */
+export function indexForTimestep(cls: string, timesteps: readonly number[], t: number, fallbackLast = false): number {
+  const hits: number[] = [];
+  for (let i = 0; i < timesteps.length; i++) if (timesteps[i] === t) hits.push(i);
+  if (!hits.length) {
+    if (fallbackLast) return timesteps.length - 1;
+    throw new Error(`${cls}: timestep ${t} is not in the schedule [${timesteps.join(', ')}]`);
+  }
+  return hits.length > 1 ? hits[1] : hits[0];
+}
+
+/** What every scheduler shares: the beta/alpha tables, the schedule, the step counter and the
+ * seeded noise stream. Subclasses fill `timesteps` in setTimesteps and implement step. */
+export abstract class SchedulerBase {
+  /** the parsed config with defaults filled in (diffusers' keys) */
+  readonly config: Record<string, unknown>;
+  readonly numTrainTimesteps: number;
+  readonly betas: Float64Array;
+  readonly alphasCumprod: Float64Array;
+  readonly predictionType: PredictionType;
+  readonly timestepSpacing: TimestepSpacing;
+  readonly stepsOffset: number;
+  /** model evaluations per step (1 for every scheduler here, as in diffusers) */
+  readonly order: number = 1;
+  timesteps: number[] = [];
+  numInferenceSteps: number | null = null;
+  protected _stepIndex: number | null = null;
+  protected beginIndex: number | null = null;
+  private seed = 0;
+  private noiseOffset = 0;
+
+  protected constructor(readonly className: string, protected readonly reader: ConfigReader) {
+    const bc = readBetaConfig(reader);
+    this.numTrainTimesteps = bc.numTrainTimesteps;
+    this.betas = makeBetas(className, bc);
+    this.alphasCumprod = alphasCumprod(this.betas);
+    this.predictionType = reader.oneOf('prediction_type', ['epsilon', 'v_prediction', 'sample'] as const, 'epsilon');
+    this.timestepSpacing = reader.oneOf('timestep_spacing', ['leading', 'trailing', 'linspace'] as const, this.defaultSpacing());
+    this.stepsOffset = reader.int('steps_offset', 0);
+    this.config = reader.out;
+    const T = this.numTrainTimesteps;
+    this.timesteps = Array.from({ length: T }, (_, i) => T - 1 - i);
+  }
+
+  protected defaultSpacing(): TimestepSpacing {
+    return 'leading';
+  }
+
+  /** index of the next step in `timesteps` (null until the first step or scaleModelInput) */
+  get stepIndex(): number | null {
+    return this._stepIndex;
+  }
+
+  /** Where a run that does not start at the first timestep begins (diffusers' set_begin_index). */
+  setBeginIndex(i: number): void {
+    this.beginIndex = i;
+  }
+
+  abstract get initNoiseSigma(): number;
+  abstract setTimesteps(n: number): void;
+  abstract scaleModelInput(sample: Tensor, t: number): Tensor;
+  abstract step(modelOutput: Tensor, t: number, sample: Tensor, opts?: StepOptions): StepResult;
+  abstract addNoise(x0: Tensor, noise: Tensor, timesteps: readonly number[]): Tensor;
+
+  /** Clears the multistep state and the step counter (history tensors are released). */
+  reset(): void {
+    this._stepIndex = null;
+    this.beginIndex = null;
+  }
+
+  protected requireTimesteps(op: string): void {
+    if (this.numInferenceSteps === null) throw new Error(`${this.className}.${op}: call setTimesteps(n) first`);
+  }
+
+  protected checkPair(op: string, a: Tensor, b: Tensor, an: string, bn: string): void {
+    if (a.engine !== b.engine) throw new Error(`${this.className}.${op}: ${an} and ${bn} belong to different engines`);
+    if (shapeKey(a) !== shapeKey(b)) {
+      throw new Error(`${this.className}.${op}: ${an} [${a.shape.join(', ')}] and ${bn} [${b.shape.join(', ')}] differ in shape`);
+    }
+  }
+
+  /** The step's Gaussian draw: the caller's tensor (not owned) or a seeded draw (owned). */
+  protected noiseFor(op: string, like: Tensor, opts: StepOptions): { noise: Tensor; owned: boolean } {
+    if (opts.generatorSeed !== undefined) {
+      this.seed = opts.generatorSeed;
+      this.noiseOffset = 0;
+    }
+    if (opts.noise) {
+      this.checkPair(op, like, opts.noise, 'sample', 'noise');
+      return { noise: opts.noise, owned: false };
+    }
+    const noise = randn(like.engine, like.shape, this.seed, { offset: this.noiseOffset, dtype: like.dtype });
+    this.noiseOffset += like.size;
+    return { noise, owned: true };
+  }
+
+  /** Per item signal and noise scales for add_noise, looked up like diffusers. */
+  protected checkAddNoise(x0: Tensor, noise: Tensor, timesteps: readonly number[]): void {
+    this.checkPair('addNoise', x0, noise, 'x0', 'noise');
+    const B = x0.rank ? x0.shape[0] : 1;
+    if (timesteps.length !== B) {
+      throw new Error(`${this.className}.addNoise: ${timesteps.length} timesteps for a batch of ${B} ([${x0.shape.join(', ')}])`);
+    }
+  }
+}
+
+function shapeKey(t: Tensor): string {
+  return t.shape.join(',');
+}
+
+/** x0 and epsilon as linear combinations of (sample, model output) for the alpha-parameterised
+ * schedulers (DDPM, DDIM); a = alphas_cumprod[t] as float32. */
+export function alphaPredictions(pred: PredictionType, a: number): { x0: [number, number]; eps: [number, number] } {
+  const b = f32(1 - a);
+  const sa = f32(Math.sqrt(a));
+  const sb = f32(Math.sqrt(b));
+  if (pred === 'epsilon') return { x0: [1 / sa, -sb / sa], eps: [0, 1] };
+  if (pred === 'sample') return { x0: [0, 1], eps: [1 / sb, -sa / sb] };
+  return { x0: [sa, -sb], eps: [sb, sa] };
+}
+
+/** JSON.parse for config files written by Python's json module, which may hold the bare tokens
+ * Infinity, -Infinity and NaN (e.g. DPMSolverMultistepScheduler's lambda_min_clipped). */
+export function parseConfigJson(text: string): Record<string, unknown> {
+  // only outside strings: a token after ':' or ',' or '[' (optionally spaced)
+  const fixed = text.replace(/([:,[]\s*)(-?Infinity|NaN)(?=\s*[,}\]])/g, (_m, pre: string, tok: string) => `${pre}"${tok}"`);
+  const obj = JSON.parse(fixed) as Record<string, unknown>;
+  const conv = (v: unknown): unknown => {
+    if (v === 'Infinity') return Infinity;
+    if (v === '-Infinity') return -Infinity;
+    if (v === 'NaN') return NaN;
+    if (Array.isArray(v)) return v.map(conv);
+    return v;
+  };
+  for (const k of Object.keys(obj)) obj[k] = conv(obj[k]);
+  return obj;
+}

@@ -1,0 +1,98 @@
+// DDIM (Song et al., 2021): deterministic for eta = 0, DDPM-like variance for eta = 1.
+import type { Tensor } from '../../runtime/tensor.js';
+import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
+import { ConfigReader, SchedulerBase, alphaPredictions, discreteTimesteps, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+
+export interface DDIMStepOptions extends StepOptions {
+  /** re-derive epsilon from the clipped x0 (GLIDE) */
+  useClippedModelOutput?: boolean;
+}
+
+export class DDIMScheduler extends SchedulerBase {
+  readonly clipSample: boolean;
+  readonly clipSampleRange: number;
+  readonly finalAlphaCumprod: number;
+
+  constructor(config: SchedulerConfig = {}) {
+    const r = new ConfigReader('DDIMScheduler', config);
+    super('DDIMScheduler', r);
+    this.clipSample = r.bool('clip_sample', true);
+    this.clipSampleRange = r.num('clip_sample_range', 1)!;
+    this.finalAlphaCumprod = r.bool('set_alpha_to_one', true) ? 1 : this.alphasCumprod[0];
+    r.refuseTrue('thresholding', 'dynamic thresholding needs a per-sample quantile; use clip_sample');
+    r.num('dynamic_thresholding_ratio', 0.995);
+    r.num('sample_max_value', 1);
+  }
+
+  get initNoiseSigma(): number {
+    return 1;
+  }
+
+  setTimesteps(n: number): void {
+    this.timesteps = discreteTimesteps(this.className, this.timestepSpacing, this.numTrainTimesteps, n, this.stepsOffset);
+    this.numInferenceSteps = n;
+    this.reset();
+  }
+
+  scaleModelInput(sample: Tensor, _t?: number): Tensor {
+    return sample.reshape(sample.shape);
+  }
+
+  private alphaAt(t: number): number {
+    return t >= 0 ? this.alphasCumprod[t] : this.finalAlphaCumprod;
+  }
+
+  private checkT(op: string, t: number): void {
+    if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) throw new Error(`${this.className}.${op}: timestep ${t} is not an integer in [0, ${this.numTrainTimesteps})`);
+  }
+
+  step(modelOutput: Tensor, t: number, sample: Tensor, opts: DDIMStepOptions = {}): StepResult {
+    this.requireTimesteps('step');
+    this.checkT('step', t);
+    this.checkPair('step', modelOutput, sample, 'modelOutput', 'sample');
+    const eta = opts.eta ?? 0;
+    if (!(eta >= 0)) throw new Error(`${this.className}.step: eta must be >= 0, got ${eta}`);
+    const prevT = t - Math.floor(this.numTrainTimesteps / this.numInferenceSteps!);
+    const a = this.alphasCumprod[t];
+    const aPrev = this.alphaAt(prevT);
+    const { x0, eps } = alphaPredictions(this.predictionType, a);
+    const variance = (f32(1 - aPrev) / f32(1 - a)) * (1 - a / aPrev);
+    const std = eta * Math.sqrt(variance);
+    // epsilon as (x, e, x0) weights: the clipped-x0 variant re-derives it from x0
+    let epsW: [number, number, number] = [eps[0], eps[1], 0];
+    if (opts.useClippedModelOutput) {
+      const sa = f32(Math.sqrt(a));
+      const sb = f32(Math.sqrt(f32(1 - a)));
+      epsW = [1 / sb, 0, -sa / sb];
+    }
+    const dir = Math.sqrt(Math.max(0, 1 - aPrev - std * std));
+    const inputs = [sample, modelOutput];
+    const out = [dir * epsW[0], dir * epsW[1]];
+    let owned: Tensor | null = null;
+    if (eta > 0) {
+      const nz = this.noiseFor('step', sample, opts);
+      if (nz.owned) owned = nz.noise;
+      inputs.push(nz.noise);
+      out.push(std);
+    }
+    out.push(Math.sqrt(aPrev) + dir * epsW[2]);
+    const r = this.clipSample ? this.clipSampleRange : 0;
+    const [prevSample, predOriginalSample] = schedulerStep({
+      inputs,
+      x0: inputs.length === 3 ? [x0[0], x0[1], 0] : x0,
+      out,
+      clip: this.clipSample ? [-r, r] : undefined,
+      outputs: 2,
+    });
+    owned?.dispose();
+    this._stepIndex = (this._stepIndex ?? 0) + 1;
+    return { prevSample, predOriginalSample };
+  }
+
+  addNoise(x0: Tensor, noise: Tensor, timesteps: readonly number[]): Tensor {
+    this.checkAddNoise(x0, noise, timesteps);
+    for (const t of timesteps) this.checkT('addNoise', t);
+    const a = timesteps.map((t) => this.alphasCumprod[t]);
+    return addNoise(x0, noise, a.map((v) => f32(Math.sqrt(v))), a.map((v) => f32(Math.sqrt(f32(1 - v)))));
+  }
+}

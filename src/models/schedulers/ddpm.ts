@@ -1,0 +1,94 @@
+// DDPM ancestral sampling (Ho et al., 2020), posterior q(x_{t-1} | x_t, x0) with a fixed variance.
+import type { Tensor } from '../../runtime/tensor.js';
+import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
+import { ConfigReader, SchedulerBase, alphaPredictions, discreteTimesteps, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+
+type VarianceType = 'fixed_small' | 'fixed_small_log' | 'fixed_large';
+
+export class DDPMScheduler extends SchedulerBase {
+  readonly clipSample: boolean;
+  readonly clipSampleRange: number;
+  readonly varianceType: VarianceType;
+
+  constructor(config: SchedulerConfig = {}) {
+    const r = new ConfigReader('DDPMScheduler', config);
+    super('DDPMScheduler', r);
+    this.clipSample = r.bool('clip_sample', true);
+    this.clipSampleRange = r.num('clip_sample_range', 1)!;
+    // learned / learned_range need the model's extra variance channels; fixed_large_log yields NaN in diffusers
+    this.varianceType = r.oneOf('variance_type', ['fixed_small', 'fixed_small_log', 'fixed_large'] as const, 'fixed_small');
+    r.refuseTrue('thresholding', 'dynamic thresholding needs a per-sample quantile; use clip_sample');
+    r.num('dynamic_thresholding_ratio', 0.995);
+    r.num('sample_max_value', 1);
+  }
+
+  get initNoiseSigma(): number {
+    return 1;
+  }
+
+  setTimesteps(n: number): void {
+    this.timesteps = discreteTimesteps(this.className, this.timestepSpacing, this.numTrainTimesteps, n, this.stepsOffset);
+    this.numInferenceSteps = n;
+    this.reset();
+  }
+
+  scaleModelInput(sample: Tensor, _t?: number): Tensor {
+    return sample.reshape(sample.shape);
+  }
+
+  /** the next timestep of the schedule (-1 after the last), as diffusers' previous_timestep */
+  previousTimestep(t: number): number {
+    if (this.numInferenceSteps === null) return t - 1;
+    const i = this.timesteps.indexOf(t);
+    if (i < 0) throw new Error(`${this.className}: timestep ${t} is not in the schedule [${this.timesteps.join(', ')}]`);
+    return i === this.timesteps.length - 1 ? -1 : this.timesteps[i + 1];
+  }
+
+  step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepResult {
+    this.requireTimesteps('step');
+    this.checkPair('step', modelOutput, sample, 'modelOutput', 'sample');
+    const prevT = this.previousTimestep(t);
+    const a = this.alphasCumprod[t];
+    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT] : 1;
+    const b = f32(1 - a);
+    const bPrev = f32(1 - aPrev);
+    const curAlpha = a / aPrev;
+    const curBeta = 1 - curAlpha;
+    const { x0 } = alphaPredictions(this.predictionType, a);
+    const cX0 = (Math.sqrt(aPrev) * curBeta) / b;
+    const cX = (Math.sqrt(curAlpha) * bPrev) / b;
+    const inputs = [sample, modelOutput];
+    const out = [cX, 0];
+    let owned: Tensor | null = null;
+    if (t > 0) {
+      let std: number;
+      if (this.varianceType === 'fixed_large') std = Math.sqrt(curBeta);
+      else std = Math.sqrt(Math.max((bPrev / b) * curBeta, 1e-20));
+      const nz = this.noiseFor('step', sample, opts);
+      if (nz.owned) owned = nz.noise;
+      inputs.push(nz.noise);
+      out.push(std);
+    }
+    out.push(cX0);
+    const r = this.clipSampleRange;
+    const [prevSample, predOriginalSample] = schedulerStep({
+      inputs,
+      x0: inputs.length === 3 ? [x0[0], x0[1], 0] : x0,
+      out,
+      clip: this.clipSample ? [-r, r] : undefined,
+      outputs: 2,
+    });
+    owned?.dispose();
+    this._stepIndex = (this._stepIndex ?? 0) + 1;
+    return { prevSample, predOriginalSample };
+  }
+
+  addNoise(x0: Tensor, noise: Tensor, timesteps: readonly number[]): Tensor {
+    this.checkAddNoise(x0, noise, timesteps);
+    for (const t of timesteps) {
+      if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) throw new Error(`${this.className}.addNoise: timestep ${t} is not an integer in [0, ${this.numTrainTimesteps})`);
+    }
+    const a = timesteps.map((t) => this.alphasCumprod[t]);
+    return addNoise(x0, noise, a.map((v) => f32(Math.sqrt(v))), a.map((v) => f32(Math.sqrt(f32(1 - v)))));
+  }
+}

@@ -1,0 +1,110 @@
+// The down, mid and up blocks of both UNets. A block is resnets interleaved with an optional
+// attention per resnet (spatial self-attention for UNet2DModel, Transformer2DModel for
+// UNet2DConditionModel) plus an optional down/up sampler. Up blocks concatenate skips [h, skip].
+import type { Tensor } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { ParamLoader, chain } from './nn.js';
+import { Downsample2D, ResnetBlock2D, SpatialAttention, Transformer2DModel, Upsample2D } from './blocks.js';
+
+export interface Attn {
+  forward(x: Tensor, context?: Tensor): Tensor;
+}
+
+export type AttnFactory = (L: ParamLoader, name: string, channels: number) => Promise<Attn>;
+
+export interface ResnetOpts {
+  temb: number;
+  groups: number;
+  eps: number;
+}
+
+export class DownBlock {
+  private constructor(private resnets: ResnetBlock2D[], private attns: Attn[] | null, private down: Downsample2D | null) {}
+
+  static async load(L: ParamLoader, name: string, cin: number, cout: number, layers: number, r: ResnetOpts, attn: AttnFactory | null, downsample: { padding: number } | null): Promise<DownBlock> {
+    const resnets: ResnetBlock2D[] = [];
+    const attns: Attn[] = [];
+    for (let j = 0; j < layers; j++) {
+      resnets.push(await ResnetBlock2D.load(L, `${name}.resnets.${j}`, j === 0 ? cin : cout, cout, r));
+      if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout));
+    }
+    const down = downsample ? await Downsample2D.load(L, `${name}.downsamplers.0`, cout, downsample.padding) : null;
+    return new DownBlock(resnets, attn ? attns : null, down);
+  }
+
+  /** Appends every output to `skips`; returns the block's output. Does not dispose x (it is a skip). */
+  forward(x: Tensor, temb: Tensor, skips: Tensor[], context?: Tensor): Tensor {
+    let h = x;
+    this.resnets.forEach((r, j) => {
+      h = r.forward(h, temb);
+      if (this.attns) h = chain(h, (t) => this.attns![j].forward(t, context));
+      skips.push(h);
+    });
+    if (this.down) {
+      h = this.down.forward(h);
+      skips.push(h);
+    }
+    return h;
+  }
+}
+
+export class MidBlock {
+  private constructor(private r0: ResnetBlock2D, private attn: Attn | null, private r1: ResnetBlock2D) {}
+  static async load(L: ParamLoader, name: string, ch: number, r: ResnetOpts, attn: AttnFactory | null): Promise<MidBlock> {
+    return new MidBlock(
+      await ResnetBlock2D.load(L, `${name}.resnets.0`, ch, ch, r),
+      attn ? await attn(L, `${name}.attentions.0`, ch) : null,
+      await ResnetBlock2D.load(L, `${name}.resnets.1`, ch, ch, r),
+    );
+  }
+  forward(x: Tensor, temb: Tensor, context?: Tensor): Tensor {
+    let h = this.r0.forward(x, temb);
+    if (this.attn) h = chain(h, (t) => this.attn!.forward(t, context));
+    return chain(h, (t) => this.r1.forward(t, temb));
+  }
+}
+
+export class UpBlock {
+  private constructor(private resnets: ResnetBlock2D[], private attns: Attn[] | null, private up: Upsample2D | null) {}
+
+  /** prev: channels coming from below; cout: this block's channels; skipIn: channels of the block's last skip */
+  static async load(L: ParamLoader, name: string, prev: number, cout: number, skipIn: number, layers: number, r: ResnetOpts, attn: AttnFactory | null, upsample: boolean): Promise<UpBlock> {
+    const resnets: ResnetBlock2D[] = [];
+    const attns: Attn[] = [];
+    for (let j = 0; j < layers; j++) {
+      const resSkip = j === layers - 1 ? skipIn : cout;
+      const resIn = j === 0 ? prev : cout;
+      resnets.push(await ResnetBlock2D.load(L, `${name}.resnets.${j}`, resIn + resSkip, cout, r));
+      if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout));
+    }
+    const up = upsample ? await Upsample2D.load(L, `${name}.upsamplers.0`, cout) : null;
+    return new UpBlock(resnets, attn ? attns : null, up);
+  }
+
+  /** Pops its skips from the end of `skips` (and disposes them); disposes x. */
+  forward(x: Tensor, temb: Tensor, skips: Tensor[], context?: Tensor): Tensor {
+    let h = x;
+    this.resnets.forEach((r, j) => {
+      const skip = skips.pop();
+      if (!skip) throw new Error('UNet: skip connections ran out (down/up block configuration mismatch)');
+      const cat = ops.concat([h, skip], 1);
+      h.dispose();
+      skip.dispose();
+      h = chain(cat, (t) => r.forward(t, temb));
+      if (this.attns) h = chain(h, (t) => this.attns![j].forward(t, context));
+    });
+    if (this.up) h = chain(h, (t) => this.up!.forward(t));
+    return h;
+  }
+}
+
+export function spatialAttention(headDim: number | null, groups: number, eps: number): AttnFactory {
+  return (L, name, ch) => SpatialAttention.load(L, name, ch, { heads: headDim ? Math.floor(ch / headDim) : 1, groups, eps });
+}
+
+export function transformerAttention(opts: { heads: number; crossDim: number; layers: number; linearProjection: boolean; groups: number; onlyCrossAttention: boolean }): AttnFactory {
+  return (L, name, ch) => {
+    if (ch % opts.heads !== 0) throw new Error(`${name}: ${ch} channels do not split into ${opts.heads} heads`);
+    return Transformer2DModel.load(L, name, ch, { heads: opts.heads, dimHead: ch / opts.heads, crossDim: opts.crossDim, layers: opts.layers, linearProjection: opts.linearProjection, groups: opts.groups, onlyCrossAttention: opts.onlyCrossAttention });
+  };
+}

@@ -1,0 +1,139 @@
+// Encoder and Decoder of diffusers' autoencoders (shared by AutoencoderKL and VQModel):
+// DownEncoderBlock2D / UpDecoderBlock2D stacks around a UNetMidBlock2D with single-head attention.
+// GroupNorm eps is 1e-6 everywhere in these, as in diffusers.
+import type { Tensor } from '../runtime/tensor.js';
+import { Conv2d, GroupNorm, ParamLoader, chain } from './nn.js';
+import { Downsample2D, ResnetBlock2D, SpatialAttention, Upsample2D } from './blocks.js';
+import { configList, configNumber, requireValues } from './config.js';
+
+const EPS = 1e-6;
+
+export interface VaeShape {
+  inChannels: number;
+  outChannels: number;
+  latentChannels: number;
+  blockOutChannels: number[];
+  layersPerBlock: number;
+  groups: number;
+  midAttention: boolean;
+}
+
+export function vaeShape(config: Record<string, unknown>, component: string): VaeShape {
+  const boc = configList(config, 'block_out_channels', [64], component);
+  const down = configList<string>(config, 'down_block_types', boc.map(() => 'DownEncoderBlock2D'), component);
+  const up = configList<string>(config, 'up_block_types', boc.map(() => 'UpDecoderBlock2D'), component);
+  down.forEach((t, i) => requireValues(component, `down_block_types[${i}]`, t, ['DownEncoderBlock2D']));
+  up.forEach((t, i) => requireValues(component, `up_block_types[${i}]`, t, ['UpDecoderBlock2D']));
+  if (down.length !== boc.length || up.length !== boc.length) {
+    throw new Error(`${component}: down_block_types/up_block_types must have one entry per block_out_channels (${boc.length})`);
+  }
+  requireValues(component, 'act_fn', config.act_fn ?? 'silu', ['silu']);
+  requireValues(component, 'norm_type', config.norm_type ?? 'group', ['group']);
+  return {
+    inChannels: configNumber(config, 'in_channels', 3, component),
+    outChannels: configNumber(config, 'out_channels', 3, component),
+    latentChannels: configNumber(config, 'latent_channels', 4, component),
+    blockOutChannels: boc,
+    layersPerBlock: configNumber(config, 'layers_per_block', 1, component),
+    groups: configNumber(config, 'norm_num_groups', 32, component),
+    midAttention: (config.mid_block_add_attention ?? true) !== false,
+  };
+}
+
+class MidBlock2D {
+  private constructor(private r0: ResnetBlock2D, private attn: SpatialAttention | null, private r1: ResnetBlock2D) {}
+  static async load(L: ParamLoader, name: string, ch: number, groups: number, attention: boolean): Promise<MidBlock2D> {
+    const opts = { temb: null, groups, eps: EPS };
+    return new MidBlock2D(
+      await ResnetBlock2D.load(L, `${name}.resnets.0`, ch, ch, opts),
+      attention ? await SpatialAttention.load(L, `${name}.attentions.0`, ch, { heads: 1, groups, eps: EPS }) : null,
+      await ResnetBlock2D.load(L, `${name}.resnets.1`, ch, ch, opts),
+    );
+  }
+  forward(x: Tensor): Tensor {
+    let h = this.r0.forward(x);
+    if (this.attn) h = chain(h, (t) => this.attn!.forward(t));
+    return chain(h, (t) => this.r1.forward(t));
+  }
+}
+
+export class Encoder {
+  private constructor(
+    private convIn: Conv2d,
+    private blocks: { resnets: ResnetBlock2D[]; down: Downsample2D | null }[],
+    private mid: MidBlock2D,
+    private normOut: GroupNorm,
+    private convOut: Conv2d,
+  ) {}
+
+  /** outChannels: 2 * latent for KL (double_z), latent for VQ */
+  static async load(L: ParamLoader, s: VaeShape, outChannels: number): Promise<Encoder> {
+    const E = L.scope('encoder.');
+    const boc = s.blockOutChannels;
+    const convIn = await Conv2d.load(E, 'conv_in', s.inChannels, boc[0]);
+    const blocks = [];
+    let ch = boc[0];
+    for (let i = 0; i < boc.length; i++) {
+      const resnets = [];
+      for (let j = 0; j < s.layersPerBlock; j++) {
+        resnets.push(await ResnetBlock2D.load(E, `down_blocks.${i}.resnets.${j}`, j === 0 ? ch : boc[i], boc[i], { temb: null, groups: s.groups, eps: EPS }));
+      }
+      ch = boc[i];
+      const down = i < boc.length - 1 ? await Downsample2D.load(E, `down_blocks.${i}.downsamplers.0`, ch, 0) : null;
+      blocks.push({ resnets, down });
+    }
+    const mid = await MidBlock2D.load(E, 'mid_block', ch, s.groups, s.midAttention);
+    return new Encoder(convIn, blocks, mid, await GroupNorm.load(E, 'conv_norm_out', ch, s.groups, EPS), await Conv2d.load(E, 'conv_out', ch, outChannels));
+  }
+
+  forward(x: Tensor): Tensor {
+    let h = this.convIn.forward(x);
+    for (const b of this.blocks) {
+      for (const r of b.resnets) h = chain(h, (t) => r.forward(t));
+      if (b.down) h = chain(h, (t) => b.down!.forward(t));
+    }
+    h = chain(h, (t) => this.mid.forward(t));
+    h = chain(h, (t) => this.normOut.forward(t, true));
+    return chain(h, (t) => this.convOut.forward(t));
+  }
+}
+
+export class Decoder {
+  private constructor(
+    private convIn: Conv2d,
+    private mid: MidBlock2D,
+    private blocks: { resnets: ResnetBlock2D[]; up: Upsample2D | null }[],
+    private normOut: GroupNorm,
+    private convOut: Conv2d,
+  ) {}
+
+  static async load(L: ParamLoader, s: VaeShape): Promise<Decoder> {
+    const D = L.scope('decoder.');
+    const rev = [...s.blockOutChannels].reverse();
+    const convIn = await Conv2d.load(D, 'conv_in', s.latentChannels, rev[0]);
+    const mid = await MidBlock2D.load(D, 'mid_block', rev[0], s.groups, s.midAttention);
+    const blocks = [];
+    let ch = rev[0];
+    for (let i = 0; i < rev.length; i++) {
+      const resnets = [];
+      for (let j = 0; j < s.layersPerBlock + 1; j++) {
+        resnets.push(await ResnetBlock2D.load(D, `up_blocks.${i}.resnets.${j}`, j === 0 ? ch : rev[i], rev[i], { temb: null, groups: s.groups, eps: EPS }));
+      }
+      ch = rev[i];
+      const up = i < rev.length - 1 ? await Upsample2D.load(D, `up_blocks.${i}.upsamplers.0`, ch) : null;
+      blocks.push({ resnets, up });
+    }
+    return new Decoder(convIn, mid, blocks, await GroupNorm.load(D, 'conv_norm_out', ch, s.groups, EPS), await Conv2d.load(D, 'conv_out', ch, s.outChannels));
+  }
+
+  forward(z: Tensor): Tensor {
+    let h = this.convIn.forward(z);
+    h = chain(h, (t) => this.mid.forward(t));
+    for (const b of this.blocks) {
+      for (const r of b.resnets) h = chain(h, (t) => r.forward(t));
+      if (b.up) h = chain(h, (t) => b.up!.forward(t));
+    }
+    h = chain(h, (t) => this.normOut.forward(t, true));
+    return chain(h, (t) => this.convOut.forward(t));
+  }
+}

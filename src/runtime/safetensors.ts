@@ -1,0 +1,663 @@
+// safetensors I/O: a strict header parser, tensor access from memory, a local file (Node) or a URL
+// (streamed fetch), host-side dtype conversion and a writer.
+//
+// Format: 8-byte little-endian u64 N, N bytes of UTF-8 JSON {name: {dtype, shape, data_offsets:
+// [begin, end]}, "__metadata__"?: {string: string}}, then the data section; offsets are relative to
+// its start. Model files come from the network and from users' disks, so every field is checked
+// before any offset is used: a bad file fails with an Error naming the file and the tensor instead
+// of reading out of bounds or allocating absurd amounts of memory.
+
+import { f32ToF16Bits } from './engine.js';
+
+/** dtypes this engine converts; other known safetensors dtypes parse but fail when read. */
+export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32';
+
+const SUPPORTED: Record<SafetensorsDType, number> = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4 };
+
+// Element sizes of the dtypes the safetensors spec defines. A checkpoint may carry a tensor a model
+// never reads (a U8 flag, an F64 buffer); knowing its size lets the header validate and the file
+// load, and reading that tensor is what fails.
+const KNOWN_SIZES: Record<string, number> = {
+  ...SUPPORTED,
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  U16: 2,
+  I16: 2,
+  U32: 4,
+  F64: 8,
+  U64: 8,
+};
+
+/** The header refuses to be larger than this (the reference implementation's limit). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+export interface SafetensorsTensorInfo {
+  name: string;
+  dtype: string;
+  shape: number[];
+  /** offsets relative to the start of the data section */
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsHeader {
+  /** byte offset of the data section in the file (8 + header length) */
+  dataOffset: number;
+  /** the end of the last tensor, relative to the data section */
+  dataEnd: number;
+  tensors: Map<string, SafetensorsTensorInfo>;
+  metadata: Record<string, string>;
+}
+
+export type ProgressCallback = (loadedBytes: number, totalBytes: number) => void;
+
+function isSupported(dtype: string): dtype is SafetensorsDType {
+  return Object.prototype.hasOwnProperty.call(SUPPORTED, dtype);
+}
+
+export function dtypeBytes(dtype: string): number | undefined {
+  return Object.prototype.hasOwnProperty.call(KNOWN_SIZES, dtype) ? KNOWN_SIZES[dtype] : undefined;
+}
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'undefined';
+  const s = JSON.stringify(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/** Reads the header length from the first 8 bytes; checks it against the limit and the file size. */
+export function readHeaderLength(first8: Uint8Array, fileBytes: number | undefined, label: string): number {
+  if (first8.byteLength < 8) {
+    throw new Error(`${label}: not a safetensors file: ${first8.byteLength} bytes, shorter than the 8-byte header length`);
+  }
+  const dv = new DataView(first8.buffer, first8.byteOffset, 8);
+  const lo = dv.getUint32(0, true);
+  const hi = dv.getUint32(4, true);
+  const n = hi * 2 ** 32 + lo; // exact below 2^53; anything near that fails the limit check anyway
+  if (n > MAX_HEADER_BYTES) {
+    throw new Error(`${label}: safetensors header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit (corrupt or not a safetensors file)`);
+  }
+  if (fileBytes !== undefined && 8 + n > fileBytes) {
+    throw new Error(`${label}: safetensors header length ${n} goes beyond the end of the file (${fileBytes} bytes)`);
+  }
+  return n;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Parses and validates the JSON header (the N bytes after the length). dataBytes is the size of the
+ * data section when known; offsets past it are errors. Without it (a stream of unknown length), the
+ * caller must check header.dataEnd against what arrives.
+ */
+export function parseHeader(headerBytes: Uint8Array, dataBytes: number | undefined, label: string): SafetensorsHeader {
+  let text: string;
+  try {
+    text = utf8.decode(headerBytes);
+  } catch {
+    throw new Error(`${label}: safetensors header is not valid UTF-8`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${label}: safetensors header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new Error(`${label}: safetensors header must be a JSON object, got ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
+  }
+  const tensors = new Map<string, SafetensorsTensorInfo>();
+  const metadata: Record<string, string> = {};
+  for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+        throw new Error(`${label}: __metadata__ must be an object of strings, got ${describeValue(entry)}`);
+      }
+      for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
+        if (typeof v !== 'string') throw new Error(`${label}: __metadata__ value for key '${k}' must be a string, got ${describeValue(v)}`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `${label}: tensor '${name}'`;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+      throw new Error(`${where}: entry must be an object with dtype, shape and data_offsets, got ${describeValue(entry)}`);
+    }
+    const e = entry as Record<string, unknown>;
+    for (const key of ['dtype', 'shape', 'data_offsets']) {
+      if (!(key in e)) throw new Error(`${where}: missing '${key}'`);
+    }
+    const { dtype, shape, data_offsets: offs } = e;
+    if (typeof dtype !== 'string') throw new Error(`${where}: dtype must be a string, got ${describeValue(dtype)}`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new Error(`${where}: shape must be an array of non-negative integers, got ${describeValue(shape)}`);
+    }
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => typeof o === 'number' && Number.isSafeInteger(o))) {
+      throw new Error(`${where}: data_offsets must be two integers [begin, end], got ${describeValue(offs)}`);
+    }
+    const [begin, end] = offs as [number, number];
+    if (begin < 0 || end < 0) throw new Error(`${where}: negative data_offsets [${begin}, ${end}]`);
+    if (end < begin) throw new Error(`${where}: data_offsets [${begin}, ${end}] end before they begin`);
+    if (dataBytes !== undefined && end > dataBytes) {
+      throw new Error(`${where}: data_offsets [${begin}, ${end}] lie outside the data section (${dataBytes} bytes)`);
+    }
+    const size = dtypeBytes(dtype);
+    if (size === undefined) throw new Error(`${where}: unknown dtype '${dtype}'`);
+    let count = 1;
+    for (const d of shape as number[]) count *= d;
+    if (count * size !== end - begin) {
+      throw new Error(
+        `${where}: ${end - begin} bytes at data_offsets [${begin}, ${end}] but shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${count * size}`,
+      );
+    }
+    tensors.set(name, { name, dtype, shape: [...(shape as number[])], begin, end });
+  }
+  // Overlap check in begin order; empty tensors occupy no bytes and may sit anywhere.
+  const sorted = [...tensors.values()].filter((t) => t.end > t.begin).sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let dataEnd = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    if (i > 0 && sorted[i].begin < sorted[i - 1].end) {
+      const a = sorted[i - 1];
+      const b = sorted[i];
+      throw new Error(`${label}: tensor '${b.name}' [${b.begin}, ${b.end}] overlaps tensor '${a.name}' [${a.begin}, ${a.end}]`);
+    }
+    dataEnd = Math.max(dataEnd, sorted[i].end);
+  }
+  for (const t of tensors.values()) dataEnd = Math.max(dataEnd, t.end);
+  return { dataOffset: 0, dataEnd, tensors, metadata };
+}
+
+/** Parses the whole header of an in-memory file. */
+export function parseSafetensorsHeader(bytes: Uint8Array, label = 'safetensors bytes'): SafetensorsHeader {
+  const n = readHeaderLength(bytes.subarray(0, 8), bytes.byteLength, label);
+  const h = parseHeader(bytes.subarray(8, 8 + n), bytes.byteLength - 8 - n, label);
+  h.dataOffset = 8 + n;
+  return h;
+}
+
+// ---------------------------------------------------------------- conversions
+
+let f16Table: Float32Array | null = null;
+// 65536 entries (256 KiB) make f16 -> f32 a lookup; exact because every half is an f32.
+function halfTable(): Float32Array {
+  if (f16Table) return f16Table;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >>> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 0) t[h] = s * m * 2 ** -24;
+    else if (e === 0x1f) t[h] = m ? NaN : s * Infinity;
+    else t[h] = s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  f16Table = t;
+  return t;
+}
+
+/** A typed view needs an aligned offset; tensors inside a file need not be aligned. */
+function aligned(bytes: Uint8Array, align: number): Uint8Array {
+  return bytes.byteOffset % align === 0 ? bytes : copyBytes(bytes);
+}
+
+// Not bytes.slice(): on a Node Buffer that returns a view, not a copy.
+function copyBytes(bytes: Uint8Array): Uint8Array {
+  const c = new Uint8Array(bytes.byteLength);
+  c.set(bytes);
+  return c;
+}
+
+function u16View(bytes: Uint8Array): Uint16Array {
+  const b = aligned(bytes, 2);
+  return new Uint16Array(b.buffer, b.byteOffset, b.byteLength >>> 1);
+}
+
+export function bf16BitsToF32(src: Uint16Array): Float32Array {
+  const out = new Uint32Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = src[i] << 16;
+  return new Float32Array(out.buffer);
+}
+
+export function f16BitsToF32Fast(src: Uint16Array): Float32Array {
+  const t = halfTable();
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = t[src[i]];
+  return out;
+}
+
+/** f32 -> bf16 bits, round to nearest even (NaN stays NaN). */
+export function f32ToBf16Bits(src: ArrayLike<number>): Uint16Array {
+  const f = Float32Array.from(src);
+  const u = new Uint32Array(f.buffer);
+  const out = new Uint16Array(f.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) out[i] = (x >>> 16) | 0x40;
+    else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+function conversionError(label: string, info: SafetensorsTensorInfo, to: string): Error {
+  const why = isSupported(info.dtype) ? `not a ${to === 'i32' ? 'integer' : 'float'} tensor` : 'unsupported dtype (supported: F32, F16, BF16, I64, I32)';
+  return new Error(`${label}: tensor '${info.name}' has dtype ${info.dtype}: cannot convert to ${to}, ${why}`);
+}
+
+/** Raw tensor bytes -> f32 values (F32 copied, F16/BF16 widened exactly). */
+export function bytesToF32(bytes: Uint8Array, info: SafetensorsTensorInfo, label: string): Float32Array {
+  switch (info.dtype) {
+    case 'F32': {
+      const copy = copyBytes(bytes);
+      return new Float32Array(copy.buffer, 0, copy.byteLength >>> 2);
+    }
+    case 'F16':
+      return f16BitsToF32Fast(u16View(bytes));
+    case 'BF16':
+      return bf16BitsToF32(u16View(bytes));
+    default:
+      throw conversionError(label, info, 'f32');
+  }
+}
+
+/** Raw tensor bytes -> IEEE half bits (F16 copied; F32/BF16 rounded to nearest even once). */
+export function bytesToF16Bits(bytes: Uint8Array, info: SafetensorsTensorInfo, label: string): Uint16Array {
+  switch (info.dtype) {
+    case 'F16': {
+      const copy = copyBytes(bytes);
+      return new Uint16Array(copy.buffer, 0, copy.byteLength >>> 1);
+    }
+    case 'F32': {
+      const b = aligned(bytes, 4);
+      return f32ToF16Bits(new Float32Array(b.buffer, b.byteOffset, b.byteLength >>> 2));
+    }
+    case 'BF16':
+      // bf16 -> f32 is exact, so this rounds once.
+      return f32ToF16Bits(bf16BitsToF32(u16View(bytes)));
+    default:
+      throw conversionError(label, info, 'f16');
+  }
+}
+
+/** Raw tensor bytes -> i32 (I64 must fit in i32: indices, positions, flags). */
+export function bytesToI32(bytes: Uint8Array, info: SafetensorsTensorInfo, label: string): Int32Array {
+  switch (info.dtype) {
+    case 'I32': {
+      const copy = copyBytes(bytes);
+      return new Int32Array(copy.buffer, 0, copy.byteLength >>> 2);
+    }
+    case 'I64': {
+      const b = aligned(bytes, 4);
+      const w = new Int32Array(b.buffer, b.byteOffset, b.byteLength >>> 2);
+      const out = new Int32Array(w.length >>> 1);
+      for (let i = 0; i < out.length; i++) {
+        const lo = w[2 * i];
+        const hi = w[2 * i + 1];
+        // in range iff the high word is the sign extension of the low word
+        if (hi !== lo >> 31) {
+          const v = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
+          throw new Error(`${label}: tensor '${info.name}': I64 value ${v} at index ${i} does not fit in i32`);
+        }
+        out[i] = lo;
+      }
+      return out;
+    }
+    default:
+      throw conversionError(label, info, 'i32');
+  }
+}
+
+// ---------------------------------------------------------------- sources
+
+/** Reads bytes [begin, end) of the data section. */
+type RangeReader = (begin: number, end: number) => Promise<Uint8Array>;
+
+/**
+ * An opened safetensors file. Tensor bytes are read on demand (a file) or viewed in place (memory,
+ * URL): a model never sits in host memory twice.
+ */
+export class SafetensorsFile {
+  readonly label: string;
+  readonly header: SafetensorsHeader;
+  private readRange: RangeReader;
+  private closeFn: (() => Promise<void>) | null;
+  /** bytes of tensor data read so far (file sources) */
+  bytesRead = 0;
+
+  private constructor(label: string, header: SafetensorsHeader, readRange: RangeReader, close: (() => Promise<void>) | null) {
+    this.label = label;
+    this.header = header;
+    this.readRange = readRange;
+    this.closeFn = close;
+  }
+
+  get metadata(): Record<string, string> {
+    return this.header.metadata;
+  }
+
+  names(): string[] {
+    return [...this.header.tensors.keys()].sort();
+  }
+
+  info(name: string): SafetensorsTensorInfo | undefined {
+    return this.header.tensors.get(name);
+  }
+
+  /** the size of all tensor data in the file */
+  get dataBytes(): number {
+    return this.header.dataEnd;
+  }
+
+  private infoOrThrow(name: string): SafetensorsTensorInfo {
+    const t = this.header.tensors.get(name);
+    if (!t) throw new Error(`${this.label}: no tensor named '${name}'`);
+    return t;
+  }
+
+  /** The raw little-endian bytes of one tensor (a view for in-memory sources: do not modify). */
+  async bytes(name: string): Promise<Uint8Array> {
+    const t = this.infoOrThrow(name);
+    const b = await this.readRange(t.begin, t.end);
+    this.bytesRead += b.byteLength;
+    return b;
+  }
+
+  async f32(name: string): Promise<Float32Array> {
+    const t = this.infoOrThrow(name);
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') throw conversionError(this.label, t, 'f32');
+    return bytesToF32(await this.bytes(name), t, this.label);
+  }
+
+  async f16Bits(name: string): Promise<Uint16Array> {
+    const t = this.infoOrThrow(name);
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') throw conversionError(this.label, t, 'f16');
+    return bytesToF16Bits(await this.bytes(name), t, this.label);
+  }
+
+  async i32(name: string): Promise<Int32Array> {
+    const t = this.infoOrThrow(name);
+    if (t.dtype !== 'I32' && t.dtype !== 'I64') throw conversionError(this.label, t, 'i32');
+    return bytesToI32(await this.bytes(name), t, this.label);
+  }
+
+  /** Releases the file handle (file sources) or the reference to the bytes. */
+  async close(): Promise<void> {
+    const c = this.closeFn;
+    this.closeFn = null;
+    this.readRange = () => Promise.reject(new Error(`${this.label}: file is closed`));
+    if (c) await c();
+  }
+
+  /** An in-memory file (no copy: tensors are views of these bytes). */
+  static fromBytes(bytes: Uint8Array | ArrayBuffer, label = 'safetensors bytes'): SafetensorsFile {
+    // a plain Uint8Array view, also of a Node Buffer (whose slice() returns a view)
+    const u8 = bytes instanceof Uint8Array ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : new Uint8Array(bytes);
+    const header = parseSafetensorsHeader(u8, label);
+    const base = header.dataOffset;
+    return new SafetensorsFile(label, header, async (b, e) => u8.subarray(base + b, base + e), null);
+  }
+
+  /** A local file (Node): reads the header now and each tensor's bytes when asked. Call close(). */
+  static async fromFile(path: string): Promise<SafetensorsFile> {
+    const fs = await nodeFs();
+    const fh = await fs.open(path, 'r');
+    try {
+      const size = (await fh.stat()).size;
+      const readAt = async (pos: number, len: number): Promise<Uint8Array> => {
+        const buf = new Uint8Array(len);
+        let got = 0;
+        while (got < len) {
+          const { bytesRead } = await fh.read(buf, got, len - got, pos + got);
+          if (bytesRead === 0) throw new Error(`${path}: file ended at byte ${pos + got} while reading ${len} bytes at ${pos} (truncated or changed while open)`);
+          got += bytesRead;
+        }
+        return buf;
+      };
+      const n = readHeaderLength(await readAt(0, Math.min(8, size)), size, path);
+      const header = parseHeader(await readAt(8, n), size - 8 - n, path);
+      header.dataOffset = 8 + n;
+      const base = header.dataOffset;
+      return new SafetensorsFile(path, header, (b, e) => readAt(base + b, e - b), () => fh.close());
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Downloads a file with a streaming fetch (browser and Node), validating the header as soon as it
+   * arrives. onProgress gets (loaded, total) per chunk once the total is known (Content-Length, else
+   * the size the header implies) and a last call with loaded === total.
+   */
+  static async fromUrl(url: string | URL, opts: FetchOptions = {}): Promise<SafetensorsFile> {
+    const label = String(url);
+    const bytes = await fetchSafetensorsBytes(label, opts);
+    return SafetensorsFile.fromBytes(bytes, label);
+  }
+}
+
+export interface FetchOptions {
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+  /** a fetch to use instead of globalThis.fetch (auth headers, caching) */
+  fetch?: typeof fetch;
+}
+
+/** node:fs/promises through a specifier bundlers leave alone, so browser builds never include it. */
+export async function nodeFs(): Promise<typeof import('node:fs/promises')> {
+  const spec = 'node:fs/promises';
+  return (await import(/* @vite-ignore */ spec)) as typeof import('node:fs/promises');
+}
+
+function parseContentLength(res: Response): number | undefined {
+  // With a Content-Encoding the header counts compressed bytes, while the body stream is decoded.
+  const enc = res.headers.get('content-encoding');
+  if (enc && enc.toLowerCase() !== 'identity') return undefined;
+  const cl = res.headers.get('content-length');
+  if (cl === null || !/^\d+$/.test(cl.trim())) return undefined;
+  const n = Number(cl);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/**
+ * Streams a safetensors file into one buffer. Fails early on a bad header, and on a stream that
+ * ends before its Content-Length or before the end of the last tensor.
+ */
+async function fetchSafetensorsBytes(label: string, opts: FetchOptions): Promise<Uint8Array> {
+  const f = opts.fetch ?? globalThis.fetch;
+  if (typeof f !== 'function') throw new Error(`${label}: no fetch() in this environment`);
+  let res: Response;
+  try {
+    res = await f(label, { signal: opts.signal });
+  } catch (e) {
+    throw new Error(`${label}: fetch failed: ${(e as Error).message}`);
+  }
+  if (!res.ok) throw new Error(`${label}: HTTP ${res.status} ${res.statusText}`.trimEnd());
+  const contentLength = parseContentLength(res);
+  const body = res.body;
+  if (!body) {
+    const ab = await res.arrayBuffer();
+    if (contentLength !== undefined && ab.byteLength !== contentLength) {
+      throw new Error(`${label}: download truncated: received ${ab.byteLength} of ${contentLength} bytes`);
+    }
+    opts.onProgress?.(ab.byteLength, ab.byteLength);
+    return new Uint8Array(ab);
+  }
+  const reader = body.getReader();
+  let buf: Uint8Array;
+  try {
+    buf = new Uint8Array(contentLength ?? 64 * 1024);
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw new Error(`${label}: cannot hold the ${contentLength} bytes of this file in memory (${(e as Error).message})`);
+  }
+  let filled = 0; // bytes stored in buf
+  let received = 0; // bytes that came over the wire
+  let total = contentLength; // what onProgress reports as total
+  let required: number | undefined; // end of the last tensor, once the header is parsed
+  let lastReported = -1;
+
+  const store = (chunk: Uint8Array) => {
+    const limit = required ?? contentLength ?? Infinity;
+    const n = Math.min(chunk.byteLength, Math.max(0, limit - filled));
+    if (filled + n > buf.byteLength) {
+      // Only while the header is incomplete and the length unknown: grow geometrically.
+      const grown = new Uint8Array(Math.max(filled + n, buf.byteLength * 2));
+      grown.set(buf.subarray(0, filled));
+      buf = grown;
+    }
+    buf.set(chunk.subarray(0, n), filled);
+    filled += n;
+  };
+
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (!value || value.byteLength === 0) continue;
+      received += value.byteLength;
+      if (contentLength !== undefined && received > contentLength) {
+        throw new Error(`${label}: server sent more than its Content-Length of ${contentLength} bytes`);
+      }
+      store(value);
+      if (required === undefined && filled >= 8) {
+        const n = readHeaderLength(buf.subarray(0, 8), contentLength, label);
+        if (filled >= 8 + n) {
+          const header = parseHeader(buf.subarray(8, 8 + n), contentLength !== undefined ? contentLength - 8 - n : undefined, label);
+          required = 8 + n + header.dataEnd;
+          if (contentLength === undefined) {
+            // Now the size is known: move into an exact buffer; bytes past the last tensor are never used.
+            total = required;
+            const exact = new Uint8Array(required);
+            const keep = Math.min(filled, required);
+            exact.set(buf.subarray(0, keep));
+            buf = exact;
+            filled = keep;
+          }
+        }
+      }
+      if (total !== undefined && opts.onProgress) {
+        const loaded = Math.min(received, total);
+        if (loaded !== lastReported) {
+          lastReported = loaded;
+          opts.onProgress(loaded, total);
+        }
+      }
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    if (e instanceof Error && e.message.startsWith(label)) throw e;
+    throw new Error(`${label}: download failed after ${received} bytes: ${(e as Error).message}`);
+  }
+
+  if (contentLength !== undefined && received < contentLength) {
+    throw new Error(`${label}: download truncated: received ${received} of ${contentLength} bytes`);
+  }
+  if (received < 8) readHeaderLength(buf.subarray(0, received), received, label);
+  if (required === undefined) {
+    const n = readHeaderLength(buf.subarray(0, 8), undefined, label);
+    throw new Error(`${label}: download truncated: safetensors header length ${n} goes beyond the ${received} bytes received`);
+  }
+  if (filled < required) {
+    throw new Error(`${label}: download truncated: received ${received} bytes, the tensors end at byte ${required}`);
+  }
+  if (opts.onProgress && total !== undefined && lastReported !== total) opts.onProgress(total, total);
+  return buf.subarray(0, filled);
+}
+
+// ---------------------------------------------------------------- writer
+
+export interface TensorToWrite {
+  dtype: SafetensorsDType;
+  shape: readonly number[];
+  /**
+   * Values, or raw little-endian bytes as a Uint8Array. A Uint16Array holds the bits for F16/BF16;
+   * a BigInt64Array holds I64 values; other arrays are values converted to the dtype (rounding to
+   * nearest even for F16/BF16).
+   */
+  data: ArrayLike<number> | BigInt64Array | Uint8Array;
+}
+
+function encodeTensor(name: string, t: TensorToWrite): Uint8Array {
+  const size = SUPPORTED[t.dtype];
+  if (size === undefined) throw new Error(`writeSafetensors: tensor '${name}': unsupported dtype ${String(t.dtype)}`);
+  for (const d of t.shape) {
+    if (!Number.isSafeInteger(d) || d < 0) throw new Error(`writeSafetensors: tensor '${name}': invalid shape [${t.shape.join(', ')}]`);
+  }
+  let count = 1;
+  for (const d of t.shape) count *= d;
+  const { data } = t;
+  let out: ArrayBufferView;
+  if (data instanceof Uint8Array) {
+    out = data;
+  } else if (data instanceof BigInt64Array) {
+    if (t.dtype !== 'I64') throw new Error(`writeSafetensors: tensor '${name}': BigInt64Array data for dtype ${t.dtype}`);
+    out = data;
+  } else if (data instanceof Uint16Array && (t.dtype === 'F16' || t.dtype === 'BF16')) {
+    out = data;
+  } else {
+    const vals = data as ArrayLike<number>;
+    switch (t.dtype) {
+      case 'F32':
+        out = vals instanceof Float32Array ? vals : Float32Array.from(vals);
+        break;
+      case 'F16':
+        out = f32ToF16Bits(vals);
+        break;
+      case 'BF16':
+        out = f32ToBf16Bits(vals);
+        break;
+      case 'I32':
+        out = vals instanceof Int32Array ? vals : Int32Array.from(vals, (v) => checkedInt(name, v, -(2 ** 31), 2 ** 31 - 1));
+        break;
+      case 'I64':
+        out = BigInt64Array.from(Array.from(vals), (v) => BigInt(checkedInt(name, v, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)));
+        break;
+    }
+  }
+  if (out.byteLength !== count * size) {
+    throw new Error(`writeSafetensors: tensor '${name}': ${out.byteLength} bytes of data, shape [${t.shape.join(', ')}] of ${t.dtype} needs ${count * size}`);
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+}
+
+function checkedInt(name: string, v: number, lo: number, hi: number): number {
+  if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`writeSafetensors: tensor '${name}': value ${v} is not an integer in [${lo}, ${hi}]`);
+  return v;
+}
+
+/** Serialises tensors (sorted by name, packed in that order) with an optional string metadata map. */
+export function writeSafetensors(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') throw new Error(`writeSafetensors: __metadata__ value for key '${k}' must be a string`);
+    }
+    header.__metadata__ = metadata;
+  }
+  const names = Object.keys(tensors).sort();
+  const parts: Uint8Array[] = [];
+  let offset = 0;
+  for (const name of names) {
+    if (name === '__metadata__') throw new Error(`writeSafetensors: '__metadata__' is reserved and cannot name a tensor`);
+    const bytes = encodeTensor(name, tensors[name]);
+    header[name] = { dtype: tensors[name].dtype, shape: [...tensors[name].shape], data_offsets: [offset, offset + bytes.byteLength] };
+    parts.push(bytes);
+    offset += bytes.byteLength;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const n = Math.ceil(json.byteLength / 8) * 8;
+  const out = new Uint8Array(8 + n + offset);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, n % 2 ** 32, true);
+  dv.setUint32(4, Math.floor(n / 2 ** 32), true);
+  out.set(json, 8);
+  out.fill(0x20, 8 + json.byteLength, 8 + n);
+  let pos = 8 + n;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.byteLength;
+  }
+  return out;
+}

@@ -1,0 +1,508 @@
+// Weights for the model loaders: a name -> tensor source over one or more safetensors files, which
+// uploads one tensor at a time (checking its shape, converting its dtype) and remembers which names
+// were consumed so a loader can report weights it did not expect. Also the diffusers component
+// folder reader (config.json + safetensors) for local paths (Node) and URLs (browser and Node).
+
+import type { Engine } from './engine.js';
+import { type DType, type Tensor, numel, shapeStr } from './tensor.js';
+import {
+  SafetensorsFile,
+  type FetchOptions,
+  type ProgressCallback,
+  type SafetensorsTensorInfo,
+  bytesToF16Bits,
+  bytesToF32,
+  bytesToI32,
+  nodeFs,
+} from './safetensors.js';
+
+export interface WeightInfo {
+  name: string;
+  /** safetensors dtype: F32, F16, BF16, I64, I32 (others load but cannot be read) */
+  dtype: string;
+  shape: number[];
+}
+
+export interface UploadOptions {
+  /** storage dtype on the GPU; loaders pass engine.f16 ? 'f16' : 'f32' (the default) */
+  dtype?: DType;
+  /** accept a stored shape with the same element count (e.g. a [o, i, 1, 1] conv as a [o, i] linear) */
+  allowReshape?: boolean;
+}
+
+interface Entry {
+  file: SafetensorsFile;
+  info: SafetensorsTensorInfo;
+}
+
+/** State shared by a source and its views: what was read, and read progress of file sources. */
+interface Shared {
+  entries: Map<string, Entry>;
+  used: Set<string>;
+  files: SafetensorsFile[];
+  onRead?: ProgressCallback;
+  readBytes: number;
+  totalBytes: number;
+}
+
+export class WeightSource {
+  readonly label: string;
+  private shared: Shared;
+  /** this view's names -> names in the files */
+  private map: Map<string, string>;
+
+  private constructor(label: string, shared: Shared, map: Map<string, string>) {
+    this.label = label;
+    this.shared = shared;
+    this.map = map;
+  }
+
+  /** Combines opened files (shards of one checkpoint); a name in two files is an error. */
+  static fromFiles(files: SafetensorsFile[], label = files.map((f) => f.label).join(', '), onRead?: ProgressCallback): WeightSource {
+    const entries = new Map<string, Entry>();
+    let totalBytes = 0;
+    for (const file of files) {
+      totalBytes += file.dataBytes;
+      for (const name of file.names()) {
+        const prev = entries.get(name);
+        if (prev) throw new Error(`${label}: tensor '${name}' appears in both ${prev.file.label} and ${file.label}`);
+        entries.set(name, { file, info: file.info(name)! });
+      }
+    }
+    const shared: Shared = { entries, used: new Set(), files, onRead, readBytes: 0, totalBytes };
+    return new WeightSource(label, shared, new Map([...entries.keys()].map((k) => [k, k])));
+  }
+
+  /** An in-memory safetensors file (tensors are views of these bytes). */
+  static fromBytes(bytes: Uint8Array | ArrayBuffer, label = 'safetensors bytes'): WeightSource {
+    return WeightSource.fromFiles([SafetensorsFile.fromBytes(bytes, label)], label);
+  }
+
+  /** A local safetensors file (Node), read tensor by tensor; onProgress follows the reads. */
+  static async fromFile(path: string, opts: { onProgress?: ProgressCallback } = {}): Promise<WeightSource> {
+    return WeightSource.fromFiles([await SafetensorsFile.fromFile(path)], path, opts.onProgress);
+  }
+
+  /** A safetensors file downloaded with a streaming fetch; onProgress follows the download. */
+  static async fromUrl(url: string | URL, opts: FetchOptions = {}): Promise<WeightSource> {
+    return WeightSource.fromFiles([await SafetensorsFile.fromUrl(url, opts)], String(url));
+  }
+
+  // ------------------------------------------------------------ listing
+
+  names(): string[] {
+    return [...this.map.keys()].sort();
+  }
+
+  has(name: string): boolean {
+    return this.map.has(name);
+  }
+
+  info(name: string): WeightInfo | undefined {
+    const k = this.map.get(name);
+    if (k === undefined) return undefined;
+    const { info } = this.shared.entries.get(k)!;
+    return { name, dtype: info.dtype, shape: [...info.shape] };
+  }
+
+  /** all tensors with their dtypes and shapes, sorted by name */
+  list(): WeightInfo[] {
+    return this.names().map((n) => this.info(n)!);
+  }
+
+  /** metadata of the (first) file */
+  get metadata(): Record<string, string> {
+    return this.shared.files[0]?.metadata ?? {};
+  }
+
+  /** One source over several (e.g. a TAESD encoder file and a decoder file, renamed apart).
+   * Names must not collide; the merged source tracks use on its own. */
+  static merge(sources: WeightSource[], label = sources.map((s) => s.label).join(' + ')): WeightSource {
+    const entries = new Map<string, Entry>();
+    const map = new Map<string, string>();
+    const files: SafetensorsFile[] = [];
+    let totalBytes = 0;
+    sources.forEach((src, i) => {
+      for (const f of src.shared.files) if (!files.includes(f)) files.push(f);
+      totalBytes += src.shared.totalBytes;
+      for (const [n, k] of src.map) {
+        if (map.has(n)) throw new Error(`${label}: tensor '${n}' is in more than one source`);
+        const key = `${i}:${k}`;
+        entries.set(key, src.shared.entries.get(k)!);
+        map.set(n, key);
+      }
+    });
+    const shared: Shared = { entries, used: new Set(), files, readBytes: 0, totalBytes };
+    return new WeightSource(label, shared, map);
+  }
+
+  // ------------------------------------------------------------ views
+
+  /** The tensors whose names start with prefix, named without it (e.g. 'unet.' in a pipeline file). */
+  withPrefix(prefix: string): WeightSource {
+    const map = new Map<string, string>();
+    for (const [n, k] of this.map) if (n.startsWith(prefix)) map.set(n.slice(prefix.length), k);
+    return new WeightSource(`${this.label} [${prefix}*]`, this.shared, map);
+  }
+
+  /** Renames tensors (e.g. CompVis single-file keys -> diffusers keys); null drops a name. */
+  renamed(fn: (name: string) => string | null | undefined): WeightSource {
+    const map = new Map<string, string>();
+    const from = new Map<string, string>();
+    for (const [n, k] of this.map) {
+      const m = fn(n);
+      if (m === null || m === undefined) continue;
+      const prev = from.get(m);
+      if (prev !== undefined) throw new Error(`${this.label}: tensors '${prev}' and '${n}' both map to '${m}'`);
+      from.set(m, n);
+      map.set(m, k);
+    }
+    return new WeightSource(this.label, this.shared, map);
+  }
+
+  // ------------------------------------------------------------ reading
+
+  private entry(name: string): { key: string; e: Entry } {
+    const key = this.map.get(name);
+    if (key === undefined) {
+      const close = closeNames(name, [...this.map.keys()]);
+      const hint = close.length
+        ? `; close names: ${close.join(', ')}`
+        : this.map.size
+          ? `; the source has ${this.map.size} tensors, e.g. ${this.names().slice(0, 3).join(', ')}`
+          : '; the source has no tensors';
+      throw new Error(`${this.label}: missing weight '${name}'${hint}`);
+    }
+    return { key, e: this.shared.entries.get(key)! };
+  }
+
+  private describe(name: string, key: string): string {
+    return key === name ? `'${name}'` : `'${name}' (stored as '${key}')`;
+  }
+
+  private async rawBytes(key: string, e: Entry): Promise<Uint8Array> {
+    const bytes = await e.file.bytes(e.info.name);
+    const s = this.shared;
+    s.used.add(key);
+    if (s.onRead) {
+      s.readBytes += bytes.byteLength;
+      s.onRead(s.readBytes, s.totalBytes);
+    }
+    return bytes;
+  }
+
+  /**
+   * Uploads one tensor: checks the stored shape against expectedShape (when given), reads only
+   * this tensor's bytes, converts to the storage dtype and marks the name used.
+   */
+  async upload(engine: Engine, name: string, expectedShape?: readonly number[], opts: UploadOptions = {}): Promise<Tensor> {
+    const { key, e } = this.entry(name);
+    const stored = e.info.shape;
+    let shape: readonly number[] = stored;
+    if (expectedShape) {
+      const same = stored.length === expectedShape.length && stored.every((d, i) => d === expectedShape[i]);
+      if (!same && !(opts.allowReshape && numel(stored) === numel(expectedShape))) {
+        throw new Error(`${this.label}: weight ${this.describe(name, key)} has shape ${shapeStr(stored)}, expected ${shapeStr(expectedShape)}`);
+      }
+      shape = expectedShape;
+    }
+    const dtype: DType = opts.dtype ?? (engine.f16 ? 'f16' : 'f32');
+    const src = e.info.dtype;
+    const isFloat = src === 'F32' || src === 'F16' || src === 'BF16';
+    const isInt = src === 'I32' || src === 'I64';
+    if (!(dtype === 'i32' ? isInt : isFloat)) {
+      throw new Error(`${this.label}: weight ${this.describe(name, key)} has dtype ${src}, which cannot be uploaded as ${dtype}`);
+    }
+    const bytes = await this.rawBytes(key, e);
+    const label = e.file.label;
+    let data: ArrayBufferView;
+    if (dtype === 'f32') data = src === 'F32' ? bytes : bytesToF32(bytes, e.info, label);
+    else if (dtype === 'f16') data = bytesToF16Bits(bytes, e.info, label);
+    else data = src === 'I32' ? bytes : bytesToI32(bytes, e.info, label);
+    const t = engine.empty(shape, dtype, `upload ${name}`, true);
+    try {
+      engine.writeTensor(t, data);
+    } catch (err) {
+      t.dispose();
+      throw err;
+    }
+    return t;
+  }
+
+  /** f32 values of one tensor (marks it used). */
+  async readF32(name: string, expectedShape?: readonly number[]): Promise<Float32Array> {
+    const { key, e } = this.entry(name);
+    this.checkShape(name, key, e, expectedShape);
+    return bytesToF32(await this.rawBytes(key, e), e.info, e.file.label);
+  }
+
+  /** IEEE half bits of one tensor (marks it used). */
+  async readF16Bits(name: string, expectedShape?: readonly number[]): Promise<Uint16Array> {
+    const { key, e } = this.entry(name);
+    this.checkShape(name, key, e, expectedShape);
+    return bytesToF16Bits(await this.rawBytes(key, e), e.info, e.file.label);
+  }
+
+  /** i32 values of an I32/I64 tensor (marks it used). */
+  async readI32(name: string, expectedShape?: readonly number[]): Promise<Int32Array> {
+    const { key, e } = this.entry(name);
+    this.checkShape(name, key, e, expectedShape);
+    return bytesToI32(await this.rawBytes(key, e), e.info, e.file.label);
+  }
+
+  private checkShape(name: string, key: string, e: Entry, expected?: readonly number[]): void {
+    if (!expected) return;
+    const s = e.info.shape;
+    if (s.length !== expected.length || s.some((d, i) => d !== expected[i])) {
+      throw new Error(`${this.label}: weight ${this.describe(name, key)} has shape ${shapeStr(s)}, expected ${shapeStr(expected)}`);
+    }
+  }
+
+  /** Marks tensors as deliberately skipped (e.g. buffers such as position_ids) without reading them. */
+  markUsed(...names: string[]): void {
+    for (const n of names) {
+      const k = this.map.get(n);
+      if (k !== undefined) this.shared.used.add(k);
+    }
+  }
+
+  /** Names (in this view) that no upload/read/markUsed has consumed, sorted. */
+  unusedNames(): string[] {
+    return this.names().filter((n) => !this.shared.used.has(this.map.get(n)!));
+  }
+
+  /** Throws when weights were left over, naming some of them (loaders call this last). */
+  assertAllUsed(what = 'model'): void {
+    const left = this.unusedNames();
+    if (left.length) {
+      const shown = left.slice(0, 8).join(', ');
+      throw new Error(`${this.label}: ${left.length} weight(s) not used by the ${what}: ${shown}${left.length > 8 ? ', ...' : ''}`);
+    }
+  }
+
+  /** Releases file handles (sources over local files); views share them. */
+  async close(): Promise<void> {
+    await Promise.all(this.shared.files.map((f) => f.close()));
+  }
+}
+
+// ---------------------------------------------------------------- close-name suggestions
+
+function editDistance(a: string, b: string, cap: number): number {
+  if (Math.abs(a.length - b.length) > cap) return cap + 1;
+  let prev = new Array<number>(b.length + 1);
+  let cur = new Array<number>(b.length + 1);
+  for (let j = 0; j <= b.length; j++) prev[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    cur[0] = i;
+    let rowMin = i;
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (cur[j] < rowMin) rowMin = cur[j];
+    }
+    if (rowMin > cap) return cap + 1;
+    [prev, cur] = [cur, prev];
+  }
+  return prev[b.length];
+}
+
+/** Up to 5 names within a small edit distance of name, closest first. */
+export function closeNames(name: string, names: readonly string[], max = 5): string[] {
+  const cap = Math.max(3, Math.floor(name.length * 0.3));
+  return names
+    .map((n) => ({ n, d: editDistance(name, n, cap) }))
+    .filter((x) => x.d <= cap)
+    .sort((a, b) => a.d - b.d || (a.n < b.n ? -1 : 1))
+    .slice(0, max)
+    .map((x) => x.n);
+}
+
+// ---------------------------------------------------------------- config helpers
+
+export type Config = Record<string, unknown>;
+
+/**
+ * config[key], or def when the key is absent (an explicit null stays null). With allowed (a list
+ * or a predicate), other values throw "unsupported value X for config key K".
+ */
+export function configValue<T>(config: Config, key: string, def: T, allowed?: readonly unknown[] | ((v: unknown) => boolean)): T {
+  const v = Object.prototype.hasOwnProperty.call(config, key) ? config[key] : def;
+  if (allowed) {
+    const ok = typeof allowed === 'function' ? allowed(v) : allowed.some((a) => a === v || JSON.stringify(a) === JSON.stringify(v));
+    if (!ok) {
+      const cls = typeof config._class_name === 'string' ? ` of ${config._class_name}` : '';
+      const list = typeof allowed === 'function' ? '' : ` (supported: ${allowed.map((a) => JSON.stringify(a)).join(', ')})`;
+      throw new Error(`unsupported value ${JSON.stringify(v)} for config key ${key}${cls}${list}`);
+    }
+  }
+  return v as T;
+}
+
+function parseConfig(src: Config | string | Uint8Array | ArrayBuffer, label: string): Config {
+  let json: unknown = src;
+  if (typeof src === 'string' || src instanceof Uint8Array || src instanceof ArrayBuffer) {
+    const text = typeof src === 'string' ? src : new TextDecoder().decode(src);
+    try {
+      json = JSON.parse(text);
+    } catch (e) {
+      throw new Error(`${label}: not valid JSON (${(e as Error).message})`);
+    }
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${label}: the config must be a JSON object`);
+  return json as Config;
+}
+
+// ---------------------------------------------------------------- component folders
+
+export interface ComponentLoadOptions extends FetchOptions {
+  /** 'fp16' prefers the *.fp16.safetensors files; either is used when only one exists */
+  variant?: 'fp16';
+  /** download progress (URL) or read progress as tensors are uploaded (local folder) */
+  onProgress?: ProgressCallback;
+}
+
+export interface Component {
+  config: Config;
+  weights: WeightSource;
+}
+
+/** A diffusers component held in memory. */
+export function fromConfigBytes(config: Config | string | Uint8Array | ArrayBuffer, bytes: Uint8Array | ArrayBuffer, label = 'weights'): Component {
+  return { config: parseConfig(config, 'config'), weights: WeightSource.fromBytes(bytes, label) };
+}
+
+function weightCandidates(variant?: 'fp16'): string[] {
+  const order = variant === 'fp16' ? ['.fp16', ''] : ['', '.fp16'];
+  const out: string[] = [];
+  for (const stem of ['diffusion_pytorch_model', 'model']) {
+    for (const v of order) out.push(`${stem}${v}.safetensors`, `${stem}.safetensors.index${v}.json`);
+  }
+  return out;
+}
+
+function isUrl(s: string): boolean {
+  // In a browser everything is a URL (relative ones included); in Node only scheme-qualified strings.
+  const inNode = typeof process !== 'undefined' && !!(process as { versions?: { node?: string } }).versions?.node;
+  if (!inNode) return true;
+  return /^[a-z][a-z0-9+.-]+:/i.test(s) && !/^[a-z]:[\\/]/i.test(s);
+}
+
+function joinUrl(base: string, file: string): string {
+  return base.endsWith('/') ? base + file : `${base}/${file}`;
+}
+
+/** The shard files named by a sharded checkpoint's index json, in order of first appearance. */
+function shardFiles(index: unknown, label: string): string[] {
+  const map = (index as { weight_map?: unknown })?.weight_map;
+  if (typeof map !== 'object' || map === null) throw new Error(`${label}: no weight_map object`);
+  const files: string[] = [];
+  for (const [k, v] of Object.entries(map as Record<string, unknown>)) {
+    if (typeof v !== 'string' || v.includes('/') || v.includes('\\') || v.startsWith('.')) {
+      throw new Error(`${label}: bad shard file name for '${k}': ${JSON.stringify(v)}`);
+    }
+    if (!files.includes(v)) files.push(v);
+  }
+  return files;
+}
+
+/**
+ * Reads config.json and the weights of a diffusers component folder: a local path (Node) or a
+ * base URL. Weights: diffusion_pytorch_model[.fp16].safetensors, model[.fp16].safetensors
+ * (transformers components), or a sharded *.safetensors.index.json.
+ */
+export async function loadComponentFolder(pathOrUrl: string | URL, opts: ComponentLoadOptions = {}): Promise<Component> {
+  const base = String(pathOrUrl);
+  if (isUrl(base) && !base.startsWith('file:')) return loadFromUrl(base, opts);
+  let dir = base;
+  if (base.startsWith('file:')) dir = decodeURIComponent(new URL(base).pathname);
+  return loadFromDir(dir, opts);
+}
+
+async function loadFromDir(dir: string, opts: ComponentLoadOptions): Promise<Component> {
+  const fs = await nodeFs();
+  const join = (f: string) => (dir.endsWith('/') || dir.endsWith('\\') ? dir + f : `${dir}/${f}`);
+  const exists = async (p: string) => {
+    try {
+      return (await fs.stat(p)).isFile();
+    } catch {
+      return false;
+    }
+  };
+  const configPath = join('config.json');
+  let configText: string;
+  try {
+    configText = await fs.readFile(configPath, 'utf8');
+  } catch (e) {
+    throw new Error(`${configPath}: cannot read the component config (${(e as Error).message})`);
+  }
+  const config = parseConfig(configText, configPath);
+  const candidates = weightCandidates(opts.variant);
+  for (const c of candidates) {
+    const p = join(c);
+    if (!(await exists(p))) continue;
+    let names = [c];
+    if (c.endsWith('.json')) names = shardFiles(parseConfig(await fs.readFile(p, 'utf8'), p), p);
+    const files: SafetensorsFile[] = [];
+    try {
+      for (const n of names) files.push(await SafetensorsFile.fromFile(join(n)));
+    } catch (e) {
+      await Promise.all(files.map((f) => f.close()));
+      throw e;
+    }
+    return { config, weights: WeightSource.fromFiles(files, names.length === 1 ? files[0].label : p, opts.onProgress) };
+  }
+  const bins = ['diffusion_pytorch_model.bin', 'pytorch_model.bin'];
+  const bin = (await Promise.all(bins.map((b) => exists(join(b))))).some(Boolean);
+  throw new Error(
+    `${dir}: no safetensors weights found (tried ${candidates.join(', ')})${bin ? '; PyTorch .bin weights are not supported, convert them to safetensors' : ''}`,
+  );
+}
+
+async function loadFromUrl(base: string, opts: ComponentLoadOptions): Promise<Component> {
+  const f = opts.fetch ?? globalThis.fetch;
+  const configUrl = joinUrl(base, 'config.json');
+  let res: Response;
+  try {
+    res = await f(configUrl, { signal: opts.signal });
+  } catch (e) {
+    throw new Error(`${configUrl}: fetch failed: ${(e as Error).message}`);
+  }
+  if (!res.ok) throw new Error(`${configUrl}: HTTP ${res.status} ${res.statusText}`.trimEnd());
+  const config = parseConfig(await res.text(), configUrl);
+  const candidates = weightCandidates(opts.variant);
+  for (const c of candidates) {
+    const url = joinUrl(base, c);
+    if (c.endsWith('.json')) {
+      const r = await f(url, { signal: opts.signal }).catch(() => null);
+      if (!r || !r.ok) continue;
+      const shards = shardFiles(parseConfig(await r.text(), url), url);
+      const files: SafetensorsFile[] = [];
+      let done = 0;
+      for (const s of shards) {
+        const file = await SafetensorsFile.fromUrl(joinUrl(base, s), {
+          ...opts,
+          onProgress: opts.onProgress && ((l, t) => opts.onProgress!(done + l, done + t)),
+        });
+        done += file.dataBytes + file.header.dataOffset;
+        files.push(file);
+      }
+      return { config, weights: WeightSource.fromFiles(files, url) };
+    }
+    try {
+      return { config, weights: WeightSource.fromFiles([await SafetensorsFile.fromUrl(url, opts)], url) };
+    } catch (e) {
+      // Only a missing file moves on to the next candidate; a broken one is an error.
+      if (/: HTTP 404\b/.test((e as Error).message)) continue;
+      throw e;
+    }
+  }
+  throw new Error(`${base}: no safetensors weights found (tried ${candidates.join(', ')})`);
+}
+
+/** Options of loadComponentFolder (the name the model classes use). */
+export type LoadOptions = ComponentLoadOptions;
+
+/** A WeightSource over safetensors bytes in memory. */
+export function sourceFromBytes(bytes: Uint8Array | ArrayBuffer, label = 'safetensors bytes'): WeightSource {
+  return WeightSource.fromBytes(bytes, label);
+}
