@@ -4,9 +4,17 @@ import { Engine } from '../src/index.js';
 import type { Tensor } from '../src/index.js';
 
 let enginePromise: Promise<Engine> | null = null;
+/** The f32 engine the parity tests use (f16 would be chosen by default where the adapter has it). */
 export function getEngine(): Promise<Engine> {
-  enginePromise ??= Engine.create();
+  enginePromise ??= Engine.create({ f16: false });
   return enginePromise;
+}
+
+let f16Promise: Promise<Engine> | null = null;
+/** An engine running in f16 where the adapter has shader-f16 (check engine.f16 and skip otherwise). */
+export function getF16Engine(): Promise<Engine> {
+  f16Promise ??= Engine.create({ f16: true });
+  return f16Promise;
 }
 
 /** mulberry32: small, fast, seeded. */

@@ -27,7 +27,7 @@ export interface AttentionConfig {
   TPR: number;
   /** keys per tile */
   BK: number;
-  /** K and V share one workgroup buffer (less memory, one more barrier per tile) */
+  /** K and V share one workgroup buffer (less memory; V waits in registers until K's reads are done) */
   kvShared: boolean;
   causal: boolean;
 }
@@ -79,6 +79,28 @@ export function attentionWgsl(c: AttentionConfig): string {
       : `vec4<f32>(${buf}[base / 4u])`;
   const ldFn = (buf: string) =>
     ragged ? `fn ld_${buf}(base: u32, d: u32, e: u32) -> f32 { if (d + e < D) { return f32(${buf}[base + e]); } return 0.0; }\n` : '';
+  // V with a shared K/V buffer: fetched from global memory with K (so both loads are in flight
+  // together) into VN registers per thread, stored once K's reads are done.
+  const VN = Math.ceil((BK * D4) / WG);
+  const fetchV = `
+    var vreg: array<vec4<f32>, ${VN}>;
+    for (var u = 0u; u < ${VN}u; u++) {
+      let idx = t + u * WG;
+      let c = idx / D4;
+      let d = (idx % D4) * 4u;
+      let kj = k0 + c;
+      var val = vec4<f32>(0.0);
+      if (idx < BK * D4 && kj < p.Lk) {
+        let base = (b * p.Lk + kj) * p.C + h * D + d;
+        val = ${load4('v')};
+      }
+      vreg[u] = val;
+    }`;
+  const storeV = `
+    for (var u = 0u; u < ${VN}u; u++) {
+      let idx = t + u * WG;
+      if (idx < BK * D4) { ks[(idx / D4) * KS + idx % D4] = vreg[u]; }
+    }`;
   const stageKV = (buf: string, dst: string) => `
     for (var idx = t; idx < BK * D4; idx += WG) {
       let c = idx / D4;
@@ -159,8 +181,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   if (CAUSAL) { kEnd = min(p.Lk, q0 + BQ); }
 
   for (var k0 = 0u; k0 < kEnd; k0 += BK) {
+    ${c.kvShared ? fetchV : stageKV('v', 'vs')}
     ${stageKV('k', 'ks')}
-    ${c.kvShared ? '' : stageKV('v', 'vs')}
     workgroupBarrier();
 
     var s: array<f32, ${RM * CN}>;
@@ -189,6 +211,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     workgroupBarrier();
 
+${c.kvShared ? `    // Every read of the K tile is done (the barrier above): V takes its place.${storeV}
+` : ''}
     for (var i = 0u; i < RM; i++) {
       let row = rg + i * RG;
       var tmax = red[row * TPR];
@@ -206,7 +230,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
       lrow[i] = lrow[i] * alpha + lsum;
       for (var x = 0u; x < NK; x++) { acc[i * NK + x] *= alpha; }
     }
-    ${c.kvShared ? `workgroupBarrier();\n    ${stageKV('v', 'ks')}` : ''}
     workgroupBarrier();
 
     for (var c = 0u; c < BK; c++) {

@@ -151,8 +151,10 @@ function splitKFor(workgroups: number, kTiles: number): number {
   return Math.max(1, Math.min(Math.ceil(target / workgroups), Math.floor(kTiles / 8)));
 }
 
-/** Tile shape by the rows (output channels per group): a 64-row tile would idle most of its
- * threads' work on Cout=3 heads or depthwise convs, so narrow-M problems get wide-N tiles. */
+/** Tile shape by the rows (output channels per group). Wide layers (SD: 128..1280 channels) get
+ * 8x4 outputs per thread, which needs 3 workgroup-memory reads per 32 FMAs instead of 2 per 16; a
+ * 64-row tile would idle most of its work on Cout=3 heads or depthwise convs, so narrow-M problems
+ * get wide-N tiles instead. */
 function tileFor(mG: number): { wgx: number; wgy: number; rg: number; bk: number } {
   if (mG >= 96) return { wgx: 16, wgy: 16, rg: 2, bk: 16 }; // 128 x 64, 8x4 per thread
   if (mG > 32) return { wgx: 16, wgy: 16, rg: 1, bk: 16 }; // 64 x 64

@@ -99,6 +99,58 @@ ${J.map(
       }`,
 ).join('\n')}`;
 
+  // Register staging: each thread fetches its share of the next A and B tiles into registers
+  // (aPer vec4s of 4 consecutive k of one weight row, bPer vec4s of 4 columns of one k), then stashes
+  // them into workgroup memory after the barrier.
+  const aPer = Math.ceil(aGroups / nt);
+  const aRagged = aGroups % nt !== 0;
+  const bPer = bk / wgy;
+  const S = Array.from({ length: aPer }, (_, i) => i);
+  const P = Array.from({ length: bPer }, (_, i) => i);
+  const fetchDecl = [...S.map((s) => `  var ra${s} = vec4<f32>(0.0);`), ...P.map((q) => `  var rb${q} = vec4<f32>(0.0);`)].join('\n');
+  const fetch = (tExpr: string): string => `
+    let k0 = (${tExpr}) * ${bk}u;${S.map(
+      (s) => `
+    {
+      let i = tid + ${s * nt}u;
+      let mm = i / ${bk / 4}u;
+      let kq = (i % ${bk / 4}u) * 4u;
+      let m = m0 + mm;
+      let wb = (wRow0 + m) * p.kG + k0 + kq;
+      var v = vec4<f32>(0.0);
+      if (${aRagged ? `i < ${aGroups}u && ` : ''}m < p.mG) {
+${
+  c.vecW
+    ? `        if (k0 + kq < p.kG) { v = vec4<f32>(weight[wb / 4u]); }`
+    : J.map((j) => `        if (k0 + kq + ${j}u < p.kG) { v.${XYZW[j]} = f32(weight[wb + ${j}u]); }`).join('\n')
+}
+      }
+      ra${s} = v;
+    }`,
+    ).join('')}${P.map(
+      (q) => `
+    {
+      let k = k0 + ty + ${q * wgy}u;
+      var v = vec4<f32>(0.0);
+      if (k < p.kG) {${bLoad}
+      }
+      rb${q} = v;
+    }`,
+    ).join('')}`;
+  const stash = [
+    ...S.map(
+      (s) => `    {
+      let i = tid + ${s * nt}u;
+      ${aRagged ? `if (i < ${aGroups}u) ` : ''}{
+        let mm = i / ${bk / 4}u;
+        let kq = (i % ${bk / 4}u) * 4u;
+${J.map((j) => `        As[(kq + ${j}u) * ${bm / 4}u + mm / 4u][mm % 4u] = ra${s}.${XYZW[j]};`).join('\n')}
+      }
+    }`,
+    ),
+    ...P.map((q) => `    Bs[(ty + ${q * wgy}u) * ${wgx}u + tx] = rb${q};`),
+  ].join('\n');
+
   const bindings = [
     `@group(0) @binding(0) var<storage, read> x: array<${c.vecX ? 'T4' : 'T'}>;`,
     `@group(0) @binding(1) var<storage, read> weight: array<${c.vecW ? 'T4' : 'T'}>;`,
@@ -170,38 +222,21 @@ ${R.flatMap((r) => J.map((i) => `  var acc${r}_${i} = vec4<f32>(0.0);`)).join('\
 
   let tStart = kSlice * p.tilesPerSlice;
   let tEnd = min((p.kG + ${bk - 1}u) / ${bk}u, tStart + p.tilesPerSlice);
+${fetchDecl}
+  if (tStart < tEnd) {${fetch('tStart')}
+  }
   for (var t = tStart; t < tEnd; t++) {
-    let k0 = t * ${bk}u;
-    for (var i = tid; i < ${aGroups}u; i += ${nt}u) {
-      let mm = i / ${bk / 4}u;
-      let kq = (i % ${bk / 4}u) * 4u;
-      let m = m0 + mm;
-      let wb = (wRow0 + m) * p.kG + k0 + kq;
-${c.vecW ? `      var v = vec4<f32>(0.0);
-      if (m < p.mG && k0 + kq < p.kG) { v = vec4<f32>(weight[wb / 4u]); }
-${J.map((j) => `      As[(kq + ${j}u) * ${bm / 4}u + mm / 4u][mm % 4u] = v.${XYZW[j]};`).join('\n')}` : `      for (var j = 0u; j < 4u; j++) {
-        var v = 0.0;
-        if (m < p.mG && k0 + kq + j < p.kG) { v = f32(weight[wb + j]); }
-        As[(kq + j) * ${bm / 4}u + mm / 4u][mm % 4u] = v;
-      }`}
-    }
-    for (var ps = 0u; ps < ${bk / wgy}u; ps++) {
-      let kk = ty + ps * ${wgy}u;
-      let k = k0 + kk;
-      var v = vec4<f32>(0.0);
-      if (k < p.kG) {${bLoad}
-      }
-      Bs[kk * ${wgx}u + tx] = v;
-    }
+${stash}
     workgroupBarrier();
+    // the next tile's global loads are in flight while this one is multiplied
+    if (t + 1u < tEnd) {${fetch('t + 1u')}
+    }
     for (var kk = 0u; kk < ${bk}u; kk++) {
       let b = Bs[kk * ${wgx}u + tx];
 ${R.map(
   (r) => `      let a${r} = As[kk * ${bm / 4}u + ${r * wgy}u + ty];
-${J.map((i) => `      acc${r}_${i} += a${r}.${XYZW[i]} * b;`).join('
-')}`,
-).join('
-')}
+${J.map((i) => `      acc${r}_${i} += a${r}.${XYZW[i]} * b;`).join('\n')}`,
+).join('\n')}
     }
     workgroupBarrier();
   }

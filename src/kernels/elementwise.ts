@@ -2,13 +2,22 @@
 // Cost: binary ops 1 FLOP per output, reading a and b (broadcast operands once) and writing the
 // output; GEGLU ~20 FLOPs per output (erf polynomial + exp), reads 2 and writes 1 value per output;
 // clamp 2 FLOPs, cast 0, each reading and writing one value per element.
+// Binary ops and GEGLU use vec4 loads/stores when the innermost dimension is a multiple of 4.
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype, grid1d } from './check.js';
-import { binaryWgsl, castFromWgsl, castToWgsl, clampWgsl, gegluWgsl } from './elementwise.wgsl.js';
+import { binaryWgsl, binaryVec4Wgsl, castFromWgsl, castToWgsl, clampWgsl, gegluVec4Wgsl, gegluWgsl } from './elementwise.wgsl.js';
 
 const binarySrc = { name: 'binary', wgsl: binaryWgsl };
+const vec4Srcs = new Map<string, { name: string; wgsl: string }>();
+function vec4Src(aVec: boolean, bVec: boolean): { name: string; wgsl: string } {
+  const name = `binary_vec4_${aVec ? 'v' : 's'}${bVec ? 'v' : 's'}`;
+  let src = vec4Srcs.get(name);
+  if (!src) vec4Srcs.set(name, (src = { name, wgsl: binaryVec4Wgsl(aVec, bVec) }));
+  return src;
+}
 const gegluSrc = { name: 'geglu', wgsl: gegluWgsl };
+const gegluVec4Src = { name: 'geglu_vec4', wgsl: gegluVec4Wgsl };
 const clampSrc = { name: 'clamp', wgsl: clampWgsl };
 const castToSrc = { name: 'cast_f32_to_f16', wgsl: castToWgsl };
 const castFromSrc = { name: 'cast_f16_to_f32', wgsl: castFromWgsl };
@@ -84,19 +93,21 @@ function binary(op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): Tensor {
   if (n === 0) return y;
   const c = coalesce(out, broadcastStrides(a.shape, out), broadcastStrides(b.shape, out));
   if (c.sizes.length > MAX_DIMS) fail(op, `broadcast needs ${c.sizes.length} dimensions after merging; at most ${MAX_DIMS} are supported`, [a, b]);
-  // Four outputs per thread when they share the innermost dimension and each operand is either
-  // contiguous or constant along it.
-  const vec = c.sizes[0] % 4 === 0 && c.sa[0] <= 1 && c.sb[0] <= 1 ? 4 : 1;
   const [shape0, shape1] = vec4s(c.sizes, 1);
   const [sa0, sa1] = vec4s(c.sa, 0);
   const [sb0, sb1] = vec4s(c.sb, 0);
-  const [gx, gy] = grid1d(engine, Math.ceil(n / vec / 256));
-  engine.dispatch(binarySrc, {
-    bindings: { a, b, y },
-    uniforms: { n, rank: c.sizes.length, shape0, shape1, sa0, sa1, sb0, sb1 },
-    workgroups: [gx, gy],
-    constants: { OP: BINARY_OPS[op], VEC: vec },
-  });
+  const uniforms = { n, rank: c.sizes.length, shape0, shape1, sa0, sa1, sb0, sb1 };
+  const constants = { OP: BINARY_OPS[op] };
+  // Four outputs per thread (vector loads/stores) when they share the innermost dimension and each
+  // operand is either contiguous or constant along it; operands constant everywhere stay scalar.
+  if (c.sizes[0] % 4 === 0 && c.sa[0] <= 1 && c.sb[0] <= 1 && (c.sa[0] === 1 || c.sb[0] === 1)) {
+    const src = vec4Src(c.sa[0] === 1, c.sb[0] === 1);
+    const [gx, gy] = grid1d(engine, Math.ceil(n / 4 / 256));
+    engine.dispatch(src, { bindings: { a, b, y }, uniforms, workgroups: [gx, gy], constants });
+  } else {
+    const [gx, gy] = grid1d(engine, Math.ceil(n / 256));
+    engine.dispatch(binarySrc, { bindings: { a, b, y }, uniforms, workgroups: [gx, gy], constants });
+  }
   return y;
 }
 
@@ -117,8 +128,9 @@ export function geglu(x: Tensor): Tensor {
   const d = last / 2;
   const y = engine.empty([...x.shape.slice(0, -1), d], dtype, op);
   if (y.size === 0) return y;
-  const [gx, gy] = grid1d(engine, Math.ceil(y.size / 256));
-  engine.dispatch(gegluSrc, { bindings: { x, y }, uniforms: { n: y.size, d }, workgroups: [gx, gy] });
+  const v = d % 4 === 0 ? 4 : 1; // whole vec4s per half-row
+  const [gx, gy] = grid1d(engine, Math.ceil(y.size / v / 256));
+  engine.dispatch(v === 4 ? gegluVec4Src : gegluSrc, { bindings: { x, y }, uniforms: { n: y.size / v, d: d / v }, workgroups: [gx, gy] });
   return y;
 }
 

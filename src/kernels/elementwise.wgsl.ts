@@ -9,20 +9,37 @@ fn at(lo: vec4<u32>, hi: vec4<u32>, d: u32) -> u32 {
 }
 `;
 
+const binaryHead = /* wgsl */ `
+struct Params { n: u32, rank: u32, shape0: vec4<u32>, shape1: vec4<u32>, sa0: vec4<u32>, sa1: vec4<u32>, sb0: vec4<u32>, sb1: vec4<u32>, }
+override OP: u32 = 0u;
+${dims}
+
+// Where do the operands of output element o live (after the launcher merged dimensions)?
+fn offsets(o: u32) -> vec2<u32> {
+  var rem = o;
+  var ia = 0u;
+  var ib = 0u;
+  for (var d = 0u; d < p.rank; d++) {
+    let size = at(p.shape0, p.shape1, d);
+    let c = rem % size;
+    rem = rem / size;
+    ia += c * at(p.sa0, p.sa1, d);
+    ib += c * at(p.sb0, p.sb1, d);
+  }
+  return vec2<u32>(ia, ib);
+}
+`;
+
 /**
- * Binary op with broadcasting. The launcher coalesces dimensions, so the common cases (same shape,
- * per-channel bias) reach here as rank 1 to 3. Each thread makes VEC consecutive outputs of the
- * innermost dimension (VEC = 4 when its size allows), so the index arithmetic is paid once per 4.
+ * Binary op with broadcasting, one output per thread. The launcher coalesces dimensions, so the
+ * common cases (same shape, per-channel bias) reach here as rank 1 to 3.
  */
 export const binaryWgsl = /* wgsl */ `
-struct Params { n: u32, rank: u32, shape0: vec4<u32>, shape1: vec4<u32>, sa0: vec4<u32>, sa1: vec4<u32>, sb0: vec4<u32>, sb1: vec4<u32>, }
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 @group(0) @binding(3) var<uniform> p: Params;
-override OP: u32 = 0u;
-override VEC: u32 = 1u;
-${dims}
+${binaryHead}
 
 fn apply(u: f32, v: f32) -> f32 {
   switch OP {
@@ -35,29 +52,48 @@ fn apply(u: f32, v: f32) -> f32 {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let o = ((wid.y * nwg.x + wid.x) * 256u + lid) * VEC;
+  let o = (wid.y * nwg.x + wid.x) * 256u + lid;
   if (o >= p.n) { return; }
-  var rem = o;
-  var ia = 0u;
-  var ib = 0u;
-  for (var d = 0u; d < p.rank; d++) {
-    let size = at(p.shape0, p.shape1, d);
-    let c = rem % size;
-    rem = rem / size;
-    ia += c * at(p.sa0, p.sa1, d);
-    ib += c * at(p.sb0, p.sb1, d);
-  }
-  // With VEC > 1 the innermost stride of each operand is 0 (broadcast) or 1 (contiguous).
-  let da = p.sa0.x;
-  let db = p.sb0.x;
-  for (var k = 0u; k < VEC; k++) {
-    y[o + k] = T(apply(f32(a[ia + k * da]), f32(b[ib + k * db])));
-  }
+  let i = offsets(o);
+  y[o] = T(apply(f32(a[i.x]), f32(b[i.y])));
 }
 `;
 
-const erf = /* wgsl */ `
-fn erf_approx(v: f32) -> f32 {
+/**
+ * Four outputs per thread with vector loads and stores, when the innermost (merged) dimension is a
+ * multiple of 4 and each operand is contiguous along it (read as T4) or constant along it (one
+ * scalar, splatted). aVec / bVec choose which.
+ */
+export function binaryVec4Wgsl(aVec: boolean, bVec: boolean): string {
+  const load = (name: string, vec: boolean, idx: string) => (vec ? `vec4<f32>(${name}[${idx} / 4u])` : `vec4<f32>(f32(${name}[${idx}]))`);
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> a: array<${aVec ? 'T4' : 'T'}>;
+@group(0) @binding(1) var<storage, read> b: array<${bVec ? 'T4' : 'T'}>;
+@group(0) @binding(2) var<storage, read_write> y: array<T4>;
+@group(0) @binding(3) var<uniform> p: Params;
+${binaryHead}
+
+fn apply(u: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
+  switch OP {
+    case 0u: { return u + v; }
+    case 1u: { return u - v; }
+    default: { return u * v; }
+  }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let o4 = (wid.y * nwg.x + wid.x) * 256u + lid;
+  if (o4 * 4u >= p.n) { return; }
+  let i = offsets(o4 * 4u);
+  y[o4] = T4(apply(${load('a', aVec, 'i.x')}, ${load('b', bVec, 'i.y')}));
+}
+`;
+}
+
+const erf = (t: string): string => /* wgsl */ `
+fn erf_approx(v: ${t}) -> ${t} {
   // Abramowitz-Stegun 7.1.26: ~1.5e-7 absolute, below f32 GELU's own rounding noise.
   let s = sign(v);
   let a = abs(v);
@@ -67,13 +103,17 @@ fn erf_approx(v: f32) -> f32 {
 }
 `;
 
-/** GEGLU: x [rows, 2D] -> y [rows, D] = x[:, :D] * gelu_erf(x[:, D:]). */
-export const gegluWgsl = /* wgsl */ `
+/** GEGLU: x [rows, 2D] -> y [rows, D] = x[:, :D] * gelu_erf(x[:, D:]), V outputs per thread
+ * (V = 4 reads and writes T4 when D % 4 == 0; d counts vectors). */
+function geglu(v: 1 | 4): string {
+  const E = v === 1 ? 'T' : 'T4';
+  const F = v === 1 ? 'f32' : 'vec4<f32>';
+  return /* wgsl */ `
 struct Params { n: u32, d: u32, }
-@group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> y: array<T>;
+@group(0) @binding(0) var<storage, read> x: array<${E}>;
+@group(0) @binding(1) var<storage, read_write> y: array<${E}>;
 @group(0) @binding(2) var<uniform> p: Params;
-${erf}
+${erf(F)}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -82,11 +122,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (i >= p.n) { return; }
   let row = i / p.d;
   let col = i - row * p.d;
-  let h = f32(x[2u * row * p.d + col]);
-  let g = f32(x[(2u * row + 1u) * p.d + col]);
-  y[i] = T(h * 0.5 * g * (1.0 + erf_approx(g * 0.70710678118654752)));
+  let h = ${F}(x[2u * row * p.d + col]);
+  let g = ${F}(x[(2u * row + 1u) * p.d + col]);
+  y[i] = ${E}(h * 0.5 * g * (1.0 + erf_approx(g * 0.70710678118654752)));
 }
 `;
+}
+export const gegluWgsl = geglu(1);
+export const gegluVec4Wgsl = geglu(4);
 
 /** clamp(x, lo, hi) */
 export const clampWgsl = /* wgsl */ `

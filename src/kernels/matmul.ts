@@ -5,6 +5,7 @@
 //   bytes = elem * (|A| + |B| + Z M N [+ N bias] [+ Z M N residual])  (each operand read once from
 //           DRAM in the ideal case; the kernel re-reads tiles from cache, which the bench ignores)
 import type { Engine } from '../runtime/engine.js';
+import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType, type Tensor } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype } from './check.js';
 import { gemmKey, gemmSharedBytes, gemmWgsl, type GemmTile, type GemmVariant } from './matmul.wgsl.js';
@@ -68,6 +69,9 @@ function pickTile(engine: Engine, M: number, N: number, batch: number): GemmTile
   return GEMM_TILES.small;
 }
 
+// Generated WGSL per variant, so the steady state does not rebuild shader text per dispatch.
+const sources = new Map<string, KernelSource>();
+
 /** Records the GEMM (one dispatch, or several when the grid exceeds the per-dimension limit). */
 export function gemm(engine: Engine, g: GemmArgs): void {
   const { M, N, K, batch } = g;
@@ -87,7 +91,12 @@ export function gemm(engine: Engine, g: GemmArgs): void {
     residual: !!g.residual,
     act: ACT[g.activation],
   };
-  const src = { name: `${g.op} ${gemmKey(variant)}`, wgsl: gemmWgsl(variant) };
+  const name = `${g.op} ${gemmKey(variant)}`;
+  let src = sources.get(name);
+  if (!src) {
+    src = { name, wgsl: gemmWgsl(variant) };
+    sources.set(name, src);
+  }
   const bindings: Record<string, Tensor> = { lhs: g.a, rhs: g.b, dst: g.out };
   if (g.bias) bindings.addBias = g.bias;
   if (g.residual) bindings.addRes = g.residual;

@@ -55,9 +55,9 @@ export function gemmKey(v: GemmVariant): string {
   ].join('_');
 }
 
-/** Shared-memory bytes a tile needs (f32 staging). */
+/** Shared-memory bytes a tile needs at most (f32 staging, padded rows). */
 export function gemmSharedBytes(t: GemmTile): number {
-  return 4 * t.bk * (4 * t.rm * t.wgY + 4 * t.rn * t.wgX);
+  return 16 * t.bk * (t.rm * t.wgY + 1 + t.rn * t.wgX + 1);
 }
 
 export function gemmWgsl(v: GemmVariant): string {
@@ -65,8 +65,11 @@ export function gemmWgsl(v: GemmVariant): string {
   const threads = wgX * wgY;
   const BM = 4 * rm * wgY;
   const BN = 4 * rn * wgX;
-  const BM4 = BM / 4;
-  const BN4 = BN / 4;
+  // k-row pitch of the shared tiles, in vec4s. When the operand's global rows run along k, each
+  // thread scatters one vec4 down four k rows; one vec4 of padding per row moves those rows onto
+  // different banks (conflict-free for the large tile, halved conflicts for the others).
+  const BM4 = BM / 4 + (v.transA ? 0 : 1);
+  const BN4 = BN / 4 + (v.transB ? 1 : 0);
   if (bk % 4 !== 0) throw new Error('gemm: BK must be a multiple of 4');
   if (((BM * bk) / 4) % threads !== 0 || ((BN * bk) / 4) % threads !== 0) {
     throw new Error(`gemm: tile ${BM}x${BN}x${bk} does not split evenly over ${threads} threads`);

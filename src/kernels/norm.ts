@@ -5,14 +5,25 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype, grid1d } from './check.js';
-import { normApplyWgsl, normRowsWgsl, normStatsWgsl } from './norm.wgsl.js';
+import {
+  NORM_VALUES_PER_THREAD, normApplyVec4Wgsl, normApplyWgsl, normRowsVec4Wgsl, normRowsWgsl, normStatsVec4Wgsl, normStatsWgsl,
+} from './norm.wgsl.js';
 
-const rowsSrc = { name: 'norm_rows', wgsl: normRowsWgsl };
-const statsSrc = { name: 'norm_stats', wgsl: normStatsWgsl };
-const applySrc = { name: 'norm_apply', wgsl: normApplyWgsl };
+const SRC = {
+  1: {
+    rows: { name: 'norm_rows', wgsl: normRowsWgsl },
+    stats: { name: 'norm_stats', wgsl: normStatsWgsl },
+    apply: { name: 'norm_apply', wgsl: normApplyWgsl },
+  },
+  4: {
+    rows: { name: 'norm_rows_vec4', wgsl: normRowsVec4Wgsl },
+    stats: { name: 'norm_stats_vec4', wgsl: normStatsVec4Wgsl },
+    apply: { name: 'norm_apply_vec4', wgsl: normApplyVec4Wgsl },
+  },
+};
 
-/** Elements one workgroup handles in the split path (256 threads x K = 16 values, as in the WGSL). */
-const CHUNK = 4096;
+/** Elements one workgroup handles in the split path (256 threads x the values each caches). */
+const CHUNK = 256 * NORM_VALUES_PER_THREAD;
 
 export interface GroupNormOptions {
   groups: number;
@@ -36,7 +47,7 @@ interface RowsArgs {
   spatial: number;
   eps: number;
   silu: boolean;
-  /** allow splitting a row over several workgroups (when rows are long and few) */
+  /** allow splitting rows longer than CHUNK over several workgroups (GroupNorm) */
   split: boolean;
 }
 
@@ -50,6 +61,9 @@ function normRows(a: RowsArgs): Tensor {
   const beta = a.beta ?? x;
   const constants = { AFFINE: a.gamma ? 1 : 0, SILU: a.silu ? 1 : 0 };
   const uniforms = { rows, len, groups: a.groups, cpg: a.cpg, spatial: a.spatial, chunks: 1, eps: a.eps };
+  // vec4 loads/stores when rows split into 4-vectors that lie in one channel or span 4 channels
+  const v = len % 4 === 0 && (a.spatial === 1 || a.spatial % 4 === 0) ? 4 : 1;
+  const src = SRC[v];
   if (a.split && len > CHUNK) {
     // Few long rows would leave most of the GPU idle with one workgroup per row: spread each row
     // over ceil(len / CHUNK) workgroups and combine their partial statistics.
@@ -57,16 +71,17 @@ function normRows(a: RowsArgs): Tensor {
     const stats = engine.empty([rows * chunks * 2], 'f32', op);
     const [gx, gy] = grid1d(engine, rows * chunks);
     const u = { ...uniforms, chunks };
-    engine.dispatch(statsSrc, { bindings: { x, gamma, beta, stats }, uniforms: u, workgroups: [gx, gy], constants, dtype: x.dtype });
-    engine.dispatch(applySrc, { bindings: { x, gamma, beta, stats, y }, uniforms: u, workgroups: [gx, gy], constants, dtype: x.dtype });
+    engine.dispatch(src.stats, { bindings: { x, gamma, beta, stats }, uniforms: u, workgroups: [gx, gy], constants, dtype: x.dtype });
+    engine.dispatch(src.apply, { bindings: { x, gamma, beta, stats, y }, uniforms: u, workgroups: [gx, gy], constants, dtype: x.dtype });
     stats.dispose();
     return y;
   }
-  // Threads per row: about 4 values per thread, between 32 and 256 (several short rows share a workgroup).
-  let tpr = 32;
-  while (tpr < 256 && tpr * 4 < len) tpr *= 2;
+  // Threads per row: about 4 scalars or 2 vec4s per thread, at most 256; short rows share a
+  // workgroup (tiny GroupNorm groups get a thread each rather than idling most of a warp).
+  let tpr = 1;
+  while (tpr < 256 && tpr * (v === 4 ? 8 : 4) < len) tpr *= 2;
   const [gx, gy] = grid1d(engine, Math.ceil(rows / (256 / tpr)));
-  engine.dispatch(rowsSrc, {
+  engine.dispatch(src.rows, {
     bindings: { x, gamma, beta, y },
     uniforms,
     workgroups: [gx, gy],

@@ -5,8 +5,10 @@
 // some GPUs); this version uses nothing but f32 add/mul and is accurate to a few ulp everywhere.
 /** f32 sin/cos built from add/mul only (shared with randn). */
 export const sinCosWgsl = /* wgsl */ `
-// pi/2 = P1 + P2 + P3 + P4 + P5, P1..P4 with <= 8 significant bits: k * Pi is exact for |k| < 2^16,
-// so x - k*P1 - ... loses nothing whether or not the compiler fuses the multiply-adds.
+// pi/2 = P1 + P2 + P3 + P4 + P5, P1..P4 with <= 8 significant bits. The quadrant count k is split
+// as kh + kl (kh a multiple of 256, |kl| < 256), so every product kh * Pi and kl * Pi is exact for
+// |k| < 2^24 (|x| < ~2.6e7) and the subtractions x - kh*P1 - kl*P1 are exact (Sterbenz): the reduced
+// argument is right to ~1 ulp however the compiler fuses or orders the multiply-adds.
 const P1: f32 = 1.5703125;
 const P2: f32 = 0.0004825592041015625;
 const P3: f32 = 1.2665987014770508e-6;
@@ -28,10 +30,16 @@ fn sinQuadrant(r: f32, q: i32) -> f32 {
 // sin(x) (shift 0) or cos(x) = sin(x + pi/2) (shift 1)
 fn sinShifted(x: f32, shift: i32) -> f32 {
   let kf = round(x * TWO_OVER_PI);
-  var r = x - kf * P1;
-  r = r - kf * P2;
-  r = r - kf * P3;
-  r = r - kf * P4;
+  let kh = trunc(kf * 0.00390625) * 256.0;
+  let kl = kf - kh;
+  var r = x - kh * P1;
+  r = r - kl * P1;
+  r = r - kh * P2;
+  r = r - kl * P2;
+  r = r - kh * P3;
+  r = r - kl * P3;
+  r = r - kh * P4;
+  r = r - kl * P4;
   r = r - kf * P5;
   return sinQuadrant(r, i32(kf) + shift);
 }

@@ -26,7 +26,7 @@ const cases: Case[] = [
   { label: 'cross h2 d40', B: 2, Lq: 37, Lk: 77, heads: 2, D: 40 },
   { label: 'self h2 d40 two query tiles', B: 1, Lq: 70, Lk: 70, heads: 2, D: 40 },
   { label: 'cross h8 d64', B: 1, Lq: 20, Lk: 33, heads: 8, D: 64 },
-  { label: 'self h1 d64 many tiles', B: 1, Lq: 65, Lk: 100, heads: 1, D: 64 },
+  { label: 'self h1 d64 many key tiles', B: 1, Lq: 30, Lk: 100, heads: 1, D: 64 },
   { label: 'cross h1 d80', B: 1, Lq: 41, Lk: 77, heads: 1, D: 80 },
   { label: 'self h2 d160', B: 1, Lq: 9, Lk: 17, heads: 2, D: 160 },
   { label: 'self h1 d160 shared kv', B: 2, Lq: 40, Lk: 23, heads: 1, D: 160 },

@@ -60,6 +60,10 @@ describe('conv2d vs float64 reference', () => {
     { label: '3x3 s1 p1', x: [1, 16, 10, 10], w: [64, 16, 3, 3], padding: 1 },
     { label: '3x3 s1 p1', x: [1, 37, 7, 9], w: [70, 37, 3, 3], padding: 1 }, // K = 333, M = 70: ragged tiles
     { label: '3x3 s1 p1', x: [3, 5, 6, 7], w: [3, 5, 3, 3], padding: 1 }, // Cout = 3 (VAE conv_out)
+    { label: '3x3 s1 p1', x: [1, 8, 9, 10], w: [130, 8, 3, 3], padding: 1 }, // 128-row tiles, 2 of them
+    { label: '3x3 s1 p1', x: [1, 16, 8, 8], w: [128, 16, 3, 3], padding: 1, residual: true },
+    { label: 'groups 2', x: [1, 4, 5, 5], w: [192, 2, 3, 3], padding: 1, groups: 2 },
+    { label: 'split-K', x: [1, 64, 4, 4], w: [100, 64, 3, 3], padding: 1, splitK: 3 },
     // 1x1: the plain-GEMM path, and 1x1 through the general path (stride or padding)
     { label: '1x1', x: [2, 16, 9, 11], w: [8, 16, 1, 1] },
     { label: '1x1', x: [1, 32, 7, 5], w: [40, 32, 1, 1] },
@@ -206,10 +210,11 @@ describe('conv2d diffusers fixtures', () => {
   }
 });
 
+const hasF16 = (await getEngine()).hasShaderF16; // SwiftShader has no shader-f16
+
 describe('conv2d f16', () => {
-  it('f16 storage matches the f32 reference within f16 rounding', async () => {
+  it.skipIf(!hasF16)('f16 storage matches the f32 reference within f16 rounding', async () => {
     const e = await getEngine();
-    if (!e.hasShaderF16) return; // SwiftShader has no shader-f16
     const xs = randn(2 * 8 * 9 * 11, 5);
     const ws = randn(16 * 8 * 9, 6, 1 / Math.sqrt(72));
     const bs = randArray(16, 7, -0.5, 0.5);
@@ -222,6 +227,31 @@ describe('conv2d f16', () => {
     const err = track('f16', relL2(await readF32(y), ref.data));
     expect(err).toBeLessThanOrEqual(3e-3);
     for (const t of [x, w, b, y]) t.dispose();
+  });
+
+  it.skipIf(!hasF16)('f16 through the vec4, 128-row and split-K variants', async () => {
+    const e = await getEngine();
+    for (const [xs, ws, opts] of [
+      [[1, 16, 8, 8], [128, 16, 3, 3], { padding: 1 }],
+      [[2, 12, 4, 4], [40, 12, 1, 1], {}],
+      [[1, 64, 4, 4], [80, 64, 3, 3], { padding: 1, splitK: 3 }],
+      [[1, 6, 7, 5], [6, 1, 3, 3], { padding: 1, groups: 6 }],
+    ] as [number[], number[], Conv2dOptions & { padding?: number }][]) {
+      const xd = randn(xs.reduce((a, b) => a * b), 11);
+      const wd = randn(ws.reduce((a, b) => a * b), 12, 1 / Math.sqrt(ws[1] * ws[2] * ws[3]));
+      const bd = randArray(ws[0], 13, -0.5, 0.5);
+      const rd = randn(ops.conv2dOutputShape(xs, ws, opts).reduce((a, b) => a * b), 14);
+      const pad = opts.padding ?? 0;
+      const ref = conv2dRef(xd, xs, wd, ws, bd, { padding: [pad, pad, pad, pad], groups: opts.groups }, rd);
+      const x = e.tensor(xd, xs, 'f16');
+      const w = e.tensor(wd, ws, 'f16');
+      const b = e.tensor(bd, [ws[0]], 'f16');
+      const r = e.tensor(rd, ref.shape, 'f16');
+      const y = ops.conv2d(x, w, b, { ...opts, residual: r });
+      const err = track('f16', relL2(await readF32(y), ref.data));
+      expect(err).toBeLessThanOrEqual(3e-3);
+      for (const t of [x, w, b, r, y]) t.dispose();
+    }
   });
 });
 

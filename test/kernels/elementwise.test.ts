@@ -30,6 +30,10 @@ describe('add / sub / mul with broadcasting', () => {
     [[2, 1, 3, 1, 4, 5], [1, 2, 1, 3, 4, 1]], // rank 6
     [[3, 1, 2, 1, 3, 1], [1, 2, 1, 2, 1, 3]], // rank 6, nothing merges
     [[0, 3], [3]],
+    [[3, 1, 1], [2, 3, 4, 4]], // vector path, broadcast on the left
+    [[2, 3, 4], [3, 1]], // vector path, b constant along the last dim
+    [[4], [4]],
+    [[2, 5, 8], [1]], // b a scalar: stays on the scalar path
   ];
   const opsList: [string, (a: Tensor, b: Tensor) => Tensor, (u: number, v: number) => number][] = [
     ['add', ops.add, (u, v) => u + v],
@@ -96,7 +100,7 @@ describe('add / sub / mul with broadcasting', () => {
 });
 
 describe('geglu', () => {
-  for (const shape of [[3, 10], [2, 7, 96], [1, 5, 2], [1, 8198]]) {
+  for (const shape of [[3, 10], [2, 7, 96], [1, 5, 2], [1, 8198], [2, 3, 16], [4, 9, 200]]) {
     it(`${JSON.stringify(shape)} matches float64`, async () => {
       const e = await getEngine();
       const xd = randn(numel(shape), numel(shape), 2);
@@ -290,10 +294,6 @@ describe('nchwToTokens / tokensToNchw', () => {
     const x = e.tensor(randArray(24, 1), [2, 3, 4]);
     expect(() => ops.nchwToTokens(x)).toThrow(/nchwToTokens.*rank 4.*\[2, 3, 4\]/);
     expect(() => ops.tokensToNchw(x, 2, 3)).toThrow(/tokensToNchw.*2 \* 3.*3/);
-    const e2 = await Engine.create();
-    const other = e2.tensor(randArray(24, 6), [2, 3, 4]);
-    expect(() => ops.tokensToNchw(other, 1, 3)).not.toThrow();
-    e2.destroy();
     x.dispose();
     expect(() => ops.tokensToNchw(x, 1, 3)).toThrow(/tokensToNchw.*dispose/);
   });

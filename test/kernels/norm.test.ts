@@ -24,17 +24,23 @@ describe('groupNorm', () => {
     [[1, 6, 41, 37], 2, true, true, 1e-6], // 4551-element groups: split over workgroups
     [[1, 20, 64, 64], 2, true, false, 1e-6], // 10 channels x 64x64 per group (the big-group path)
     [[2, 3, 129, 65], 1, false, true, 1e-5], // one group of 25155 elements, non-affine
-    [[1, 2, 1100, 1000], 1, true, false, 1e-6], // 2.2M elements, 538 chunks: more partials than threads
-    [[270000, 4], 2, true, false, 1e-5], // 540000 rows: the workgroup grid is split over x and y
+    [[1, 1, 1100, 1000], 1, true, false, 1e-6], // 1.1M elements, 269 chunks: more partials than threads
+    [[70000, 4], 2, true, false, 1e-5], // 140000 tiny rows, 256 per workgroup
+    [[2, 16, 1, 1], 2, true, true, 1e-5], // vec4 over 4 consecutive channels
+    [[2, 24, 8, 4], 3, true, true, 1e-6], // vec4 within a channel
+    [[2, 8, 20, 20], 2, false, false, 1e-5], // vec4, non-affine
+    [[2, 12, 40, 40], 2, true, true, 1e-6], // vec4 split path (9600-element groups, 3 chunks)
   ];
   for (const [shape, groups, affine, silu, eps] of cases) {
     it(`${JSON.stringify(shape)} groups ${groups}${affine ? '' : ' non-affine'}${silu ? ' +silu' : ''} matches float64`, async () => {
       const e = await getEngine();
       const c = shape[1];
       const seed = numel(shape) + groups;
-      // A large common offset checks that the variance is computed around the mean.
+      // A large common offset checks that the variance is computed around the mean (not for
+      // groups of a few elements, where f32 rounding of the mean itself dominates, as in torch).
       const xs = randn(numel(shape), seed, 2);
-      for (let i = 0; i < xs.length; i++) xs[i] += 30;
+      const offset = numel(shape.slice(1)) / groups >= 64 ? 30 : 0;
+      for (let i = 0; i < xs.length; i++) xs[i] += offset;
       const gs = affine ? randArray(c, seed + 1, 0.5, 1.5) : null;
       const bs = affine ? randArray(c, seed + 2, -0.5, 0.5) : null;
       const x = e.tensor(xs, shape);
@@ -121,7 +127,7 @@ describe('groupNorm', () => {
 });
 
 describe('layerNorm', () => {
-  const shapes: number[][] = [[2, 7, 32], [1, 1], [5, 3], [3, 77, 40], [9, 320], [2, 1280], [4, 6000], [1, 513, 3]];
+  const shapes: number[][] = [[2, 7, 32], [1, 1], [5, 3], [3, 77, 40], [9, 320], [2, 1280], [4, 6000], [3, 6001], [2, 770], [1, 513, 3]];
   for (const shape of shapes) {
     for (const affine of [true, false]) {
       it(`${JSON.stringify(shape)}${affine ? '' : ' non-affine'} matches float64`, async () => {

@@ -63,7 +63,7 @@ describe('ops.timestepEmbedding', () => {
 
   it('stays accurate for large arguments, scale and maxPeriod', async () => {
     const e = await getEngine();
-    const ts = [1e4, 5e4, 65000.5, 0.001, 12345.678];
+    const ts = [1e4, 5e4, 65000.5, 0.001, 12345.678, -777.25, 4.5e5, 9.99e6];
     const o = { flipSinToCos: false, downscaleFreqShift: 1, scale: 1.5, maxPeriod: 5000 };
     const y = ops.timestepEmbedding(e, ts, 64, o);
     const got = await readF32(y);

@@ -1,0 +1,250 @@
+// CLIPTextModel (transformers' CLIP text transformer, Stable Diffusion 1.x's text encoder): token +
+// position embeddings, pre-LayerNorm layers with causal self-attention and a quick_gelu / gelu MLP,
+// final LayerNorm, and the pooled row at the end-of-text token. Weight names are transformers'
+// (text_model.*), as in a diffusers text_encoder/ folder.
+import type { Engine } from '../runtime/engine.js';
+import type { Tensor } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { LayerNorm, Linear, ParamLoader, chain, type TensorSource } from './nn.js';
+import { configNumber, requireValues, type Config } from './config.js';
+import { Model } from './model.js';
+import { loadFromSingleFile, type SingleFileSource } from './single_file.js';
+import type { FetchOptions } from '../runtime/safetensors.js';
+
+const NAME = 'CLIPTextModel';
+
+export interface ClipTextShape {
+  vocabSize: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  maxPositions: number;
+  act: 'quickGelu' | 'gelu';
+  eps: number;
+  eosTokenId: number;
+}
+
+// transformers' ACT2FN names we can run; others (gelu_new, gelu_pytorch_tanh, ...) are refused so a
+// model never silently runs with the wrong nonlinearity.
+const ACTS: Record<string, ClipTextShape['act']> = { quick_gelu: 'quickGelu', gelu: 'gelu' };
+
+function positiveInt(config: Config, key: string, def: number): number {
+  const v = configNumber(config, key, def, NAME);
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${NAME}: config key '${key}' must be a positive integer, got ${JSON.stringify(config[key])}`);
+  return v;
+}
+
+/** Sizes from a transformers CLIPTextConfig (defaults as transformers', i.e. CLIP ViT-B/32's text tower). */
+export function clipTextShape(config: Config): ClipTextShape {
+  const act = config.hidden_act ?? 'quick_gelu';
+  requireValues(NAME, 'hidden_act', act, Object.keys(ACTS));
+  const s: ClipTextShape = {
+    vocabSize: positiveInt(config, 'vocab_size', 49408),
+    hidden: positiveInt(config, 'hidden_size', 512),
+    intermediate: positiveInt(config, 'intermediate_size', 2048),
+    layers: positiveInt(config, 'num_hidden_layers', 12),
+    heads: positiveInt(config, 'num_attention_heads', 8),
+    maxPositions: positiveInt(config, 'max_position_embeddings', 77),
+    act: ACTS[act as string],
+    eps: configNumber(config, 'layer_norm_eps', 1e-5, NAME),
+    eosTokenId: configNumber(config, 'eos_token_id', 49407, NAME),
+  };
+  if (s.hidden % s.heads !== 0) throw new Error(`${NAME}: hidden_size ${s.hidden} does not split into ${s.heads} attention heads`);
+  return s;
+}
+
+class ClipEncoderLayer {
+  private constructor(
+    private ln1: LayerNorm,
+    private q: Linear,
+    private k: Linear,
+    private v: Linear,
+    private out: Linear,
+    private ln2: LayerNorm,
+    private fc1: Linear,
+    private fc2: Linear,
+    private heads: number,
+    private act: ClipTextShape['act'],
+  ) {}
+
+  static async load(L: ParamLoader, s: ClipTextShape): Promise<ClipEncoderLayer> {
+    const H = s.hidden;
+    return new ClipEncoderLayer(
+      await LayerNorm.load(L, 'layer_norm1', H, s.eps),
+      await Linear.load(L, 'self_attn.q_proj', H, H),
+      await Linear.load(L, 'self_attn.k_proj', H, H),
+      await Linear.load(L, 'self_attn.v_proj', H, H),
+      await Linear.load(L, 'self_attn.out_proj', H, H),
+      await LayerNorm.load(L, 'layer_norm2', H, s.eps),
+      await Linear.load(L, 'mlp.fc1', H, s.intermediate),
+      await Linear.load(L, 'mlp.fc2', s.intermediate, H),
+      s.heads,
+      s.act,
+    );
+  }
+
+  /** x + out_proj(causal_attn(ln1(x))), then + fc2(act(fc1(ln2(.)))); x is left alive. The
+   * residual adds ride in the GEMM epilogues. */
+  forward(x: Tensor): Tensor {
+    const n1 = this.ln1.forward(x);
+    const q = this.q.forward(n1);
+    const k = this.k.forward(n1);
+    const v = this.v.forward(n1);
+    n1.dispose();
+    // ops.attention's default scale is dHead^-0.5, CLIP's; scaling the scores equals scaling q.
+    const a = ops.attention(q, k, v, { heads: this.heads, causal: true });
+    [q, k, v].forEach((t) => t.dispose());
+    const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
+    a.dispose();
+    const m = chain(this.ln2.forward(h), (t) => this.fc1.forward(t, this.act));
+    const y = ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
+    m.dispose();
+    h.dispose();
+    return y;
+  }
+}
+
+export interface ClipTextForwardOptions {
+  /** also return every layer's residual stream (transformers' hidden_states) */
+  outputHiddenStates?: boolean;
+  /**
+   * diffusers' clip_skip = k: lastHiddenState becomes final_layer_norm(hidden_states[-(k+1)])
+   * (what the pipeline uses as prompt_embeds); poolerOutput stays the full model's. 0 = off.
+   */
+  clipSkip?: number;
+}
+
+export interface ClipTextOutput {
+  /** [B, T, H] after final_layer_norm (SD's prompt_embeds) */
+  lastHiddenState: Tensor;
+  /** [B, H]: the last_hidden_state row at each sequence's end-of-text token */
+  poolerOutput: Tensor;
+  /** numLayers + 1 tensors [B, T, H]: [0] = embeddings, [i] = after layer i (before final_layer_norm) */
+  hiddenStates?: Tensor[];
+}
+
+export type TokenIds = readonly ArrayLike<number>[];
+
+export class CLIPTextModel extends Model {
+  readonly shape!: ClipTextShape;
+  private tokenEmbedding!: Tensor;
+  private positionEmbedding!: Tensor;
+  private layers!: ClipEncoderLayer[];
+  private finalLayerNorm!: LayerNorm;
+
+  static readonly componentName = NAME;
+
+  /** Loads the text encoder of a Stable Diffusion 1.x single-file checkpoint (cond_stage_model.transformer.*). */
+  static async fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & FetchOptions): Promise<CLIPTextModel> {
+    if (!opts?.config) throw new Error(`${NAME}.fromSingleFile: pass { config } (the transformers CLIPTextConfig of the text encoder)`);
+    return loadFromSingleFile((e, c, s) => CLIPTextModel.load(e, c, s), engine, source, 'text_encoder', opts.config, opts);
+  }
+
+  static async load(engine: Engine, config: Config, source: TensorSource): Promise<CLIPTextModel> {
+    const s = clipTextShape(config);
+    const L = new ParamLoader(engine, source);
+    const T = L.scope('text_model.');
+    const m = new CLIPTextModel(engine, config, L);
+    // Checkpoints saved by transformers < 4.31 carry the arange position_ids buffer; it is implied.
+    const ws = source as { has(n: string): boolean; markUsed?: (...n: string[]) => void };
+    if (ws.has('text_model.embeddings.position_ids')) ws.markUsed?.('text_model.embeddings.position_ids');
+    return m.track(async () => {
+      const tokenEmbedding = await T.get('embeddings.token_embedding.weight', [s.vocabSize, s.hidden]);
+      const positionEmbedding = await T.get('embeddings.position_embedding.weight', [s.maxPositions, s.hidden]);
+      const layers: ClipEncoderLayer[] = [];
+      for (let i = 0; i < s.layers; i++) layers.push(await ClipEncoderLayer.load(T.scope(`encoder.layers.${i}.`), s));
+      const finalLayerNorm = await LayerNorm.load(T, 'final_layer_norm', s.hidden, s.eps);
+      Object.assign(m, { shape: s, tokenEmbedding, positionEmbedding, layers, finalLayerNorm });
+    }, source);
+  }
+
+  /** Checks ids and returns them flattened with the batch size and sequence length. */
+  private checkIds(inputIds: TokenIds): { flat: Int32Array; B: number; T: number } {
+    const op = `${NAME}.forward`;
+    // Model keeps its disposed flag private and its checkInput() is for image tensors, not ids.
+    if ((this as unknown as { disposed: boolean }).disposed) throw new Error(`${op}: the model was disposed`);
+    if (!Array.isArray(inputIds) || inputIds.length === 0) throw new Error(`${op}: inputIds must be a non-empty array of token id sequences`);
+    const B = inputIds.length;
+    const T = inputIds[0]?.length;
+    if (typeof T !== 'number' || T === 0) throw new Error(`${op}: inputIds[0] must be a non-empty sequence of token ids`);
+    if (T > this.shape.maxPositions) {
+      throw new Error(`${op}: sequence length ${T} exceeds max_position_embeddings ${this.shape.maxPositions} (truncate the prompt, as the tokenizer does)`);
+    }
+    const flat = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      const row = inputIds[b];
+      if (!row || row.length !== T) throw new Error(`${op}: all sequences must have the same length: inputIds[0] has ${T} ids, inputIds[${b}] has ${row?.length}`);
+      for (let t = 0; t < T; t++) {
+        const id = row[t];
+        if (!Number.isInteger(id) || id < 0 || id >= this.shape.vocabSize) {
+          throw new Error(`${op}: token id ${id} at inputIds[${b}][${t}] is outside the vocabulary of ${this.shape.vocabSize}`);
+        }
+        flat[b * T + t] = id;
+      }
+    }
+    return { flat, B, T };
+  }
+
+  /** The position pooler_output reads in each sequence, as transformers decides it. */
+  poolIndices(inputIds: TokenIds): number[] {
+    const eos = this.shape.eosTokenId;
+    return inputIds.map((row) => {
+      let best = 0;
+      if (eos === 2) {
+        // legacy configs (SD 1.x's text_encoder): EOS assumed to be the largest id in the vocabulary
+        for (let t = 1; t < row.length; t++) if (row[t] > row[best]) best = t;
+        return best;
+      }
+      // no EOS in the row: transformers' argmax over an all-false mask gives 0
+      for (let t = 0; t < row.length; t++) if (row[t] === eos) return t;
+      return 0;
+    });
+  }
+
+  forward(inputIds: TokenIds, opts: ClipTextForwardOptions = {}): ClipTextOutput {
+    const { flat, B, T } = this.checkIds(inputIds);
+    const skip = opts.clipSkip ?? 0;
+    if (!Number.isInteger(skip) || skip < 0 || skip >= this.shape.layers) {
+      throw new Error(`${NAME}.forward: clipSkip must be an integer in [0, ${this.shape.layers - 1}], got ${skip}`);
+    }
+    const H = this.shape.hidden;
+    const engine = this.engine;
+    const ids = engine.tensor(flat, [B, T]);
+    const tok = ops.embedding(this.tokenEmbedding, ids);
+    ids.dispose();
+    const positions = Array.from({ length: T }, (_, t) => t);
+    const pos = ops.embedding(this.positionEmbedding, positions); // [T, H], broadcast over the batch
+    let x = ops.add(tok, pos);
+    tok.dispose();
+    pos.dispose();
+
+    const keep = opts.outputHiddenStates ?? false;
+    const hidden: Tensor[] = keep ? [x] : [];
+    // hidden_states index whose final LayerNorm is the clip-skipped prompt embedding
+    const skipFrom = this.shape.layers - skip;
+    let skipped: Tensor | null = null;
+    for (let i = 0; i < this.layers.length; i++) {
+      const y = this.layers[i].forward(x);
+      if (!keep) x.dispose();
+      x = y;
+      if (keep) hidden.push(x);
+      if (skip && i + 1 === skipFrom) skipped = this.finalLayerNorm.forward(x);
+    }
+    const last = this.finalLayerNorm.forward(x);
+    if (!keep) x.dispose();
+
+    // pooler: gather one row per sequence from the [B*T, H] view
+    const rows = this.poolIndices(inputIds).map((t, b) => b * T + t);
+    const view = last.reshape([B * T, H]);
+    const poolerOutput = ops.embedding(view, rows);
+    view.dispose();
+
+    let lastHiddenState = last;
+    if (skipped) {
+      last.dispose();
+      lastHiddenState = skipped;
+    }
+    return keep ? { lastHiddenState, poolerOutput, hiddenStates: hidden } : { lastHiddenState, poolerOutput };
+  }
+}
