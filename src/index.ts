@@ -22,3 +22,8 @@ export {
 } from './models/schedulers/index.js';
 export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './models/pipelines/ldm.js';
 export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './models/pipelines/common.js';
+export { StableDiffusionPipeline, type SDGenerateOptions } from './models/pipelines/stable_diffusion.js';
+export { CLIPTextModel } from './models/clip_text_model.js';
+export { CLIPTokenizer } from './models/clip_tokenizer.js';
+export { SchedulerBase, parseConfigJson } from './models/schedulers/index.js';
+export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SD15_SCHEDULER } from './models/pipelines/sd_configs.js';

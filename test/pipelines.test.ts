@@ -5,7 +5,7 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LDMPipeline, UNet2DModel, VQModel, DDIMScheduler, WeightSource, createScheduler, type Engine } from '../src/index.js';
+import { Engine, LDMPipeline, UNet2DModel, VQModel, DDIMScheduler, WeightSource, createScheduler } from '../src/index.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import { loadCase, readSafetensorsFile, FIXTURES } from './fixture.js';
 
@@ -65,16 +65,20 @@ describe('bundled ldm-mnist model vs its diffusers reference', () => {
     const epsU = pipe.unet.forward(init, 951, { classLabels: Array(N).fill(10) });
     expect(track('mnist eps_uncond_step0', relL2(await epsU.read(), ref.eps_uncond_step0.data))).toBeLessThan(1e-4);
     [epsC, epsU, init].forEach((t) => t.dispose());
-    // (2) the guided DDIM loop
+    // (2) the guided DDIM loop, on the first two images (batch items are independent; the whole
+    // batch of 10 takes minutes on SwiftShader)
+    const K = 2;
     const per = N * 4 * 8 * 8;
+    const perK = K * 4 * 8 * 8;
     const out = await pipe.generate({
-      classLabels: labels,
+      classLabels: labels.slice(0, K),
       steps: 20,
       guidanceScale: 3,
-      latents: ref.latents_init.data as Float32Array,
+      latents: (ref.latents_init.data as Float32Array).slice(0, perK),
       onStep: async ({ step, latents }) => {
         const got = await latents.read();
-        expect(track('mnist latents per step', relL2(got, ref.latents_steps.data.subarray((step - 1) * per, step * per))), `step ${step}`).toBeLessThan(1e-4);
+        const want = ref.latents_steps.data.subarray((step - 1) * per, (step - 1) * per + perK);
+        expect(track('mnist latents per step', relL2(got, want)), `step ${step}`).toBeLessThan(1e-4);
       },
     });
     // (3) codes of the reference's own final latents, excusing near-ties
@@ -91,9 +95,10 @@ describe('bundled ldm-mnist model vs its diffusers reference', () => {
     expect(track('mnist decoded_raw', relL2(await dec.read(), ref.decoded_raw.data))).toBeLessThan(1e-4);
     // (5) images end to end (a near-tie code may flip: bounded by the reference's own note, 0.117)
     const img = await out.images.read();
+    const refImg = ref.images.data.subarray(0, img.length);
     let maxDiff = 0;
-    for (let i = 0; i < img.length; i++) maxDiff = Math.max(maxDiff, Math.abs(img[i] - ref.images.data[i]));
-    console.log(`ldm-mnist end-to-end images: max |diff| ${maxDiff.toExponential(2)}, relL2 ${relL2(img, ref.images.data).toExponential(2)}`);
+    for (let i = 0; i < img.length; i++) maxDiff = Math.max(maxDiff, Math.abs(img[i] - refImg[i]));
+    console.log(`ldm-mnist end-to-end images (classes 0, 1): max |diff| ${maxDiff.toExponential(2)}, relL2 ${relL2(img, refImg).toExponential(2)}`);
     expect(maxDiff).toBeLessThan(0.12);
     [h, quantized, indices, dec, out.images].forEach((t) => t.dispose());
     pipe.dispose();
@@ -120,7 +125,7 @@ describe('bundled ldm-mnist model vs its diffusers reference', () => {
 
 describe('pipeline reliability', () => {
   it('50 consecutive generations leave engine.memory() where it was after the first', async () => {
-    const engine = await getEngine();
+    const engine = await Engine.create({ f16: false }); // its own engine: nothing else allocates meanwhile
     const { pipe } = await ldmFixturePipeline(engine);
     const run = async (seed: number) => {
       const out = await pipe.generate({ batchSize: 1, steps: 2, seed });
@@ -133,6 +138,7 @@ describe('pipeline reliability', () => {
     expect(after50.inUseBytes).toBe(after1.inUseBytes);
     expect(after50.heldBytes).toBe(after1.heldBytes);
     pipe.dispose();
+    engine.destroy();
   });
 
   it('cancelling mid-run rejects with AbortError, frees every buffer, and the next run works', async () => {

@@ -6,12 +6,15 @@
 //
 // Tiling: a workgroup of WGX x WGY threads computes a BM x BN = (4*RG*WGY) x (4*WGX) output tile;
 // each thread owns RG groups of 4 consecutive rows x 4 consecutive columns (16*RG f32 accumulators),
-// reading RG vec4s of A and one vec4 of B from workgroup memory per k (RG=2: 32 FMAs per 3 loads). The thread that computes
-// column group tx also loads it, so the per-column im2col decode (n, oy, ox -> offsets) is done once
-// per thread for the whole K loop, and the per-k decode (ci, ky, kx) once per loaded row of 4.
+// reading RG vec4s of A and one vec4 of B from workgroup memory per k (RG=2: 32 FMAs per 3 loads).
+// The thread that computes column group tx also loads it, so the per-column im2col decode
+// (n, oy, ox -> offsets) is done once per thread for the whole K loop, and the per-k decode
+// (ci, ky, kx) once per loaded row of 4. The next K tile is fetched into registers while the
+// current one is multiplied, then stashed into workgroup memory.
 //
-// The text is generated per configuration (tile shape, 1x1 fast path, bias, residual) so unused
-// bindings do not exist and loops over the 4 columns are unrolled in the source.
+// The text is generated per configuration (tile shape, 1x1 fast path, bias, residual, vector
+// widths, split-K) so unused bindings do not exist and the loops over the 4 columns, the row groups
+// and the staging registers are unrolled in the source.
 
 export interface Conv2dKernelConfig {
   /** threads along the column (pixel) dimension; BN = 4 * wgx */

@@ -72,11 +72,71 @@ export class AutoencoderKL extends Model {
     return chain(scaled, (t) => ops.add(t, dist.mean));
   }
 
-  decode(z: Tensor): Tensor {
+  /**
+   * Latents -> image. When an activation would exceed the device's storage binding limit (SD's
+   * 512x512 decoder makes 256 MB tensors in f32), the batch is decoded one item at a time and, if
+   * that is still too big, in overlapping spatial tiles whose centres are stitched together (like
+   * diffusers' tiled decoding, an approximation: GroupNorm sees each tile's own statistics).
+   */
+  decode(z: Tensor, opts: { tile?: number; overlap?: number } = {}): Tensor {
     this.checkInput('decode', z, this.shape.latentChannels);
+    const [B, , h, w] = z.shape;
+    const bytes = z.dtype === 'f16' ? 2 : 4;
+    const limit = this.engine.limits.maxStorageBufferBindingSize;
+    const fits = (b: number, hh: number, ww: number) => Decoder.largestActivationBytes(this.shape, b, hh, ww, bytes) <= limit;
+    if (!opts.tile && fits(B, h, w)) return this.decodeWhole(z);
+    if (!opts.tile && B > 1 && fits(1, h, w)) {
+      const parts = [];
+      for (let b = 0; b < B; b++) {
+        const zb = ops.slice(z, 0, b, b + 1);
+        parts.push(this.decodeWhole(zb));
+        zb.dispose();
+      }
+      const out = ops.concat(parts, 0);
+      parts.forEach((t) => t.dispose());
+      return out;
+    }
+    let tile = opts.tile ?? Math.min(h, w);
+    while (!fits(1, tile, tile) && tile > 8) tile = Math.floor(tile / 2);
+    return this.decodeTiled(z, tile, opts.overlap ?? Math.max(2, Math.floor(tile / 4)));
+  }
+
+  private decodeWhole(z: Tensor): Tensor {
     const h = this.postQuantConv ? this.postQuantConv.forward(z) : z;
     const out = this.decoder.forward(h);
     if (h !== z) h.dispose();
+    return out;
+  }
+
+  /** Decodes tiles of `tile` latent pixels with `overlap` of context on each inner side, keeping centres. */
+  private decodeTiled(z: Tensor, tile: number, overlap: number): Tensor {
+    const [B, , h, w] = z.shape;
+    const f = 2 ** (this.shape.blockOutChannels.length - 1);
+    const rows: Tensor[] = [];
+    for (let y0 = 0; y0 < h; y0 += tile) {
+      const y1 = Math.min(h, y0 + tile);
+      const cols: Tensor[] = [];
+      for (let x0 = 0; x0 < w; x0 += tile) {
+        const x1 = Math.min(w, x0 + tile);
+        // context around the tile, clipped at the borders
+        const cy0 = Math.max(0, y0 - overlap);
+        const cy1 = Math.min(h, y1 + overlap);
+        const cx0 = Math.max(0, x0 - overlap);
+        const cx1 = Math.min(w, x1 + overlap);
+        const a = ops.slice(z, 2, cy0, cy1);
+        const ctx = ops.slice(a, 3, cx0, cx1);
+        a.dispose();
+        const dec = chain(ctx, (t) => this.decodeWhole(t));
+        const b = ops.slice(dec, 2, (y0 - cy0) * f, (y1 - cy0) * f);
+        dec.dispose();
+        cols.push(chain(b, (t) => ops.slice(t, 3, (x0 - cx0) * f, (x1 - cx0) * f)));
+      }
+      rows.push(cols.length === 1 ? cols[0] : ops.concat(cols, 3));
+      if (cols.length > 1) cols.forEach((t) => t.dispose());
+    }
+    const out = rows.length === 1 ? rows[0] : ops.concat(rows, 2);
+    if (rows.length > 1) rows.forEach((t) => t.dispose());
+    void B;
     return out;
   }
 }

@@ -107,6 +107,22 @@ export class Decoder {
     private convOut: Conv2d,
   ) {}
 
+  /** Bytes of the largest activation the decoder makes for latents [B, *, h, w] (an upsampler's
+   * output: the previous block's channels at the next resolution, or the last block at full size). */
+  static largestActivationBytes(s: VaeShape, B: number, h: number, w: number, bytesPerElement: number): number {
+    const rev = [...s.blockOutChannels].reverse();
+    let best = rev[0] * h * w;
+    let scale = 1;
+    for (let i = 0; i < rev.length; i++) {
+      best = Math.max(best, rev[i] * h * w * scale * scale);
+      if (i < rev.length - 1) {
+        scale *= 2;
+        best = Math.max(best, rev[i] * h * w * scale * scale);
+      }
+    }
+    return best * B * bytesPerElement;
+  }
+
   static async load(L: ParamLoader, s: VaeShape): Promise<Decoder> {
     const D = L.scope('decoder.');
     const rev = [...s.blockOutChannels].reverse();

@@ -1,0 +1,108 @@
+// TAESD on its real trained weights: encode then decode a photo, PSNR against the input; the
+// diffusers AutoencoderTiny layout; the SDXL / SD3 / FLUX.1 variants (latent width from weights).
+import { describe, it, expect } from 'vitest';
+import { readFileSync, mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { PNG } from 'pngjs';
+import { AutoencoderTiny, ops, writeSafetensors, SafetensorsFile, type Engine, type Tensor } from '../src/index.js';
+import { getEngine } from './helpers.js';
+import { FIXTURES } from './fixture.js';
+
+const TAESD = join(FIXTURES, 'models', 'taesd');
+const VARIANTS = join(FIXTURES, 'models', 'taesd-variants');
+
+/** astronaut.png as [1, 3, S, S] in [-1, 1], box-downscaled to S. */
+function astronaut(engine: Engine, size: number): { t: Tensor; pixels: Float32Array } {
+  const png = PNG.sync.read(readFileSync(join(FIXTURES, 'images', 'astronaut.png')));
+  const f = png.width / size;
+  const pixels = new Float32Array(3 * size * size);
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        let s = 0;
+        for (let dy = 0; dy < f; dy++) for (let dx = 0; dx < f; dx++) s += png.data[((y * f + dy) * png.width + (x * f + dx)) * 4 + c];
+        pixels[(c * size + y) * size + x] = s / (f * f) / 255;
+      }
+    }
+  }
+  return { t: engine.tensor(pixels.map((v) => v * 2 - 1), [1, 3, size, size]), pixels };
+}
+
+function psnr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let se = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.min(1, Math.max(0, a[i])) - b[i];
+    se += d * d;
+  }
+  return 10 * Math.log10(1 / (se / a.length));
+}
+
+async function roundTrip(taesd: AutoencoderTiny, engine: Engine, size: number): Promise<number> {
+  const { t, pixels } = astronaut(engine, size);
+  const z = taesd.encode(t);
+  expect(z.shape).toEqual([1, 4, size / 8, size / 8]);
+  const y = taesd.decode(z);
+  const img = ops.scale(y, 0.5, 0.5);
+  const p = psnr(await img.read(), pixels);
+  [t, z, y, img].forEach((v) => v.dispose());
+  return p;
+}
+
+describe('AutoencoderTiny (TAESD) on real trained weights', () => {
+  it('encode -> decode of a 256x256 and a 512x512 photo keeps PSNR >= 30 dB', async () => {
+    const engine = await getEngine();
+    const taesd = await AutoencoderTiny.fromTaesd(engine, { encoder: join(TAESD, 'taesd_encoder.safetensors'), decoder: join(TAESD, 'taesd_decoder.safetensors') });
+    expect(taesd.unexpectedWeights).toEqual([]);
+    const p256 = await roundTrip(taesd, engine, 256);
+    console.log(`TAESD astronaut 256x256: PSNR ${p256.toFixed(2)} dB`);
+    expect(p256).toBeGreaterThanOrEqual(30);
+    const p512 = await roundTrip(taesd, engine, 512);
+    console.log(`TAESD astronaut 512x512: PSNR ${p512.toFixed(2)} dB`);
+    expect(p512).toBeGreaterThanOrEqual(30);
+    taesd.dispose();
+  });
+
+  it('loads a diffusers AutoencoderTiny folder with the same results', async () => {
+    const engine = await getEngine();
+    // build the diffusers layout from the original files: encoder.layers.N, decoder.layers.(N-1)
+    const dir = mkdtempSync(join(tmpdir(), 'taesd-'));
+    mkdirSync(join(dir, 'vae'));
+    const tensors: Record<string, { dtype: 'BF16'; shape: number[]; data: Uint8Array }> = {};
+    for (const [part, shift] of [['encoder', 0], ['decoder', 1]] as const) {
+      const f = await SafetensorsFile.fromFile(join(TAESD, `taesd_${part}.safetensors`));
+      for (const n of f.names()) {
+        const m = /^(\d+)\.(.*)$/.exec(n)!;
+        const info = f.info(n)!;
+        tensors[`${part}.layers.${Number(m[1]) - shift}.${m[2]}`] = { dtype: 'BF16', shape: info.shape, data: await f.bytes(n) };
+      }
+      await f.close();
+    }
+    writeFileSync(join(dir, 'vae', 'diffusion_pytorch_model.safetensors'), writeSafetensors(tensors));
+    writeFileSync(join(dir, 'vae', 'config.json'), JSON.stringify({ _class_name: 'AutoencoderTiny', act_fn: 'relu', latent_channels: 4, scaling_factor: 1.0 }));
+    const a = await AutoencoderTiny.fromPretrained(engine, join(dir, 'vae'));
+    const b = await AutoencoderTiny.fromTaesd(engine, { decoder: join(TAESD, 'taesd_decoder.safetensors') });
+    const z = ops.randn(engine, [1, 4, 8, 8], 3);
+    const ya = await a.decode(z).read();
+    const yb = await b.decode(z).read();
+    expect(ya).toEqual(yb);
+    expect(() => b.encode(z)).toThrow(/no encoder weights/);
+    [a, b].forEach((m) => m.dispose());
+    z.dispose();
+  });
+
+  it('reads the latent width from the weights: SDXL (4), SD3 and FLUX.1 (16) decoders', async () => {
+    const engine = await getEngine();
+    for (const [name, ch] of [['taesdxl', 4], ['taesd3', 16], ['taef1', 16]] as const) {
+      const m = await AutoencoderTiny.fromTaesd(engine, { decoder: join(VARIANTS, `${name}_decoder.safetensors`) });
+      expect(m.shape.latentChannels, name).toBe(ch);
+      const z = ops.randn(engine, [1, ch, 4, 4], 1);
+      const y = m.decode(z);
+      expect(y.shape).toEqual([1, 3, 32, 32]);
+      const v = await y.read();
+      expect(v.every((x) => Number.isFinite(x))).toBe(true);
+      [z, y].forEach((t) => t.dispose());
+      m.dispose();
+    }
+  });
+});
