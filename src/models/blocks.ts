@@ -178,7 +178,7 @@ export class CrossAttention {
   }
 }
 
-class FeedForwardGEGLU {
+export class FeedForwardGEGLU {
   private constructor(private proj: Linear, private out: Linear) {}
   static async load(L: ParamLoader, name: string, dim: number, inner: number): Promise<FeedForwardGEGLU> {
     return new FeedForwardGEGLU(await Linear.load(L, `${name}.net.0.proj`, dim, inner * 2), await Linear.load(L, `${name}.net.2`, inner, dim));
