@@ -4,7 +4,7 @@
 // folder reader (config.json + safetensors) for local paths (Node) and URLs (browser and Node).
 
 import type { Engine } from './engine.js';
-import { type DType, type Tensor, numel, shapeStr } from './tensor.js';
+import { type DType, type Tensor, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
 import {
   SafetensorsFile,
   type FetchOptions,
@@ -212,6 +212,15 @@ export class WeightSource {
     const isInt = src === 'I32' || src === 'I64';
     if (!(dtype === 'i32' ? isInt : isFloat)) {
       throw new Error(`${this.label}: weight ${this.describe(name, key)} has dtype ${src}, which cannot be uploaded as ${dtype}`);
+    }
+    // Refused before its bytes are read: otherwise a weight of gigabytes would be read from disk and
+    // converted on the host only for engine.empty to reject it.
+    const need = numel(shape) * DTYPE_BYTES[dtype];
+    const limit = engine.limits.maxStorageBufferBindingSize;
+    if (need > limit) {
+      throw new Error(
+        `${this.label}: weight ${this.describe(name, key)} ${shapeStr(shape)} needs ${need} bytes as ${dtype}, over this device's maxStorageBufferBindingSize (${limit}); this model does not fit this device`,
+      );
     }
     const bytes = await this.rawBytes(key, e);
     const label = e.file.label;
