@@ -130,6 +130,9 @@ describe('conv2d vs float64 reference', () => {
   it('many output pixels (several column tiles, wide-N config)', async () => {
     await check({ label: 'large', x: [1, 8, 40, 52], w: [4, 8, 3, 3], padding: 1 });
     await check({ label: 'large', x: [1, 8, 33, 35], w: [72, 8, 3, 3], padding: 1 });
+    // a ResNet-block-like layer, with and without the K split the heuristic picks for it
+    await check({ label: 'large', x: [1, 64, 24, 24], w: [128, 64, 3, 3], padding: 1, residual: true });
+    await check({ label: 'large', x: [1, 64, 24, 24], w: [128, 64, 3, 3], padding: 1, residual: true, splitK: 1 });
   });
 });
 
