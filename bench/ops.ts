@@ -144,6 +144,14 @@ export const OP_CASES: OpCase[] = [
   groupNorm(1, 320, 32, 32),
 ];
 
+/** The cases whose name contains `filter` (all without one); none matching is an error. */
+export function selectOpCases(filter?: string): OpCase[] {
+  if (!filter) return OP_CASES;
+  const picked = OP_CASES.filter((c) => c.name.includes(filter));
+  if (picked.length === 0) throw new Error(`no op benchmark matches ${JSON.stringify(filter)} (cases: ${OP_CASES.map((c) => c.name).join('; ')})`);
+  return picked;
+}
+
 export interface OpRow {
   name: string;
   flops: number;

@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/index.js';
-import { benchOps } from './ops.js';
+import { benchOps, selectOpCases, type OpRow } from './ops.js';
 import { writeResultsMarkdown } from './report.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -34,37 +34,69 @@ export function slug(s: string): string {
   return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60);
 }
 
-async function main() {
+export interface BenchOptions {
+  /** 'ops' and/or 'models' */
+  suite: string[];
+  /** compare with TF.js's WebGPU backend (ops) */
+  tfjs: boolean;
+  quick: boolean;
+  /** only the op cases whose name contains this */
+  filter?: string;
+  /** folder for the JSON results (default bench/results) */
+  out?: string;
+  log?: (line: string) => void;
+}
+
+export function parseBenchOptions(args: string[]): BenchOptions {
   const { values } = parseArgs({
+    args,
     options: {
       suite: { type: 'string', default: 'ops' },
       'no-tfjs': { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
+      filter: { type: 'string' },
       out: { type: 'string', default: join(here, 'results') },
     },
   });
+  return { suite: values.suite!.split(','), tfjs: !values['no-tfjs'], quick: values.quick!, filter: values.filter, out: values.out };
+}
+
+/** Runs the suites in Node (Dawn), writes <out>/<adapter>-<suite>.json and regenerates bench/RESULTS.md. */
+export async function runBench(opts: BenchOptions): Promise<{ ops?: OpRow[]; models?: unknown[] }> {
+  const log = opts.log ?? console.log;
+  const outDir = opts.out ?? join(here, 'results');
   const engine = await Engine.create();
   const info = engine.info();
-  console.log(`adapter: ${info.name} (${info.backend}), f16: ${info.f16}, timestamp-query: ${info.timestampQuery}`);
-  const suites = values.suite!.split(',');
-  mkdirSync(values.out!, { recursive: true });
+  log(`adapter: ${info.name} (${info.backend}), f16: ${info.f16}, timestamp-query: ${info.timestampQuery}`);
+  const suites = opts.suite;
+  mkdirSync(outDir, { recursive: true });
   const meta = { adapter: info.name, backend: `node (Dawn ${process.env.VK_ICD_FILENAMES?.includes('swiftshader') ? 'Vulkan/SwiftShader' : 'Vulkan'})`, date: new Date().toISOString(), node: process.version };
+  const result: { ops?: OpRow[]; models?: unknown[] } = {};
   if (suites.includes('ops')) {
-    const tf = values['no-tfjs'] ? null : await loadTfjs();
-    const rows = await benchOps(engine, tf);
-    const file = join(values.out!, `${slug(info.name)}-ops.json`);
+    const tf = opts.tfjs ? await loadTfjs() : null;
+    const rows = await benchOps(engine, tf, selectOpCases(opts.filter), log);
+    const file = join(outDir, `${slug(info.name)}-ops.json`);
     writeFileSync(file, JSON.stringify({ ...meta, suite: 'ops', tfjs: tf ? tf.version_core : null, rows }, null, 2));
-    console.log(`wrote ${file}`);
+    log(`wrote ${file}`);
+    result.ops = rows;
   }
   if (suites.includes('models')) {
     const { benchModels } = await import('./models.js');
-    const rows = await benchModels(engine, { quick: values.quick! });
-    const file = join(values.out!, `${slug(info.name)}-models.json`);
+    const rows = await benchModels(engine, { quick: opts.quick });
+    const file = join(outDir, `${slug(info.name)}-models.json`);
     writeFileSync(file, JSON.stringify({ ...meta, suite: 'models', rows }, null, 2));
-    console.log(`wrote ${file}`);
+    log(`wrote ${file}`);
+    result.models = rows;
   }
-  writeResultsMarkdown(values.out!, join(here, 'RESULTS.md'));
-  console.log(`updated ${join(here, 'RESULTS.md')}`);
+  // RESULTS.md sits next to the results folder (bench/RESULTS.md for the default bench/results).
+  const md = join(dirname(outDir), 'RESULTS.md');
+  writeResultsMarkdown(outDir, md);
+  log(`updated ${md}`);
+  return result;
+}
+
+async function main() {
+  await runBench(parseBenchOptions(process.argv.slice(2)));
   process.exit(0);
 }
 

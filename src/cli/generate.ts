@@ -1,0 +1,139 @@
+// `ldm-webgpu generate`: loads a pipeline folder (LDMPipeline, or StableDiffusionPipeline when the
+// folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs.
+import { writeFileSync } from 'node:fs';
+import { PNG } from 'pngjs';
+import cliProgress from 'cli-progress';
+import { Engine } from '../runtime/engine.js';
+import { LDMPipeline } from '../models/pipelines/ldm.js';
+import { joinPath, readJson } from '../models/pipelines/loading.js';
+import type { RgbaImage, StepInfo } from '../models/pipelines/common.js';
+import { loadStableDiffusion } from './sd_module.js';
+import type { GenerateArgs } from './main.js';
+
+/** RGBA8 -> PNG bytes (8-bit RGBA, no interlace). */
+export function encodePng(img: RgbaImage): Uint8Array {
+  const png = new PNG({ width: img.width, height: img.height });
+  png.data = Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength);
+  return PNG.sync.write(png);
+}
+
+/** out.png for one image; out-1.png, out-2.png, ... for a batch. */
+export function outputNames(out: string, n: number): string[] {
+  if (n === 1) return [out];
+  const stem = out.replace(/\.png$/i, '');
+  return Array.from({ length: n }, (_, i) => `${stem}-${i + 1}.png`);
+}
+
+function bar(format: string): cliProgress.SingleBar {
+  return new cliProgress.SingleBar(
+    { format, stream: process.stderr, hideCursor: true, clearOnComplete: false, etaBuffer: 20, fps: 10 },
+    cliProgress.Presets.shades_classic,
+  );
+}
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+
+export async function runGenerate(args: GenerateArgs): Promise<number> {
+  const index = await readJson(joinPath(args.model, 'model_index.json'));
+  const kind = String(index._class_name ?? '');
+  const abort = new AbortController();
+  const onSigint = () => abort.abort();
+  process.once('SIGINT', onSigint);
+  const t0 = performance.now();
+  const engine = await Engine.create();
+  const info = engine.info();
+  process.stderr.write(`adapter: ${info.name} (${info.backend}${info.f16 ? ', f16' : ''})\n`);
+
+  const load = bar('loading {component} |{bar}| {loadedMiB}/{totalMiB} MiB');
+  let loadStarted = false;
+  const onComponentProgress = (component: string, loaded: number, total: number) => {
+    if (!loadStarted) {
+      load.start(total, 0, { component, loadedMiB: mib(loaded), totalMiB: mib(total) });
+      loadStarted = true;
+    }
+    load.setTotal(Math.max(total, 1));
+    load.update(loaded, { component: component.padEnd(6), loadedMiB: mib(loaded), totalMiB: mib(total) });
+  };
+  const steps = bar('denoising |{bar}| step {value}/{total} t={timestep} {duration_formatted} ETA {eta_formatted}');
+  let stepsStarted = false;
+  const onStep = (s: StepInfo) => {
+    if (!stepsStarted) {
+      steps.start(s.total, 0, { timestep: s.timestep });
+      stepsStarted = true;
+    }
+    steps.update(s.step, { timestep: s.timestep });
+  };
+
+  let images: RgbaImage[];
+  try {
+    if (kind === 'StableDiffusionPipeline') {
+      if (args.classLabels) throw new Error(`${args.model} is a StableDiffusionPipeline: give --prompt, not --class`);
+      const SD = await loadStableDiffusion();
+      const pipe = await SD.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal });
+      if (loadStarted) load.stop();
+      try {
+        // A batch is one prompt per image.
+        const n = args.batch ?? 1;
+        const out = await pipe.generate({
+          prompt: Array(n).fill(args.prompt ?? ''),
+          negativePrompt: args.negativePrompt === undefined ? undefined : Array(n).fill(args.negativePrompt),
+          steps: args.steps,
+          guidanceScale: args.guidance ?? 7.5,
+          seed: args.seed,
+          width: args.width,
+          height: args.height,
+          sampler: args.sampler,
+          signal: abort.signal,
+          onStep,
+        });
+        images = out.rgba;
+        out.images.dispose();
+      } finally {
+        pipe.dispose();
+      }
+    } else if (kind === 'LDMPipeline' || kind === '') {
+      if (args.prompt !== undefined) throw new Error(`${args.model} is an ${kind || 'LDM'} folder (no text encoder): use --class, not --prompt`);
+      const pipe = await LDMPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal });
+      if (loadStarted) load.stop();
+      try {
+        const latent = (pipe.unet.config.sample_size as number | undefined) ?? 64;
+        const first = (pipe.vqvae ?? pipe.vae)!;
+        const factor = 2 ** ((first.config.block_out_channels as number[] | undefined)?.length ?? 4) / 2;
+        const native = latent * factor;
+        if ((args.width !== undefined && args.width !== native) || (args.height !== undefined && args.height !== native)) {
+          throw new Error(`this LDMPipeline generates ${native}x${native} images only (the UNet's sample_size ${latent}); drop --width/--height`);
+        }
+        const classes = pipe.numClasses;
+        if (args.classLabels && !classes) throw new Error(`${args.model}: the UNet is unconditional; drop --class`);
+        if (args.classLabels && classes) {
+          // The last class is the null class used for guidance; only the ones before it are real.
+          for (const c of args.classLabels) if (c > classes - 2) throw new Error(`--class ${c}: this model has classes 0..${classes - 2}`);
+        }
+        const out = await pipe.generate({
+          classLabels: args.classLabels,
+          batchSize: args.classLabels ? undefined : args.batch,
+          steps: args.steps,
+          guidanceScale: classes ? args.guidance ?? 3 : 1,
+          seed: args.seed,
+          sampler: args.sampler,
+          signal: abort.signal,
+          onStep,
+        });
+        images = out.rgba;
+        out.images.dispose();
+      } finally {
+        pipe.dispose();
+      }
+    } else {
+      throw new Error(`${args.model}: model_index.json names ${kind}, which this CLI does not run (LDMPipeline, StableDiffusionPipeline)`);
+    }
+  } finally {
+    if (loadStarted) load.stop();
+    if (stepsStarted) steps.stop();
+    process.off('SIGINT', onSigint);
+  }
+  const names = outputNames(args.out, images.length);
+  images.forEach((img, i) => writeFileSync(names[i], encodePng(img)));
+  process.stderr.write(`wrote ${names.join(', ')} (${images[0].width}x${images[0].height}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  return 0;
+}

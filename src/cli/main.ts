@@ -1,0 +1,224 @@
+#!/usr/bin/env node
+// The `ldm-webgpu` command: `generate` writes PNGs from a diffusers pipeline folder or URL (the
+// bundled models/ldm-mnist by default); `bench` runs the kernel/model benchmarks in Node (Dawn) or,
+// with --browser, in headless Chromium. Bad arguments print the usage on stderr and exit with 2.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const USAGE = `usage:
+  ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
+                      [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
+                      [--batch N] [--out out.png]
+  ldm-webgpu bench [--browser] [--suite ops,models] [--no-tfjs] [--quick] [--filter TEXT] [--out DIR]
+  ldm-webgpu help
+
+generate:
+  --model            a diffusers pipeline folder or its base URL (default: the bundled models/ldm-mnist)
+  --class            class label(s) of a class-conditional model (ldm-mnist: the digit 0-9); a list
+                     "3,1,4" makes a batch with one image per label
+  --prompt, --negative-prompt
+                     text for a StableDiffusionPipeline folder
+  --steps            denoising steps (default 20)
+  --sampler          ddim, pndm/plms, euler, euler-a, dpm++2m, lms, ddpm (default: the folder's scheduler)
+  --seed             noise seed (default 0)
+  --guidance         classifier-free guidance scale (default 3 for class labels, 7.5 for prompts; 1 = off)
+  --width, --height  image size for Stable Diffusion (multiples of 8); LDM folders have a fixed size
+  --batch            number of images (default 1, or the number of --class labels)
+  --out              output PNG (default out.png); a batch writes out-1.png, out-2.png, ...
+
+bench:
+  --browser          run the op benchmarks in headless Chromium (/usr/bin/chromium) on the built library
+                     (npm run build first); otherwise in Node through Dawn
+  --suite            ops, models or both (default ops; --browser runs ops only)
+  --no-tfjs          skip the TensorFlow.js WebGPU comparison
+  --quick            fewer/smaller model cases
+  --filter           only the op cases whose name contains TEXT (e.g. "matmul")
+  --out              folder for the JSON results (default bench/results; --browser: print only)
+`;
+
+export class UsageError extends Error {}
+
+/** The package root: two levels above this file both in src/cli/ and in dist/node/. */
+export function packageRoot(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  let dir = here;
+  for (let i = 0; i < 4; i++) {
+    if (existsSync(resolve(dir, 'package.json')) && existsSync(resolve(dir, 'models'))) return dir;
+    dir = dirname(dir);
+  }
+  return resolve(here, '..', '..');
+}
+
+export function defaultModel(): string {
+  return resolve(packageRoot(), 'models', 'ldm-mnist');
+}
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function intArg(name: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^-?\d+$/.test(v.trim())) throw new UsageError(`--${name} must be an integer, got ${JSON.stringify(v)}`);
+  const n = Number(v);
+  if (n < min || n > max) throw new UsageError(`--${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function numArg(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export interface GenerateArgs {
+  model: string;
+  classLabels?: number[];
+  prompt?: string;
+  negativePrompt?: string;
+  steps: number;
+  sampler?: string;
+  seed: number;
+  guidance?: number;
+  width?: number;
+  height?: number;
+  batch?: number;
+  out: string;
+}
+
+export function parseGenerateArgs(args: string[]): GenerateArgs {
+  const v = parse(args, {
+    model: { type: 'string' },
+    class: { type: 'string' },
+    prompt: { type: 'string' },
+    'negative-prompt': { type: 'string' },
+    steps: { type: 'string' },
+    sampler: { type: 'string' },
+    seed: { type: 'string' },
+    guidance: { type: 'string' },
+    width: { type: 'string' },
+    height: { type: 'string' },
+    batch: { type: 'string' },
+    out: { type: 'string' },
+  });
+  if (v.class !== undefined && v.prompt !== undefined) throw new UsageError('give either --class or --prompt, not both');
+  if (v['negative-prompt'] !== undefined && v.prompt === undefined) throw new UsageError('--negative-prompt needs --prompt');
+  let classLabels: number[] | undefined;
+  if (v.class !== undefined) {
+    classLabels = v.class.split(',').map((s) => intArg('class', s, 0)!);
+  }
+  const batch = intArg('batch', v.batch, 1, 64);
+  if (classLabels && batch !== undefined) {
+    if (classLabels.length === 1) classLabels = Array(batch).fill(classLabels[0]);
+    else if (classLabels.length !== batch) throw new UsageError(`--batch ${batch} disagrees with ${classLabels.length} --class labels`);
+  }
+  const out = v.out ?? 'out.png';
+  if (!/\.png$/i.test(out)) throw new UsageError(`--out must name a .png file, got ${JSON.stringify(out)}`);
+  return {
+    model: v.model ?? defaultModel(),
+    classLabels,
+    prompt: v.prompt,
+    negativePrompt: v['negative-prompt'],
+    steps: intArg('steps', v.steps, 1, 1000) ?? 20,
+    sampler: v.sampler,
+    seed: intArg('seed', v.seed, 0, 2 ** 32 - 1) ?? 0,
+    guidance: numArg('guidance', v.guidance),
+    width: intArg('width', v.width, 8, 4096),
+    height: intArg('height', v.height, 8, 4096),
+    batch,
+    out,
+  };
+}
+
+export interface BenchArgs {
+  browser: boolean;
+  suite: string[];
+  tfjs: boolean;
+  quick: boolean;
+  filter?: string;
+  out?: string;
+}
+
+export function parseBenchArgs(args: string[]): BenchArgs {
+  const v = parse(args, {
+    browser: { type: 'boolean', default: false },
+    suite: { type: 'string', default: 'ops' },
+    'no-tfjs': { type: 'boolean', default: false },
+    quick: { type: 'boolean', default: false },
+    filter: { type: 'string' },
+    out: { type: 'string' },
+  });
+  const suite = v.suite!.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of suite) if (s !== 'ops' && s !== 'models') throw new UsageError(`--suite takes ops and/or models, got ${JSON.stringify(s)}`);
+  if (suite.length === 0) throw new UsageError('--suite is empty');
+  return { browser: v.browser!, suite, tfjs: !v['no-tfjs'], quick: v.quick!, filter: v.filter, out: v.out };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    if (cmd === 'generate') {
+      const args = parseGenerateArgs(rest);
+      const { runGenerate } = await import('./generate.js');
+      return await runGenerate(args);
+    }
+    if (cmd === 'bench') {
+      const args = parseBenchArgs(rest);
+      if (args.browser) {
+        const { runBrowserBench } = await import('../../bench/browser.js');
+        await runBrowserBench({ tfjs: args.tfjs, root: packageRoot(), out: args.out, filter: args.filter });
+      } else {
+        const { runBench } = await import('../../bench/run.js');
+        // bench/results in a checkout; ./bench-results where the package is installed without bench/.
+        const out = args.out ?? (existsSync(resolve(packageRoot(), 'bench')) ? resolve(packageRoot(), 'bench', 'results') : resolve('bench-results'));
+        await runBench({ suite: args.suite, tfjs: args.tfjs, quick: args.quick, filter: args.filter, out });
+      }
+      return 0;
+    }
+    if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    throw new UsageError(cmd === undefined ? 'no command given' : `unknown command ${JSON.stringify(cmd)}`);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`ldm-webgpu: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+const invokedDirectly = (() => {
+  if (!process.argv[1]) return false;
+  try {
+    const self = fileURLToPath(import.meta.url);
+    const arg = resolve(process.argv[1]);
+    return self === arg || self.replace(/\.[cm]?[jt]s$/, '') === arg.replace(/\.[cm]?[jt]s$/, '') || /[\\/]ldm-webgpu$/.test(arg);
+  } catch {
+    return false;
+  }
+})();
+
+if (invokedDirectly) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e) => {
+      const err = e as Error;
+      if (err.name === 'AbortError') {
+        process.stderr.write('\nldm-webgpu: cancelled\n');
+        process.exit(130);
+      }
+      process.stderr.write(`\nldm-webgpu: ${err.message}\n`);
+      if (process.env.LDM_DEBUG) process.stderr.write(`${err.stack}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,201 @@
+// End to end in headless Chromium (WebGPU on SwiftShader where there is no GPU): the demo page
+// served by Vite loads, generates with the bundled ldm-mnist, matches the Node output for the same
+// options, can be cancelled, and reports a corrupt file. A failing test leaves a screenshot in
+// test/artifacts/<test>.png.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, type ViteDevServer } from 'vite';
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { Browser, ElementHandle, Page } from 'puppeteer-core';
+import { launchChromium } from '../../bench/chromium.js';
+import { Engine, LDMPipeline } from '../../src/index.js';
+
+const root = resolve(import.meta.dirname, '..', '..');
+const ARTIFACTS = join(root, 'test', 'artifacts');
+const OPTS = { classLabel: 3, steps: 4, seed: 0, guidance: 3 };
+
+let server: ViteDevServer;
+let url: string;
+let browser: Browser;
+let closeBrowser: () => Promise<void>;
+let page: Page;
+const consoleLines: string[] = [];
+
+async function openDemo(): Promise<void> {
+  await page.goto(url, { waitUntil: 'load' });
+  await page.waitForFunction(() => ['ready', 'nogpu', 'error'].includes(document.body.dataset.state ?? ''), { timeout: 90_000 });
+  const state = await page.evaluate(() => document.body.dataset.state);
+  if (state !== 'ready') throw new Error(`demo page is ${state}: ${await page.$eval('#error', (e) => e.textContent)}`);
+}
+
+async function setOptions(o: { steps: number; seed: number; guidance: number; classLabel: number }): Promise<void> {
+  await page.evaluate((o) => {
+    const set = (id: string, v: string) => {
+      const e = document.getElementById(id) as HTMLInputElement | HTMLSelectElement;
+      e.value = v;
+      e.dispatchEvent(new Event('change'));
+    };
+    (document.querySelector('input[name=source][value=default]') as HTMLInputElement).checked = true;
+    set('steps', String(o.steps));
+    set('seed', String(o.seed));
+    set('guidance', String(o.guidance));
+    set('class', String(o.classLabel));
+    set('sampler', '');
+  }, o);
+}
+
+async function waitState(states: string[], timeout: number): Promise<string> {
+  await page.waitForFunction((s: string[]) => s.includes(document.body.dataset.state ?? ''), { timeout, polling: 200 }, states);
+  return (await page.evaluate(() => document.body.dataset.state))!;
+}
+
+beforeAll(async () => {
+  server = await createServer({ configFile: join(root, 'vite.config.ts'), // No HMR and no watching: edits elsewhere in the checkout must not reload the page mid-test.
+    server: { host: '127.0.0.1', port: 0, strictPort: false, hmr: false, watch: { ignored: ['**/*'] } }, logLevel: 'error', clearScreen: false });
+  await server.listen();
+  const addr = server.httpServer!.address() as { port: number };
+  url = `http://127.0.0.1:${addr.port}/`;
+  ({ browser, close: closeBrowser } = await launchChromium());
+  page = await browser.newPage();
+  page.setDefaultTimeout(110_000);
+  page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${(e as Error).message}`));
+}, 120_000);
+
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state === 'fail' && page) {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    const name = ctx.task.name.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '').toLowerCase();
+    await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true }).catch(() => {});
+    writeFileSync(join(ARTIFACTS, `${name}.console.txt`), consoleLines.join('\n'));
+  }
+});
+
+afterAll(async () => {
+  await closeBrowser?.();
+  await server?.close();
+});
+
+describe('demo page in headless Chromium', () => {
+  it('loads and finds a WebGPU adapter', async () => {
+    await openDemo();
+    const info = await page.$eval('#gpu-info', (e) => e.textContent ?? '');
+    expect(info).toMatch(/WebGPU adapter/);
+    expect(await page.$eval('#generate', (b) => (b as HTMLButtonElement).disabled)).toBe(false);
+  }, 120_000);
+
+  let browserPixels: number[] = [];
+  it('generates a digit with the bundled ldm-mnist (class 3, 4 steps, seed 0)', async () => {
+    await setOptions(OPTS);
+    await page.click('#generate');
+    const state = await waitState(['done', 'error', 'cancelled'], 115_000);
+    expect(state, await page.$eval('#error', (e) => e.textContent ?? '')).toBe('done');
+    const r = await page.evaluate(() => {
+      const c = document.getElementById('result') as HTMLCanvasElement;
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height);
+      const preview = document.getElementById('preview') as HTMLCanvasElement;
+      return { w: c.width, h: c.height, data: Array.from(d.data), previewW: preview.width, steps: (document.getElementById('step-progress') as HTMLProgressElement).value, net: (globalThis as unknown as { ldmDemo: { networkRequests: number } }).ldmDemo.networkRequests };
+    });
+    expect([r.w, r.h]).toEqual([32, 32]);
+    expect(r.previewW).toBe(32);
+    expect(r.steps).toBe(OPTS.steps);
+    expect(r.net).toBeGreaterThan(0);
+    browserPixels = r.data;
+    // A digit: a few bright strokes on black.
+    let bright = 0;
+    for (let i = 0; i < r.data.length; i += 4) if (r.data[i] > 128) bright++;
+    expect(bright).toBeGreaterThan(20);
+    expect(bright).toBeLessThan(600);
+    expect(await page.$eval('#download', (a) => (a as HTMLAnchorElement).href)).toMatch(/^blob:/);
+  }, 120_000);
+
+  it('draws the same pixels as the Node pipeline for the same seed and options', async () => {
+    expect(browserPixels.length).toBe(32 * 32 * 4);
+    const engine = await Engine.create();
+    const pipe = await LDMPipeline.fromPretrained(engine, join(root, 'models', 'ldm-mnist'));
+    const out = await pipe.generate({ classLabels: [OPTS.classLabel], steps: OPTS.steps, guidanceScale: OPTS.guidance, seed: OPTS.seed });
+    out.images.dispose();
+    pipe.dispose();
+    const node = out.rgba[0].data;
+    let maxDiff = 0;
+    let differing = 0;
+    for (let i = 0; i < node.length; i++) {
+      const d = Math.abs(node[i] - browserPixels[i]);
+      if (d > 0) differing++;
+      maxDiff = Math.max(maxDiff, d);
+    }
+    console.log(`browser vs Node (ldm-mnist class 3, 4 steps, seed 0): largest difference ${maxDiff}/255, ${differing} of ${node.length} bytes differ`);
+    // Both run the same WGSL on SwiftShader; the bound allows for a different Vulkan driver build.
+    expect(maxDiff).toBeLessThanOrEqual(2);
+  }, 120_000);
+
+  it('cancels a generation, then generates again (model from Cache Storage, no network request)', async () => {
+    await openDemo();
+    await setOptions({ ...OPTS, steps: 50 });
+    await page.click('#generate');
+    await page.waitForFunction(() => (document.getElementById('step-progress') as HTMLProgressElement).value >= 1, { timeout: 110_000, polling: 100 });
+    await page.click('#cancel');
+    expect(await waitState(['cancelled', 'done', 'error'], 60_000)).toBe('cancelled');
+    expect(await page.$eval('#status', (e) => e.textContent ?? '')).toMatch(/cancelled at step \d+ \/ 50/);
+    // The reload loaded the weights again, from the cache this time.
+    expect(await page.evaluate(() => (globalThis as unknown as { ldmDemo: { networkRequests: number } }).ldmDemo.networkRequests)).toBe(0);
+    await setOptions({ ...OPTS, steps: 2 });
+    await page.click('#generate');
+    expect(await waitState(['done', 'error', 'cancelled'], 100_000)).toBe('done');
+  }, 120_000);
+
+  it('shows the error for a corrupt safetensors file given through the file picker', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ldm-bad-'));
+    try {
+      const bad = join(dir, 'corrupt.safetensors');
+      // A header length far beyond the file, then junk.
+      const bytes = new Uint8Array(64);
+      new DataView(bytes.buffer).setBigUint64(0, 1_000_000n, true);
+      bytes.fill(0x7b, 8);
+      writeFileSync(bad, bytes);
+      const input = (await page.$('#files-input')) as ElementHandle<HTMLInputElement> | null;
+      await input!.uploadFile(bad);
+      await page.waitForFunction(() => (document.getElementById('local-summary')?.textContent ?? '').includes('corrupt.safetensors'));
+      await page.click('#generate');
+      expect(await waitState(['error', 'done', 'cancelled'], 30_000)).toBe('error');
+      const msg = await page.$eval('#error', (e) => e.textContent ?? '');
+      console.log(`error shown for the corrupt file: ${msg}`);
+      expect(msg).toMatch(/corrupt\.safetensors/);
+      expect(msg).toMatch(/header/i);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('says so when the browser has no WebGPU, or when the device limits are too small', async () => {
+    const check = async (patch: () => void, expected: RegExp) => {
+      const p = await browser.newPage();
+      try {
+        await p.evaluateOnNewDocument(patch);
+        await p.goto(url, { waitUntil: 'load' });
+        await p.waitForFunction(() => ['ready', 'nogpu', 'error'].includes(document.body.dataset.state ?? ''), { timeout: 60_000 });
+        expect(await p.evaluate(() => document.body.dataset.state)).toBe('nogpu');
+        const msg = await p.$eval('#error', (e) => e.textContent ?? '');
+        console.log(`shown: ${msg}`);
+        expect(msg).toMatch(expected);
+        expect(await p.$eval('#generate', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+      } finally {
+        await p.close();
+      }
+    };
+    await check(() => {
+      Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined, configurable: true });
+    }, /WebGPU is not available in this browser \(navigator\.gpu is missing\)/);
+    await check(() => {
+      const real = Object.getOwnPropertyDescriptor(GPUAdapter.prototype, 'limits')!.get!;
+      Object.defineProperty(GPUAdapter.prototype, 'limits', {
+        configurable: true,
+        get() {
+          const l = real.call(this) as GPUSupportedLimits;
+          return new Proxy(l, { get: (t, k) => (k === 'maxComputeWorkgroupStorageSize' ? 4096 : Reflect.get(t, k)) });
+        },
+      });
+    }, /limits are too small.*maxComputeWorkgroupStorageSize is 4096, needs 16384/);
+  }, 60_000);
+});
