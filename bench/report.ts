@@ -44,4 +44,19 @@ export function writeResultsMarkdown(dir: string, out: string): void {
   const notes = join(dirname(out), 'NOTES.md');
   if (existsSync(notes)) parts.push(readFileSync(notes, 'utf8'));
   writeFileSync(out, parts.join('\n'));
+  updateReadme(join(dirname(out), '..', 'README.md'), parts.slice(6).filter((l) => !l.startsWith('# ')).join('\n'));
+}
+
+/** Keeps the README's copy of the tables (between the bench-table markers) in step with RESULTS.md. */
+function updateReadme(readme: string, tables: string): void {
+  if (!existsSync(readme)) return;
+  const text = readFileSync(readme, 'utf8');
+  const start = '<!-- bench-table -->';
+  const end = '<!-- /bench-table -->';
+  const i = text.indexOf(start);
+  if (i < 0) return;
+  const j = text.indexOf(end, i);
+  const body = tables.replace(/^## /gm, '### ').split('\n## Notes')[0].trim();
+  const block = `${start}\n${body}\n\nNotes and the rows that miss 2x: [bench/RESULTS.md](bench/RESULTS.md).\n${end}`;
+  writeFileSync(readme, text.slice(0, i) + block + (j >= 0 ? text.slice(j + end.length) : text.slice(i + start.length)));
 }

@@ -110,7 +110,7 @@ export class AutoencoderKL extends Model {
 
   /** Decodes tiles of `tile` latent pixels with `overlap` of context on each inner side, keeping centres. */
   private decodeTiled(z: Tensor, tile: number, overlap: number): Tensor {
-    const [B, , h, w] = z.shape;
+    const [, , h, w] = z.shape;
     const f = 2 ** (this.shape.blockOutChannels.length - 1);
     const rows: Tensor[] = [];
     for (let y0 = 0; y0 < h; y0 += tile) {
@@ -136,7 +136,6 @@ export class AutoencoderKL extends Model {
     }
     const out = rows.length === 1 ? rows[0] : ops.concat(rows, 2);
     if (rows.length > 1) rows.forEach((t) => t.dispose());
-    void B;
     return out;
   }
 }
