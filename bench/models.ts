@@ -65,7 +65,7 @@ export async function benchModels(engine: Engine, opts: { quick?: boolean; full?
     unet.dispose();
   };
   if (full) await unetRow('UNet2DConditionModel SD 1.5, batch 2, 64x64 latents, 77 tokens', SD15_UNET, 64);
-  await unetRow('UNet2DConditionModel 1/4 width, batch 2, 64x64 latents, 77 tokens', quarter(SD15_UNET, 'block_out_channels'), 64);
+  await unetRow('UNet2DConditionModel 1/4 width, batch 2, 32x32 latents, 77 tokens', quarter(SD15_UNET, 'block_out_channels'), 32);
 
   const vaeRow = async (label: string, config: Record<string, unknown>, size: number) => {
     const vae = await AutoencoderKL.load(engine, config, randomTensorSource(2));

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { PNG } from 'pngjs';
 import { outputNames } from '../src/cli/generate.js';
 import { parseGenerateArgs, parseBenchArgs, UsageError, defaultModel } from '../src/cli/main.js';
+import { buildTinySdFolder } from './tiny_sd.js';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = (args: string[]) =>
@@ -42,6 +43,21 @@ describe('CLI arguments', () => {
       expect(r.stderr).toMatch(/usage:\n {2}ldm-webgpu generate/);
     }
   }, 60_000);
+
+  it('generates from a prompt with a Stable Diffusion folder', () => {
+    const model = buildTinySdFolder();
+    const dir = mkdtempSync(join(tmpdir(), 'sd-cli-'));
+    try {
+      const out = join(dir, 'sd.png');
+      const r = cli(['generate', '--model', model, '--prompt', 'an astronaut riding a horse', '--negative-prompt', 'blurry', '--steps', '2', '--seed', '3', '--out', out]);
+      expect(r.status, r.stderr).toBe(0);
+      const png = PNG.sync.read(readFileSync(out));
+      expect([png.width, png.height]).toEqual([64, 64]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(model, { recursive: true, force: true });
+    }
+  }, 240_000);
 
   it('generates a PNG with the bundled ldm-mnist', () => {
     const dir = mkdtempSync(join(tmpdir(), 'ldm-cli-'));

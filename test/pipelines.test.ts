@@ -6,8 +6,9 @@ import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine, LDMPipeline, UNet2DModel, VQModel, DDIMScheduler, WeightSource, createScheduler } from '../src/index.js';
-import { getEngine, relL2, track, reportWorst } from './helpers.js';
+import { getEngine, relL2, track, reportWorst, randArray } from './helpers.js';
 import { loadCase, readSafetensorsFile, FIXTURES } from './fixture.js';
+import { randomTensorSource } from '../bench/text_encoder.js';
 
 afterAll(() => reportWorst('pipelines'));
 
@@ -120,6 +121,29 @@ describe('bundled ldm-mnist model vs its diffusers reference', () => {
     expect(ink(va, 1)).toBeGreaterThan(60);
     [a.images, b.images].forEach((t) => t.dispose());
     pipe.dispose();
+  });
+});
+
+describe('LDM super-resolution (low-resolution image concatenated to the latents)', () => {
+  it('conditions a 6-channel UNet on the low-resolution image', async () => {
+    const engine = await getEngine();
+    const { pipe: base } = await ldmFixturePipeline(engine);
+    const c = loadCase('unet2d/uncond');
+    const unet = await UNet2DModel.load(engine, { ...(c.config as Record<string, unknown>), in_channels: 6, out_channels: 3 }, randomTensorSource(4));
+    const pipe = new LDMPipeline({ unet, vqvae: base.vqvae!, scheduler: base.scheduler });
+    const lowA = engine.tensor(randArray(3 * 8 * 8, 1, 0, 1), [1, 3, 8, 8]);
+    const lowB = engine.tensor(randArray(3 * 8 * 8, 2, 0, 1), [1, 3, 8, 8]);
+    // compare the latents: the VQ decoder's quantisation may hide small differences in the images
+    let latA: ArrayLike<number> = [];
+    let latB: ArrayLike<number> = [];
+    const a = await pipe.generate({ lowResImage: lowA, steps: 2, seed: 5, onStep: async ({ latents }) => void (latA = await latents.read()) });
+    const b = await pipe.generate({ lowResImage: lowB, steps: 2, seed: 5, onStep: async ({ latents }) => void (latB = await latents.read()) });
+    expect(a.images.shape).toEqual([1, 3, 32, 32]); // VQ f = 4: 8x8 -> 32x32
+    expect(relL2(latA, latB)).toBeGreaterThan(1e-6);
+    await expect(pipe.generate({ steps: 2 })).rejects.toThrow(/super-resolution\): pass lowResImage/);
+    [lowA, lowB, a.images, b.images].forEach((t) => t.dispose());
+    unet.dispose();
+    base.dispose();
   });
 });
 

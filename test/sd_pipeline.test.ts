@@ -2,12 +2,12 @@
 // guidance 7.5), a tiny SD folder built on disk and loaded like a real one (tokenizer + CLIP text
 // encoder + UNet + VAE) generating from a prompt, image-to-image, and inpainting both ways.
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
-import { readFileSync, mkdtempSync, mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
-import { StableDiffusionPipeline, UNet2DConditionModel, AutoencoderKL, WeightSource, createScheduler, type Engine } from '../src/index.js';
+import { StableDiffusionPipeline, UNet2DConditionModel, AutoencoderKL, AutoencoderTiny, WeightSource, createScheduler, type Engine } from '../src/index.js';
 import { getEngine, relL2, track, reportWorst, randArray } from './helpers.js';
 import { loadCase, FIXTURES } from './fixture.js';
+import { buildTinySdFolder } from './tiny_sd.js';
 import { randomTensorSource } from '../bench/text_encoder.js';
 
 afterAll(() => reportWorst('sd pipeline'));
@@ -56,51 +56,7 @@ describe('StableDiffusionPipeline vs diffusers', () => {
 describe('text to image end to end from a diffusers folder on disk', () => {
   let dir = '';
   beforeAll(() => {
-    // A tiny SD 1.x folder: the real CLIP tokenizer, the tiny CLIP text encoder fixture (width 32)
-    // and the tiny UNet/VAE of the txt2img fixture (cross_attention_dim 32), in diffusers layout.
-    dir = mkdtempSync(join(tmpdir(), 'tiny-sd-'));
-    const c = loadCase('pipelines/txt2img_cfg_ddim');
-    const cfg = c.config as Cfg;
-    const index = {
-      _class_name: 'StableDiffusionPipeline',
-      _diffusers_version: '0.31.0',
-      scheduler: ['diffusers', 'DDIMScheduler'],
-      text_encoder: ['transformers', 'CLIPTextModel'],
-      tokenizer: ['transformers', 'CLIPTokenizer'],
-      unet: ['diffusers', 'UNet2DConditionModel'],
-      vae: ['diffusers', 'AutoencoderKL'],
-      safety_checker: [null, null],
-      feature_extractor: [null, null],
-    };
-    writeFileSync(join(dir, 'model_index.json'), JSON.stringify(index));
-    for (const sub of ['scheduler', 'text_encoder', 'tokenizer', 'unet', 'vae']) mkdirSync(join(dir, sub));
-    writeFileSync(join(dir, 'scheduler', 'scheduler_config.json'), JSON.stringify(cfg.scheduler));
-    for (const f of ['vocab.json', 'merges.txt']) copyFileSync(join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14', f), join(dir, 'tokenizer', f));
-    copyFileSync(join(FIXTURES, 'clip_text', 'quick_gelu', 'config.json'), join(dir, 'text_encoder', 'config.json'));
-    copyFileSync(join(FIXTURES, 'clip_text', 'quick_gelu', 'model.safetensors'), join(dir, 'text_encoder', 'model.safetensors'));
-    writeFileSync(join(dir, 'unet', 'config.json'), JSON.stringify(cfg.unet));
-    writeFileSync(join(dir, 'vae', 'config.json'), JSON.stringify(cfg.vae));
-    // the fixture stores both models in one file with unet./vae. prefixes: split it
-    const bytes = readFileSync(join(c.dir, 'weights.safetensors'));
-    const n = Number(bytes.readBigUInt64LE(0));
-    const header = JSON.parse(bytes.subarray(8, 8 + n).toString()) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-    for (const part of ['unet', 'vae']) {
-      const entries: [string, { dtype: string; shape: number[]; data_offsets: [number, number] }][] = [];
-      const chunks: Buffer[] = [];
-      let off = 0;
-      for (const [k, h] of Object.entries(header)) {
-        if (!k.startsWith(part + '.')) continue;
-        const data = bytes.subarray(8 + n + h.data_offsets[0], 8 + n + h.data_offsets[1]);
-        entries.push([k.slice(part.length + 1), { dtype: h.dtype, shape: h.shape, data_offsets: [off, off + data.length] }]);
-        chunks.push(Buffer.from(data));
-        off += data.length;
-      }
-      let hjson = JSON.stringify(Object.fromEntries(entries));
-      hjson += ' '.repeat((8 - (hjson.length % 8)) % 8);
-      const len = Buffer.alloc(8);
-      len.writeBigUInt64LE(BigInt(hjson.length));
-      writeFileSync(join(dir, part, 'diffusion_pytorch_model.safetensors'), Buffer.concat([len, Buffer.from(hjson), ...chunks]));
-    }
+    dir = buildTinySdFolder();
   });
 
   it('loads the folder through the same loader as a real model and generates from a prompt', async () => {
@@ -122,6 +78,21 @@ describe('text to image end to end from a diffusers folder on disk', () => {
     [a.images, b.images, c.images].forEach((t) => t.dispose());
     pipe.dispose();
     expect(engine.memory().inUseBytes).toBe(base);
+  });
+});
+
+describe('previews', () => {
+  it('decodes a TAESD preview at every step when asked', async () => {
+    const engine = await getEngine();
+    const { pipe, c } = await fixturePipeline(engine, 'pipelines/txt2img_cfg_ddim');
+    pipe.previewDecoder = await AutoencoderTiny.fromTaesd(engine, { decoder: join(FIXTURES, 'models', 'taesd', 'taesd_decoder.safetensors') });
+    const pe = engine.tensor(Float32Array.from(c.input('prompt_embeds').data), [1, 7, 32]);
+    const ne = engine.tensor(Float32Array.from(c.input('negative_prompt_embeds').data), [1, 7, 32]);
+    const sizes: string[] = [];
+    const out = await pipe.generate({ promptEmbeds: pe, negativePromptEmbeds: ne, steps: 3, seed: 2, preview: true, onStep: ({ preview }) => void sizes.push(preview ? `${preview[0].width}x${preview[0].height}:${preview[0].data.length}` : 'none') });
+    expect(sizes).toEqual(Array(3).fill('64x64:16384'));
+    [pe, ne, out.images].forEach((t) => t.dispose());
+    pipe.dispose();
   });
 });
 
