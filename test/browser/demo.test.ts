@@ -1,15 +1,18 @@
 // End to end in headless Chromium (WebGPU on SwiftShader where there is no GPU): the demo page
 // served by Vite loads, generates with the bundled ldm-mnist, matches the Node output for the same
-// options, can be cancelled, and reports a corrupt file. A failing test leaves a screenshot in
+// options, can be cancelled, reports a corrupt file, and turns a text prompt into an image with a
+// tiny Stable Diffusion folder given by URL. A failing test leaves a screenshot in
 // test/artifacts/<test>.png.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type ViteDevServer } from 'vite';
-import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync, readFileSync, statSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import type { Browser, ElementHandle, Page } from 'puppeteer-core';
 import { launchChromium } from '../../bench/chromium.js';
 import { Engine, LDMPipeline } from '../../src/index.js';
+import { buildTinySdFolder } from '../tiny_sd.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 const ARTIFACTS = join(root, 'test', 'artifacts');
@@ -48,6 +51,33 @@ async function setOptions(o: { steps: number; seed: number; guidance: number; cl
 async function waitState(states: string[], timeout: number): Promise<string> {
   await page.waitForFunction((s: string[]) => s.includes(document.body.dataset.state ?? ''), { timeout, polling: 200 }, states);
   return (await page.evaluate(() => document.body.dataset.state))!;
+}
+
+/** Serves `dir` at /tiny-sd/ over plain HTTP on 127.0.0.1, like a static host of a diffusers folder. The page
+ * comes from the Vite port, so the answers carry CORS headers. */
+async function serveFolder(dir: string): Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
+  const requests: string[] = [];
+  const srv: Server = createHttpServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    requests.push(path);
+    const file = resolve(dir, '.' + path.replace(/^\/tiny-sd(?=\/)/, ''));
+    let ok = false;
+    try {
+      ok = path.startsWith('/tiny-sd/') && file.startsWith(dir + sep) && statSync(file).isFile();
+    } catch {
+      ok = false;
+    }
+    const headers = { 'access-control-allow-origin': '*' };
+    if (!ok) {
+      res.writeHead(404, headers).end(`${path} not found`);
+      return;
+    }
+    const body = readFileSync(file);
+    res.writeHead(200, { ...headers, 'content-length': String(body.length), 'content-type': 'application/octet-stream' }).end(body);
+  });
+  await new Promise<void>((ok) => srv.listen(0, '127.0.0.1', ok));
+  const port = (srv.address() as { port: number }).port;
+  return { url: `http://127.0.0.1:${port}/tiny-sd`, requests, close: () => new Promise<void>((ok) => srv.close(() => ok())) };
 }
 
 beforeAll(async () => {
@@ -198,4 +228,68 @@ describe('demo page in headless Chromium', () => {
       });
     }, /limits are too small.*maxComputeWorkgroupStorageSize is 4096, needs 16384/);
   }, 60_000);
+
+  it('generates an image from a text prompt with a tiny Stable Diffusion folder given by URL', async () => {
+    const dir = buildTinySdFolder();
+    const host = await serveFolder(dir);
+    const modelUrl = host.url;
+    try {
+      await openDemo();
+      await page.click('input[name=source][value=url]');
+      await page.type('#model-url', modelUrl);
+      // The prompt row and the size fields open up once an SD model is loaded; set them as the
+      // page reads them at Generate so the first run is already at the tiny model's 64x64.
+      await page.evaluate(() => {
+        const set = (id: string, v: string) => {
+          const e = document.getElementById(id) as HTMLInputElement | HTMLSelectElement;
+          e.value = v;
+          e.dispatchEvent(new Event('input'));
+          e.dispatchEvent(new Event('change'));
+        };
+        set('prompt', 'a photograph of an astronaut riding a horse');
+        set('negative-prompt', 'blurry');
+        set('steps', '2');
+        set('seed', '42');
+        set('guidance', '7.5');
+        set('sampler', '');
+        set('width', '64');
+        set('height', '64');
+      });
+      const t0 = performance.now();
+      await page.click('#generate');
+      const state = await waitState(['done', 'error', 'cancelled'], 170_000);
+      const error = await page.$eval('#error', (e) => e.textContent ?? '');
+      expect(state, error).toBe('done');
+      expect(error).toBe('');
+      console.log(`tiny SD from a prompt in the browser: ${((performance.now() - t0) / 1000).toFixed(1)} s (${await page.$eval('#status', (e) => e.textContent ?? '')})`);
+      const r = await page.evaluate(() => {
+        const c = document.getElementById('result') as HTMLCanvasElement;
+        const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height);
+        return {
+          w: c.width,
+          h: c.height,
+          data: Array.from(d.data),
+          steps: (document.getElementById('step-progress') as HTMLProgressElement).value,
+          promptShown: !document.getElementById('prompt-row')!.classList.contains('hidden'),
+          classHidden: document.getElementById('class-row')!.classList.contains('hidden'),
+        };
+      });
+      expect([r.w, r.h]).toEqual([64, 64]);
+      expect(r.steps).toBe(2);
+      expect(r.promptShown).toBe(true);
+      expect(r.classHidden).toBe(true);
+      const distinct = new Set<number>();
+      for (let i = 0; i < r.data.length; i += 4) distinct.add((r.data[i] << 16) | (r.data[i + 1] << 8) | r.data[i + 2]);
+      console.log(`result: ${r.w}x${r.h}, ${distinct.size} distinct colours`);
+      expect(distinct.size).toBeGreaterThan(1);
+      // Every component came from the served folder.
+      const base = new URL(modelUrl).pathname;
+      for (const f of ['model_index.json', 'tokenizer/vocab.json', 'text_encoder/model.safetensors', 'unet/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.safetensors']) {
+        expect(host.requests).toContain(`${base}/${f}`);
+      }
+    } finally {
+      await host.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
