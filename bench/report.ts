@@ -56,7 +56,7 @@ function updateReadme(readme: string, tables: string): void {
   const i = text.indexOf(start);
   if (i < 0) return;
   const j = text.indexOf(end, i);
-  const body = tables.replace(/^## /gm, '### ').split('\n## Notes')[0].trim();
+  const body = tables.split('\n## Notes')[0].replace(/^## /gm, '### ').trim();
   const block = `${start}\n${body}\n\nNotes and the rows that miss 2x: [bench/RESULTS.md](bench/RESULTS.md).\n${end}`;
   writeFileSync(readme, text.slice(0, i) + block + (j >= 0 ? text.slice(j + end.length) : text.slice(i + start.length)));
 }

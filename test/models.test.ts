@@ -43,6 +43,12 @@ describe('AutoencoderKL vs diffusers', () => {
       await expectClose(`${name} latent_logvar`, logvar, c.output('latent_logvar'));
       const z = up(engine, c.input('z'));
       await expectClose(`${name} decode`, vae.decode(z), c.output('decode'));
+      // tiled decoding: one tile covering the latents is exact; smaller tiles stitch the right shape
+      await expectClose(`${name} decode one tile`, vae.decode(z, { tile: 64 }), c.output('decode'));
+      const tiled = vae.decode(z, { tile: z.shape[2] / 2, overlap: 2 });
+      expect(tiled.shape).toEqual(c.output('decode').shape);
+      expect(relL2(await tiled.read(), c.output('decode').data)).toBeLessThan(0.5);
+      tiled.dispose();
       [x, z].forEach((t) => t.dispose());
       vae.dispose();
       // disposing the model (and the test's tensors) returns every byte to the pool
