@@ -399,6 +399,36 @@ export abstract class SchedulerBase {
   }
 }
 
+/** DDPM and DDIM share the clip_sample options, the refusal of dynamic thresholding, the discrete
+ * timestep schedule and an identity scale_model_input (a view the caller may dispose). */
+export abstract class ClippedAlphaScheduler extends SchedulerBase {
+  readonly clipSample: boolean;
+  readonly clipSampleRange: number;
+
+  protected constructor(className: string, r: ConfigReader) {
+    super(className, r);
+    this.clipSample = r.bool('clip_sample', true);
+    this.clipSampleRange = r.num('clip_sample_range', 1)!;
+    r.refuseTrue('thresholding', 'dynamic thresholding needs a per-sample quantile; use clip_sample');
+    r.num('dynamic_thresholding_ratio', 0.995);
+    r.num('sample_max_value', 1);
+  }
+
+  get initNoiseSigma(): number {
+    return 1;
+  }
+
+  setTimesteps(n: number): void {
+    this.timesteps = discreteTimesteps(this.className, this.timestepSpacing, this.numTrainTimesteps, n, this.stepsOffset);
+    this.numInferenceSteps = n;
+    this.reset();
+  }
+
+  scaleModelInput(sample: Tensor, _t?: number): Tensor {
+    return sample.reshape(sample.shape);
+  }
+}
+
 function shapeKey(t: Tensor): string {
   return t.shape.join(',');
 }

@@ -1,41 +1,20 @@
 // DDIM (Song et al., 2021): deterministic for eta = 0, DDPM-like variance for eta = 1.
 import type { Tensor } from '../../runtime/tensor.js';
 import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
-import { ConfigReader, SchedulerBase, alphaPredictions, discreteTimesteps, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, ClippedAlphaScheduler, alphaPredictions, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 
 export interface DDIMStepOptions extends StepOptions {
   /** re-derive epsilon from the clipped x0 (GLIDE) */
   useClippedModelOutput?: boolean;
 }
 
-export class DDIMScheduler extends SchedulerBase {
-  readonly clipSample: boolean;
-  readonly clipSampleRange: number;
+export class DDIMScheduler extends ClippedAlphaScheduler {
   readonly finalAlphaCumprod: number;
 
   constructor(config: SchedulerConfig = {}) {
     const r = new ConfigReader('DDIMScheduler', config);
     super('DDIMScheduler', r);
-    this.clipSample = r.bool('clip_sample', true);
-    this.clipSampleRange = r.num('clip_sample_range', 1)!;
     this.finalAlphaCumprod = r.bool('set_alpha_to_one', true) ? 1 : this.alphasCumprod[0];
-    r.refuseTrue('thresholding', 'dynamic thresholding needs a per-sample quantile; use clip_sample');
-    r.num('dynamic_thresholding_ratio', 0.995);
-    r.num('sample_max_value', 1);
-  }
-
-  get initNoiseSigma(): number {
-    return 1;
-  }
-
-  setTimesteps(n: number): void {
-    this.timesteps = discreteTimesteps(this.className, this.timestepSpacing, this.numTrainTimesteps, n, this.stepsOffset);
-    this.numInferenceSteps = n;
-    this.reset();
-  }
-
-  scaleModelInput(sample: Tensor, _t?: number): Tensor {
-    return sample.reshape(sample.shape);
   }
 
   private alphaAt(t: number): number {

@@ -1,39 +1,18 @@
 // DDPM ancestral sampling (Ho et al., 2020), posterior q(x_{t-1} | x_t, x0) with a fixed variance.
 import type { Tensor } from '../../runtime/tensor.js';
 import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
-import { ConfigReader, SchedulerBase, alphaPredictions, discreteTimesteps, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, ClippedAlphaScheduler, alphaPredictions, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 
 type VarianceType = 'fixed_small' | 'fixed_small_log' | 'fixed_large';
 
-export class DDPMScheduler extends SchedulerBase {
-  readonly clipSample: boolean;
-  readonly clipSampleRange: number;
+export class DDPMScheduler extends ClippedAlphaScheduler {
   readonly varianceType: VarianceType;
 
   constructor(config: SchedulerConfig = {}) {
     const r = new ConfigReader('DDPMScheduler', config);
     super('DDPMScheduler', r);
-    this.clipSample = r.bool('clip_sample', true);
-    this.clipSampleRange = r.num('clip_sample_range', 1)!;
     // learned / learned_range need the model's extra variance channels; fixed_large_log yields NaN in diffusers
     this.varianceType = r.oneOf('variance_type', ['fixed_small', 'fixed_small_log', 'fixed_large'] as const, 'fixed_small');
-    r.refuseTrue('thresholding', 'dynamic thresholding needs a per-sample quantile; use clip_sample');
-    r.num('dynamic_thresholding_ratio', 0.995);
-    r.num('sample_max_value', 1);
-  }
-
-  get initNoiseSigma(): number {
-    return 1;
-  }
-
-  setTimesteps(n: number): void {
-    this.timesteps = discreteTimesteps(this.className, this.timestepSpacing, this.numTrainTimesteps, n, this.stepsOffset);
-    this.numInferenceSteps = n;
-    this.reset();
-  }
-
-  scaleModelInput(sample: Tensor, _t?: number): Tensor {
-    return sample.reshape(sample.shape);
   }
 
   /** the next timestep of the schedule (-1 after the last), as diffusers' previous_timestep */
