@@ -4,6 +4,7 @@
 // diffusers' fp32 results to a few ulps.
 import type { Tensor } from '../../runtime/tensor.js';
 import { randn } from '../../kernels/randn.js';
+import { addNoise } from '../../kernels/scheduler_step.js';
 
 export const f32 = Math.fround;
 
@@ -426,6 +427,18 @@ export abstract class ClippedAlphaScheduler extends SchedulerBase {
 
   scaleModelInput(sample: Tensor, _t?: number): Tensor {
     return sample.reshape(sample.shape);
+  }
+
+  protected checkT(op: string, t: number): void {
+    if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) throw new Error(`${this.className}.${op}: timestep ${t} is not an integer in [0, ${this.numTrainTimesteps})`);
+  }
+
+  /** sqrt(a_t) x0 + sqrt(1 - a_t) noise, per batch item. */
+  addNoise(x0: Tensor, noise: Tensor, timesteps: readonly number[]): Tensor {
+    this.checkAddNoise(x0, noise, timesteps);
+    for (const t of timesteps) this.checkT('addNoise', t);
+    const a = timesteps.map((t) => this.alphasCumprod[t]);
+    return addNoise(x0, noise, a.map((v) => f32(Math.sqrt(v))), a.map((v) => f32(Math.sqrt(f32(1 - v)))));
   }
 }
 

@@ -1,6 +1,6 @@
 // DDIM (Song et al., 2021): deterministic for eta = 0, DDPM-like variance for eta = 1.
 import type { Tensor } from '../../runtime/tensor.js';
-import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
+import { schedulerStep } from '../../kernels/scheduler_step.js';
 import { ConfigReader, ClippedAlphaScheduler, alphaPredictions, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 
 export interface DDIMStepOptions extends StepOptions {
@@ -19,10 +19,6 @@ export class DDIMScheduler extends ClippedAlphaScheduler {
 
   private alphaAt(t: number): number {
     return t >= 0 ? this.alphasCumprod[t] : this.finalAlphaCumprod;
-  }
-
-  private checkT(op: string, t: number): void {
-    if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) throw new Error(`${this.className}.${op}: timestep ${t} is not an integer in [0, ${this.numTrainTimesteps})`);
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: DDIMStepOptions = {}): StepResult {
@@ -66,12 +62,5 @@ export class DDIMScheduler extends ClippedAlphaScheduler {
     owned?.dispose();
     this._stepIndex = (this._stepIndex ?? 0) + 1;
     return { prevSample, predOriginalSample };
-  }
-
-  addNoise(x0: Tensor, noise: Tensor, timesteps: readonly number[]): Tensor {
-    this.checkAddNoise(x0, noise, timesteps);
-    for (const t of timesteps) this.checkT('addNoise', t);
-    const a = timesteps.map((t) => this.alphasCumprod[t]);
-    return addNoise(x0, noise, a.map((v) => f32(Math.sqrt(v))), a.map((v) => f32(Math.sqrt(f32(1 - v)))));
   }
 }

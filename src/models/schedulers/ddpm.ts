@@ -1,6 +1,6 @@
 // DDPM ancestral sampling (Ho et al., 2020), posterior q(x_{t-1} | x_t, x0) with a fixed variance.
 import type { Tensor } from '../../runtime/tensor.js';
-import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
+import { schedulerStep } from '../../kernels/scheduler_step.js';
 import { ConfigReader, ClippedAlphaScheduler, alphaPredictions, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 
 type VarianceType = 'fixed_small' | 'fixed_small_log' | 'fixed_large';
@@ -60,14 +60,5 @@ export class DDPMScheduler extends ClippedAlphaScheduler {
     owned?.dispose();
     this._stepIndex = (this._stepIndex ?? 0) + 1;
     return { prevSample, predOriginalSample };
-  }
-
-  addNoise(x0: Tensor, noise: Tensor, timesteps: readonly number[]): Tensor {
-    this.checkAddNoise(x0, noise, timesteps);
-    for (const t of timesteps) {
-      if (!Number.isInteger(t) || t < 0 || t >= this.numTrainTimesteps) throw new Error(`${this.className}.addNoise: timestep ${t} is not an integer in [0, ${this.numTrainTimesteps})`);
-    }
-    const a = timesteps.map((t) => this.alphasCumprod[t]);
-    return addNoise(x0, noise, a.map((v) => f32(Math.sqrt(v))), a.map((v) => f32(Math.sqrt(f32(1 - v)))));
   }
 }
