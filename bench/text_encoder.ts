@@ -2,7 +2,7 @@
 // shape (12 layers, 768 wide, 49408-token vocabulary: ~123M parameters) can be benchmarked on any
 // machine without downloading or uploading half a gigabyte.
 import { ops, type Engine, type Tensor, type DType } from '../src/index.js';
-import { CLIPTextModel } from '../src/models/clip_text_model.js';
+import { CLIPTextModel } from '../src/text/clip_text_model.js';
 import type { TensorSource } from '../src/models/nn.js';
 
 export interface RandomClipTextShape {

@@ -3,11 +3,11 @@
 // preview and a cancel button, download the PNG. body[data-state] tells tests (and CSS) where the
 // page is: starting, nogpu, ready, loading, generating, done, cancelled, error.
 import { AutoencoderTiny, Engine, LDMPipeline, WeightSource, toRgba, type RgbaImage, type StepInfo, type Tensor } from '../src/index.js';
-import { readJson, joinPath } from '../src/models/pipelines/loading.js';
+import { readJson, joinPath } from '../src/pipelines/loading.js';
 import { cachedFetch, fileFetch, filesFromDrop, filesFromInput, LOCAL_BASE, type FileMap } from './loaders.js';
 
 // Stable Diffusion is optional: the glob is empty while its module does not exist.
-const sdModules = import.meta.glob('../src/models/pipelines/stable_diffusion.ts');
+const sdModules = import.meta.glob('../src/pipelines/stable_diffusion.ts');
 
 interface SDPipeline {
   previewDecoder: AutoencoderTiny | null;
@@ -148,7 +148,7 @@ const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
 async function loadSd(engine: Engine, base: string, opts: Record<string, unknown>): Promise<SDPipeline> {
   const loader = Object.values(sdModules)[0];
-  if (!loader) throw new Error('this build has no StableDiffusionPipeline (src/models/pipelines/stable_diffusion.ts): only LDMPipeline folders such as ldm-mnist run here');
+  if (!loader) throw new Error('this build has no StableDiffusionPipeline (src/pipelines/stable_diffusion.ts): only LDMPipeline folders such as ldm-mnist run here');
   const mod = (await loader()) as { StableDiffusionPipeline?: { fromPretrained(e: Engine, b: string, o: unknown): Promise<SDPipeline> } };
   if (!mod.StableDiffusionPipeline) throw new Error('stable_diffusion.ts does not export StableDiffusionPipeline');
   return mod.StableDiffusionPipeline.fromPretrained(engine, base, opts);

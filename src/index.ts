@@ -19,11 +19,11 @@ export {
   DPMSolverMultistepScheduler,
   LMSDiscreteScheduler,
   type SchedulerConfig,
-} from './models/schedulers/index.js';
-export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './models/pipelines/ldm.js';
-export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './models/pipelines/common.js';
-export { StableDiffusionPipeline, type SDGenerateOptions } from './models/pipelines/stable_diffusion.js';
-export { CLIPTextModel } from './models/clip_text_model.js';
-export { CLIPTokenizer } from './models/clip_tokenizer.js';
-export { SchedulerBase, parseConfigJson } from './models/schedulers/index.js';
-export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SD15_SCHEDULER } from './models/pipelines/sd_configs.js';
+} from './schedulers/index.js';
+export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './pipelines/ldm.js';
+export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './pipelines/common.js';
+export { StableDiffusionPipeline, type SDGenerateOptions } from './pipelines/stable_diffusion.js';
+export { CLIPTextModel } from './text/clip_text_model.js';
+export { CLIPTokenizer } from './text/clip_tokenizer.js';
+export { SchedulerBase, parseConfigJson } from './schedulers/index.js';
+export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SD15_SCHEDULER } from './pipelines/sd_configs.js';

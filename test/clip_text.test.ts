@@ -4,8 +4,8 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLIPTextModel } from '../src/models/clip_text_model.js';
-import { CLIPTokenizer } from '../src/models/clip_tokenizer.js';
+import { CLIPTextModel } from '../src/text/clip_text_model.js';
+import { CLIPTokenizer } from '../src/text/clip_tokenizer.js';
 import { writeSafetensors, type TensorToWrite } from '../src/runtime/safetensors.js';
 import { Engine, type Tensor } from '../src/index.js';
 import { relL2, track, reportWorst } from './helpers.js';

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { FIXTURES } from './fixture.js';
-import { CLIPTokenizer } from '../src/models/clip_tokenizer.js';
-import { fixText } from '../src/models/text_cleanup.js';
+import { CLIPTokenizer } from '../src/text/clip_tokenizer.js';
+import { fixText } from '../src/text/text_cleanup.js';
 
 interface TokCase {
   name: string;

@@ -7,7 +7,7 @@ import {
   DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
   DPMSolverMultistepScheduler, LMSDiscreteScheduler, Engine,
 } from '../src/index.js';
-import { SchedulerBase, parseConfigJson } from '../src/models/schedulers/index.js';
+import { SchedulerBase, parseConfigJson } from '../src/schedulers/index.js';
 import type { Tensor } from '../src/index.js';
 import { FIXTURES, readSafetensorsFile, type HostTensor } from './fixture.js';
 import { getEngine, randn, relL2, track, reportWorst, readF32 } from './helpers.js';

@@ -4,9 +4,9 @@ import { writeFileSync } from 'node:fs';
 import { PNG } from 'pngjs';
 import cliProgress from 'cli-progress';
 import { Engine } from '../runtime/engine.js';
-import { LDMPipeline } from '../models/pipelines/ldm.js';
-import { joinPath, readJson } from '../models/pipelines/loading.js';
-import type { RgbaImage, StepInfo } from '../models/pipelines/common.js';
+import { LDMPipeline } from '../pipelines/ldm.js';
+import { joinPath, readJson } from '../pipelines/loading.js';
+import type { RgbaImage, StepInfo } from '../pipelines/common.js';
 import { loadStableDiffusion } from './sd_module.js';
 import type { GenerateArgs } from './main.js';
 

@@ -2,8 +2,8 @@
 // through its module file (running from source). A build without it still runs LDM folders and
 // says clearly why a Stable Diffusion folder cannot run.
 import type { Engine } from '../runtime/engine.js';
-import type { PipelineOutput } from '../models/pipelines/ldm.js';
-import type { StepInfo } from '../models/pipelines/common.js';
+import type { PipelineOutput } from '../pipelines/ldm.js';
+import type { StepInfo } from '../pipelines/common.js';
 
 export interface SDGenerateOptions {
   prompt: string | string[];

@@ -7,7 +7,7 @@ import { Conv2d, ParamLoader, chain, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
 import { configBool, configNumber, type Config } from './config.js';
 import { Model } from './model.js';
-import { loadFromSingleFile, type SingleFileSource } from './single_file.js';
+import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { FetchOptions } from '../runtime/safetensors.js';
 
 export class AutoencoderKL extends Model {

@@ -9,7 +9,7 @@ import { TimestepEmbedding } from './blocks.js';
 import { DownBlock, MidBlock, UpBlock, transformerAttention } from './unet_blocks.js';
 import { configBool, configList, configNumber, configOptionalNumber, perBlock, requireValues, type Config } from './config.js';
 import { Model } from './model.js';
-import { loadFromSingleFile, type SingleFileSource } from './single_file.js';
+import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { FetchOptions } from '../runtime/safetensors.js';
 import { checkClassLabels, timestepList } from './unet_common.js';
 

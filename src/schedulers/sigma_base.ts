@@ -1,7 +1,7 @@
 // Shared by the k-diffusion style schedulers (Euler, Euler ancestral, LMS): sigma tables, the
 // sqrt(sigma^2 + 1) input scaling, step-index bookkeeping and sigma-based add_noise.
-import type { Tensor } from '../../runtime/tensor.js';
-import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
 import { ConfigReader, SchedulerBase, f32, indexForTimestep, trainSigmas, type TimestepSpacing } from './base.js';
 
 export abstract class SigmaScheduler extends SchedulerBase {

@@ -2,8 +2,8 @@
 // [sigma_i, sigma_{i+1}] of the Lagrange basis polynomial through the last `order` sigmas. The
 // integrals are exact here (Gauss-Legendre, 4 nodes, on polynomials of degree <= 3); diffusers uses
 // scipy's adaptive quadrature to the same values.
-import type { Tensor } from '../../runtime/tensor.js';
-import { schedulerStep } from '../../kernels/scheduler_step.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { schedulerStep } from '../kernels/scheduler_step.js';
 import { ConfigReader, f32, interpIndex, karrasSigmas, sigmaTimesteps, sigmaToT, trainSigmas, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 import { SigmaScheduler } from './sigma_base.js';
 

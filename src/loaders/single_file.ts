@@ -6,8 +6,8 @@ import type { Engine } from '../runtime/engine.js';
 import type { DType, Tensor } from '../runtime/tensor.js';
 import { WeightSource } from '../runtime/weights.js';
 import { SafetensorsFile, type FetchOptions } from '../runtime/safetensors.js';
-import type { TensorSource } from './nn.js';
-import { configList, perBlock, type Config } from './config.js';
+import type { TensorSource } from '../models/nn.js';
+import { configList, perBlock, type Config } from '../models/config.js';
 
 export type SingleFileSource = string | Uint8Array | ArrayBuffer | WeightSource;
 

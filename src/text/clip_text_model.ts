@@ -5,10 +5,10 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { LayerNorm, Linear, ParamLoader, chain, type TensorSource } from './nn.js';
-import { configNumber, requireValues, type Config } from './config.js';
-import { Model } from './model.js';
-import { loadFromSingleFile, type SingleFileSource } from './single_file.js';
+import { LayerNorm, Linear, ParamLoader, chain, type TensorSource } from '../models/nn.js';
+import { configNumber, requireValues, type Config } from '../models/config.js';
+import { Model } from '../models/model.js';
+import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { FetchOptions } from '../runtime/safetensors.js';
 
 const NAME = 'CLIPTextModel';

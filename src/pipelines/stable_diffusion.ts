@@ -2,20 +2,20 @@
 // unconditional and conditional halves go through the UNet as one batch), plus image-to-image
 // (strength) and inpainting (9-channel inpainting UNets by concatenating mask and masked-image
 // latents; latent blending for ordinary UNets). Loads a diffusers folder or a SD 1.x single file.
-import type { Engine } from '../../runtime/engine.js';
-import { Tensor, shapeStr } from '../../runtime/tensor.js';
-import * as ops from '../../kernels/index.js';
-import { AutoencoderKL } from '../autoencoder_kl.js';
-import { UNet2DConditionModel } from '../unet_2d_condition.js';
-import type { AutoencoderTiny } from '../autoencoder_tiny.js';
-import { CLIPTextModel } from '../clip_text_model.js';
-import { CLIPTokenizer } from '../clip_tokenizer.js';
+import type { Engine } from '../runtime/engine.js';
+import { Tensor, shapeStr } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { AutoencoderKL } from '../models/autoencoder_kl.js';
+import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
+import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
+import { CLIPTextModel } from '../text/clip_text_model.js';
+import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 import { createScheduler, denoise, initialLatents, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { joinPath, loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
-import { openSingleFile, type SingleFileSource } from '../single_file.js';
-import type { Config } from '../config.js';
+import { openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
+import type { Config } from '../models/config.js';
 
 export interface SDGenerateOptions extends LoopOptions {
   prompt?: string | string[];

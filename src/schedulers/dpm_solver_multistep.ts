@@ -1,8 +1,8 @@
 // DPM-Solver++ multistep (Lu et al., 2022), data-prediction form: the model output is converted to
 // x0, and each step is an exponential-integrator update in lambda = log(alpha / sigma) using the
 // current and (second order) previous x0 predictions.
-import type { Tensor } from '../../runtime/tensor.js';
-import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
 import {
   ConfigReader, SchedulerBase, arangeDown, checkSteps, f32, indexForTimestep, interpIndex, karrasSigmas, linspaceF64, roundHalfEven, sigmaToT, trainSigmas,
   type SchedulerConfig, type StepOptions, type StepResult,

@@ -2,9 +2,9 @@
 // spacings and sigma helpers, all on the host in float64 with float32 rounding (Math.fround)
 // wherever diffusers holds a value in a float32 tensor, so timesteps and coefficients agree with
 // diffusers' fp32 results to a few ulps.
-import type { Tensor } from '../../runtime/tensor.js';
-import { randn } from '../../kernels/randn.js';
-import { addNoise } from '../../kernels/scheduler_step.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { randn } from '../kernels/randn.js';
+import { addNoise } from '../kernels/scheduler_step.js';
 
 export const f32 = Math.fround;
 

@@ -1,9 +1,9 @@
 // The denoising loop and what every pipeline shares: scheduler construction by class name,
 // cancellation, NaN/Inf checks per step, progress callbacks with optional previews, and the
 // conversion of decoded images to [0, 1] tensors and RGBA bytes.
-import type { Engine } from '../../runtime/engine.js';
-import { Tensor, shapeStr } from '../../runtime/tensor.js';
-import * as ops from '../../kernels/index.js';
+import type { Engine } from '../runtime/engine.js';
+import { Tensor, shapeStr } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
 import {
   DDIMScheduler,
   DDPMScheduler,

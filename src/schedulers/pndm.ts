@@ -1,8 +1,8 @@
 // PNDM (Liu et al., 2022): pseudo Runge-Kutta warm-up (3 groups of 4 model evaluations) then a
 // 4th-order linear multistep (PLMS) on epsilon; with skip_prk_steps the warm-up is replaced by
 // evaluating the second timestep twice. Both follow diffusers' PNDMScheduler step for step.
-import type { Tensor } from '../../runtime/tensor.js';
-import { schedulerStep, addNoise } from '../../kernels/scheduler_step.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
 import { ConfigReader, SchedulerBase, discreteTimesteps, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 
 // Adams-Bashforth weights on the last 1..4 model outputs, newest first

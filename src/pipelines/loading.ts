@@ -1,9 +1,9 @@
 // Diffusers pipeline folders: model_index.json names each component's class; each component sits
 // in a subfolder (config.json + weights; scheduler/scheduler_config.json; tokenizer/ files).
-import type { Engine } from '../../runtime/engine.js';
-import { nodeFs, type ProgressCallback } from '../../runtime/safetensors.js';
-import type { LoadOptions } from '../../runtime/weights.js';
-import type { Config } from '../config.js';
+import type { Engine } from '../runtime/engine.js';
+import { nodeFs, type ProgressCallback } from '../runtime/safetensors.js';
+import type { LoadOptions } from '../runtime/weights.js';
+import type { Config } from '../models/config.js';
 
 export interface PipelineLoadOptions extends LoadOptions {
   /** progress over all components: (component, loadedBytes, totalBytes) */

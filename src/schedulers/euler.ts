@@ -1,6 +1,6 @@
 // Euler sampler over sigmas (Karras et al., 2022, Algorithm 2 with s_churn = 0).
-import type { Tensor } from '../../runtime/tensor.js';
-import { schedulerStep } from '../../kernels/scheduler_step.js';
+import type { Tensor } from '../runtime/tensor.js';
+import { schedulerStep } from '../kernels/scheduler_step.js';
 import { ConfigReader, f32, interpIndex, karrasSigmas, linspaceF32, sigmaTimesteps, sigmaToT, trainSigmas, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 import { SigmaScheduler } from './sigma_base.js';
 

@@ -2,12 +2,12 @@
 // AutoencoderKL first stage + a UNet2DModel), with classifier-free guidance for class labels
 // (the null class is the last class embedding, as in DiT), and LDM super-resolution by
 // concatenating the low-resolution image to the latents.
-import type { Engine } from '../../runtime/engine.js';
-import { Tensor, shapeStr } from '../../runtime/tensor.js';
-import * as ops from '../../kernels/index.js';
-import { VQModel } from '../vq_model.js';
-import { AutoencoderKL } from '../autoencoder_kl.js';
-import { UNet2DModel } from '../unet_2d.js';
+import type { Engine } from '../runtime/engine.js';
+import { Tensor, shapeStr } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { VQModel } from '../models/vq_model.js';
+import { AutoencoderKL } from '../models/autoencoder_kl.js';
+import { UNet2DModel } from '../models/unet_2d.js';
 import { createScheduler, denoise, initialLatents, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 
