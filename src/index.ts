@@ -27,3 +27,14 @@ export { CLIPTextModel } from './text/clip_text_model.js';
 export { CLIPTokenizer } from './text/clip_tokenizer.js';
 export { SchedulerBase, parseConfigJson } from './schedulers/index.js';
 export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SD15_SCHEDULER } from './pipelines/sd_configs.js';
+export {
+  withGenerationParameters,
+  readGenerationParameters,
+  formatParameters,
+  parseParameters,
+  readTextChunks,
+  withTextChunks,
+  a1111SamplerName,
+  modelName,
+  type GenerationParameters,
+} from './image/png_metadata.js';

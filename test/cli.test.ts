@@ -9,6 +9,7 @@ import { PNG } from 'pngjs';
 import { outputNames } from '../src/cli/generate.js';
 import { parseGenerateArgs, parseBenchArgs, UsageError, defaultModel } from '../src/cli/main.js';
 import { buildTinySdFolder } from './tiny_sd.js';
+import { readGenerationParameters, readTextChunks } from '../src/image/png_metadata.js';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = (args: string[]) =>
@@ -71,6 +72,29 @@ describe('CLI arguments', () => {
       for (let i = 0; i < png.data.length; i += 4) if (png.data[i] > 128) bright++;
       expect(bright).toBeGreaterThan(10);
       expect(r.stderr).toMatch(/wrote .*digit\.png \(32x32\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  it('writes the parameters into each PNG, and --from reruns one of a batch to the same bytes', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ldm-from-'));
+    try {
+      const out = join(dir, 'b.png');
+      const r = cli(['generate', '--class', '7,2', '--steps', '2', '--seed', '5', '--sampler', 'euler', '--out', out]);
+      expect(r.status, r.stderr).toBe(0);
+      const second = readFileSync(join(dir, 'b-2.png'));
+      expect(readTextChunks(second).parameters).toBe('Steps: 2, Sampler: Euler, CFG scale: 3, Seed: 5, Size: 32x32, Model: ldm-mnist, Class: 7 2, Batch size: 2, Batch pos: 1');
+      expect(readGenerationParameters(second)?.params).toMatchObject({ model: 'ldm-mnist', classLabels: [7, 2], steps: 2, sampler: 'euler', guidanceScale: 3, seed: 5, batchSize: 2, batchIndex: 1 });
+      const again = join(dir, 'again.png');
+      const r2 = cli(['generate', '--from', join(dir, 'b-2.png'), '--out', again]);
+      expect(r2.status, r2.stderr).toBe(0);
+      expect(readFileSync(again).equals(second)).toBe(true);
+      expect(readFileSync(join(dir, 'b-1.png')).equals(second)).toBe(false);
+      // Other options next to --from are refused: the PNG is the whole recipe.
+      const r3 = cli(['generate', '--from', again, '--steps', '3']);
+      expect(r3.status).toBe(2);
+      expect(r3.stderr).toMatch(/only --model and --out may be added/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

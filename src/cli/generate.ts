@@ -1,5 +1,6 @@
 // `ldm-webgpu generate`: loads a pipeline folder (LDMPipeline, or StableDiffusionPipeline when the
-// folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs.
+// folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs that
+// carry their generation parameters (src/image/png_metadata.ts), so `--from x.png` reruns one.
 import { writeFileSync } from 'node:fs';
 import { PNG } from 'pngjs';
 import cliProgress from 'cli-progress';
@@ -9,6 +10,7 @@ import { joinPath, readJson } from '../pipelines/loading.js';
 import type { RgbaImage, StepInfo } from '../pipelines/common.js';
 import { loadStableDiffusion } from './sd_module.js';
 import type { GenerateArgs } from './main.js';
+import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 
 /** RGBA8 -> PNG bytes (8-bit RGBA, no interlace). */
 export function encodePng(img: RgbaImage): Uint8Array {
@@ -40,7 +42,7 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
   const onSigint = () => abort.abort();
   process.once('SIGINT', onSigint);
   const t0 = performance.now();
-  const engine = await Engine.create();
+  const engine = await Engine.create({ f16: args.f16 });
   const info = engine.info();
   process.stderr.write(`adapter: ${info.name} (${info.backend}${info.f16 ? ', f16' : ''})\n`);
 
@@ -65,6 +67,9 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
   };
 
   let images: RgbaImage[];
+  // What went into the run, for the PNG chunks: the effective guidance and the folder's scheduler.
+  let guidanceScale = 0;
+  let ownScheduler = '';
   try {
     if (kind === 'StableDiffusionPipeline') {
       if (args.classLabels) throw new Error(`${args.model} is a StableDiffusionPipeline: give --prompt, not --class`);
@@ -74,11 +79,13 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
       try {
         // A batch is one prompt per image.
         const n = args.batch ?? 1;
+        guidanceScale = args.guidance ?? 7.5;
+        ownScheduler = String(pipe.scheduler?.config._class_name ?? '');
         const out = await pipe.generate({
           prompt: Array(n).fill(args.prompt ?? ''),
           negativePrompt: args.negativePrompt === undefined ? undefined : Array(n).fill(args.negativePrompt),
           steps: args.steps,
-          guidanceScale: args.guidance ?? 7.5,
+          guidanceScale,
           seed: args.seed,
           width: args.width,
           height: args.height,
@@ -109,11 +116,13 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
           // The last class is the null class used for guidance; only the ones before it are real.
           for (const c of args.classLabels) if (c > classes - 2) throw new Error(`--class ${c}: this model has classes 0..${classes - 2}`);
         }
+        guidanceScale = classes ? args.guidance ?? 3 : 1;
+        ownScheduler = String(pipe.scheduler.config._class_name ?? '');
         const out = await pipe.generate({
           classLabels: args.classLabels,
           batchSize: args.classLabels ? undefined : args.batch,
           steps: args.steps,
-          guidanceScale: classes ? args.guidance ?? 3 : 1,
+          guidanceScale,
           seed: args.seed,
           sampler: args.sampler,
           signal: abort.signal,
@@ -132,8 +141,23 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
     if (stepsStarted) steps.stop();
     process.off('SIGINT', onSigint);
   }
-  const names = outputNames(args.out, images.length);
-  images.forEach((img, i) => writeFileSync(names[i], encodePng(img)));
+  const params = (i: number): GenerationParameters => ({
+    model: args.modelLabel,
+    ...(args.prompt !== undefined ? { prompt: args.prompt, negativePrompt: args.negativePrompt } : { classLabels: args.classLabels }),
+    steps: args.steps,
+    sampler: args.sampler,
+    guidanceScale,
+    seed: args.seed,
+    width: images[i].width,
+    height: images[i].height,
+    batchSize: images.length,
+    batchIndex: i,
+    f16: engine.f16,
+  });
+  // A rerun of one image of a batch (--from) writes that image only.
+  const chosen = args.batchIndex !== undefined && args.batchIndex < images.length ? [args.batchIndex] : images.map((_, i) => i);
+  const names = outputNames(args.out, chosen.length);
+  chosen.forEach((i, k) => writeFileSync(names[k], withGenerationParameters(encodePng(images[i]), params(i), ownScheduler)));
   process.stderr.write(`wrote ${names.join(', ')} (${images[0].width}x${images[0].height}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   return 0;
 }

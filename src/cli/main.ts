@@ -3,14 +3,16 @@
 // bundled models/ldm-mnist by default); `bench` runs the kernel/model benchmarks in Node (Dawn) or,
 // with --browser, in headless Chromium. Bad arguments print the usage on stderr and exit with 2.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 
 export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
                       [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
                       [--batch N] [--out out.png]
+  ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
   ldm-webgpu bench [--browser] [--suite ops,models] [--no-tfjs] [--quick] [--filter TEXT] [--out DIR]
   ldm-webgpu help
 
@@ -27,6 +29,10 @@ generate:
   --width, --height  image size for Stable Diffusion (multiples of 8); LDM folders have a fixed size
   --batch            number of images (default 1, or the number of --class labels)
   --out              output PNG (default out.png); a batch writes out-1.png, out-2.png, ...
+                     Every PNG carries its parameters: a tEXt chunk "parameters" (AUTOMATIC1111's
+                     text) and an "ldm-webgpu" chunk with the exact options as JSON.
+  --from             rerun the options stored in a PNG written by this command or the demo page
+                     (the same bytes on the same adapter); only --model and --out may be added
 
 bench:
   --browser          run the op benchmarks in headless Chromium (/usr/bin/chromium) on the built library
@@ -80,6 +86,8 @@ function numArg(name: string, v: string | undefined): number | undefined {
 
 export interface GenerateArgs {
   model: string;
+  /** the model as written into the PNG: the --model text, or "ldm-mnist" for the bundled one */
+  modelLabel: string;
   classLabels?: number[];
   prompt?: string;
   negativePrompt?: string;
@@ -91,7 +99,13 @@ export interface GenerateArgs {
   height?: number;
   batch?: number;
   out: string;
+  /** f16 storage where the adapter has shader-f16 (default); false forces f32 */
+  f16?: boolean;
+  /** rerun of a PNG: write only this image of the batch */
+  batchIndex?: number;
 }
+
+export const BUNDLED_MODEL = 'ldm-mnist';
 
 export function parseGenerateArgs(args: string[]): GenerateArgs {
   const v = parse(args, {
@@ -107,7 +121,13 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     height: { type: 'string' },
     batch: { type: 'string' },
     out: { type: 'string' },
+    from: { type: 'string' },
   });
+  if (v.from !== undefined) {
+    const extra = Object.keys(v).filter((k) => !['from', 'model', 'out'].includes(k));
+    if (extra.length) throw new UsageError(`--from reruns the options stored in the PNG; only --model and --out may be added (got --${extra.join(', --')})`);
+    return argsFromPng(v.from, v.model, v.out ?? 'out.png');
+  }
   if (v.class !== undefined && v.prompt !== undefined) throw new UsageError('give either --class or --prompt, not both');
   if (v['negative-prompt'] !== undefined && v.prompt === undefined) throw new UsageError('--negative-prompt needs --prompt');
   let classLabels: number[] | undefined;
@@ -123,6 +143,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
   if (!/\.png$/i.test(out)) throw new UsageError(`--out must name a .png file, got ${JSON.stringify(out)}`);
   return {
     model: v.model ?? defaultModel(),
+    modelLabel: v.model ?? BUNDLED_MODEL,
     classLabels,
     prompt: v.prompt,
     negativePrompt: v['negative-prompt'],
@@ -134,6 +155,55 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     height: intArg('height', v.height, 8, 4096),
     batch,
     out,
+  };
+}
+
+/** GenerateArgs from the `ldm-webgpu` JSON chunk of a PNG (this CLI's or the demo page's). */
+export function argsFromPng(file: string, model: string | undefined, out: string): GenerateArgs {
+  if (!/\.png$/i.test(out)) throw new UsageError(`--out must name a .png file, got ${JSON.stringify(out)}`);
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`--from ${file}: ${(e as Error).message}`);
+  }
+  let found: ReturnType<typeof readGenerationParameters>;
+  try {
+    found = readGenerationParameters(bytes);
+  } catch (e) {
+    throw new UsageError(`--from ${file}: ${(e as Error).message}`);
+  }
+  if (!found) throw new UsageError(`--from ${file}: the PNG has no generation parameters (no "parameters" or "ldm-webgpu" text chunk)`);
+  if (!found.exact) throw new UsageError(`--from ${file}: only the A1111 "parameters" text is there, which does not say where the model is; give the options as flags`);
+  const p = found.params;
+  const bad = (what: string) => new UsageError(`--from ${file}: the stored options have ${what}`);
+  const int = (k: keyof GenerationParameters, min: number) => {
+    const x = p[k];
+    if (x === undefined) return undefined;
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < min) throw bad(`a bad ${k} (${JSON.stringify(x)})`);
+    return x;
+  };
+  if (typeof p.model !== 'string' || !p.model) throw bad('no model');
+  if (typeof p.guidanceScale !== 'number' || !Number.isFinite(p.guidanceScale)) throw bad('no guidanceScale');
+  if (p.classLabels !== undefined && !(Array.isArray(p.classLabels) && p.classLabels.every((c) => Number.isInteger(c) && c >= 0))) throw bad('bad classLabels');
+  for (const k of ['prompt', 'negativePrompt', 'sampler'] as const) if (p[k] !== undefined && typeof p[k] !== 'string') throw bad(`a bad ${k}`);
+  const isLdm = p.prompt === undefined;
+  return {
+    model: model ?? (p.model === BUNDLED_MODEL ? defaultModel() : p.model),
+    modelLabel: model ?? p.model,
+    classLabels: p.classLabels,
+    prompt: p.prompt,
+    negativePrompt: p.negativePrompt,
+    steps: int('steps', 1) ?? 20,
+    sampler: p.sampler,
+    seed: int('seed', 0) ?? 0,
+    guidance: p.guidanceScale,
+    width: isLdm ? undefined : int('width', 8),
+    height: isLdm ? undefined : int('height', 8),
+    batch: p.classLabels ? undefined : int('batchSize', 1),
+    out,
+    f16: p.f16 === false ? false : undefined,
+    batchIndex: int('batchIndex', 0) ?? 0,
   };
 }
 

@@ -23,6 +23,8 @@ export interface SDPipelineLike {
   generate(opts: SDGenerateOptions): Promise<PipelineOutput>;
   dispose(): void;
   decodeLatents?(z: unknown): unknown;
+  /** the folder's scheduler (its _class_name goes into the PNG's parameters) */
+  scheduler?: { config: Record<string, unknown> };
 }
 
 export interface SDPipelineClass {
