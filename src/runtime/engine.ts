@@ -73,11 +73,16 @@ export class Engine {
     device.lost.then((info) => {
       this.lostReason = `${info.reason ?? 'unknown'}: ${info.message}`;
     });
-    device.addEventListener?.('uncapturederror', (ev: Event) => {
+    this.onUncapturedError = (ev: Event) => {
       const e = (ev as GPUUncapturedErrorEvent).error;
       if (!this.gpuError) this.gpuError = e?.message ?? String(e);
-    });
+    };
+    device.addEventListener?.('uncapturederror', this.onUncapturedError);
   }
+
+  // Removed again in destroy(): Dawn's Node binding keeps a device's listeners (and through this
+  // closure the whole Engine, its pool and caches) reachable after device.destroy().
+  private readonly onUncapturedError: (ev: Event) => void;
 
   static async create(opts: EngineOptions = {}): Promise<Engine> {
     const backend = runningInNode() ? 'node' : 'browser';
@@ -308,6 +313,7 @@ export class Engine {
   destroy(): void {
     this.recorder.flushIfPending();
     this.pool.trim();
+    this.device.removeEventListener?.('uncapturederror', this.onUncapturedError);
     this.device.destroy();
     this.lostReason = 'engine destroyed';
   }
