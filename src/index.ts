@@ -38,3 +38,5 @@ export {
   modelName,
   type GenerationParameters,
 } from './image/png_metadata.js';
+export { BertTokenizer, type BertTokenizerOptions } from './text/bert_tokenizer.js';
+export { openCheckpoint, CkptFile, CheckpointError, type CheckpointSource } from './loaders/ckpt.js';

@@ -30,8 +30,22 @@ export interface UploadOptions {
   allowReshape?: boolean;
 }
 
+/** What a WeightSource reads tensors from: a safetensors file, or another container mapped onto
+ * the same tensor records (e.g. a PyTorch .ckpt, src/loaders/ckpt.ts). */
+export interface TensorFile {
+  readonly label: string;
+  readonly metadata: Record<string, string>;
+  /** the size of all tensor data (progress totals) */
+  readonly dataBytes: number;
+  names(): string[];
+  info(name: string): SafetensorsTensorInfo | undefined;
+  /** the tensor's raw little-endian bytes, row-major */
+  bytes(name: string): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
 interface Entry {
-  file: SafetensorsFile;
+  file: TensorFile;
   info: SafetensorsTensorInfo;
 }
 
@@ -39,7 +53,7 @@ interface Entry {
 interface Shared {
   entries: Map<string, Entry>;
   used: Set<string>;
-  files: SafetensorsFile[];
+  files: TensorFile[];
   onRead?: ProgressCallback;
   readBytes: number;
   totalBytes: number;
@@ -58,7 +72,7 @@ export class WeightSource {
   }
 
   /** Combines opened files (shards of one checkpoint); a name in two files is an error. */
-  static fromFiles(files: SafetensorsFile[], label = files.map((f) => f.label).join(', '), onRead?: ProgressCallback): WeightSource {
+  static fromFiles(files: TensorFile[], label = files.map((f) => f.label).join(', '), onRead?: ProgressCallback): WeightSource {
     const entries = new Map<string, Entry>();
     let totalBytes = 0;
     for (const file of files) {
@@ -120,7 +134,7 @@ export class WeightSource {
   static merge(sources: WeightSource[], label = sources.map((s) => s.label).join(' + ')): WeightSource {
     const entries = new Map<string, Entry>();
     const map = new Map<string, string>();
-    const files: SafetensorsFile[] = [];
+    const files: TensorFile[] = [];
     let totalBytes = 0;
     sources.forEach((src, i) => {
       for (const f of src.shared.files) if (!files.includes(f)) files.push(f);
