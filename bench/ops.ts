@@ -29,12 +29,11 @@ function rand(n: number, seed: number): Float32Array {
   return a;
 }
 
+// FLOPs and bytes come from the kernels' own cost functions, so the bench and the profiler agree.
 function conv3x3(n: number, c: number, h: number, cout: number): OpCase {
-  const flops = 2 * n * cout * h * h * c * 9;
   return {
     name: `conv2d 3x3 ${n}x${c}x${h}x${h} -> ${cout}`,
-    flops,
-    bytes: 4 * (n * c * h * h + cout * c * 9 + cout + n * cout * h * h),
+    ...ops.conv2dCost({ x: [n, c, h, h], w: [cout, c, 3, 3], bias: true, padding: 1 }),
     bound: 'compute',
     ours(engine) {
       const x = engine.tensor(rand(n * c * h * h, 1), [n, c, h, h]);
@@ -54,8 +53,7 @@ function conv3x3(n: number, c: number, h: number, cout: number): OpCase {
 function matmul(m: number, k: number, n: number): OpCase {
   return {
     name: `matmul ${m}x${k} @ ${k}x${n}`,
-    flops: 2 * m * n * k,
-    bytes: 4 * (m * k + k * n + m * n),
+    ...ops.matmulCost({ a: [m, k], b: [k, n] }),
     bound: 'compute',
     ours(engine) {
       const a = engine.tensor(rand(m * k, 4), [m, k]);
@@ -74,8 +72,7 @@ function attention(tokens: number, heads: number, dHead: number): OpCase {
   const c = heads * dHead;
   return {
     name: `attention ${heads} heads x ${dHead}, ${tokens} tokens`,
-    flops: 4 * heads * tokens * tokens * dHead,
-    bytes: 4 * 4 * tokens * c,
+    ...ops.attentionCost({ batch: 1, lq: tokens, lk: tokens, channels: c, heads }),
     bound: 'compute',
     ours(engine) {
       const q = engine.tensor(rand(tokens * c, 6), [1, tokens, c]);
@@ -106,8 +103,7 @@ function groupNorm(n: number, c: number, h: number, groups: number): OpCase {
   const elems = n * c * h * h;
   return {
     name: `groupNorm ${groups} groups ${n}x${c}x${h}x${h}`,
-    flops: 8 * elems,
-    bytes: 4 * (2 * elems + 2 * c),
+    ...ops.groupNormCost({ shape: [n, c, h, h], groups }),
     bound: 'memory',
     ours(engine) {
       const x = engine.tensor(rand(elems, 9), [n, c, h, h]);

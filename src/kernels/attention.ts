@@ -12,6 +12,7 @@ import { DTYPE_BYTES, type DType } from '../runtime/tensor.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { attentionWgsl, attentionLayout, type AttentionConfig } from './attention.wgsl.js';
 import { engineOf, floatDtype, fail, rankIs, grid1d } from './check.js';
+import { cachedSource, type Cost } from './kit.js';
 
 export interface AttentionOptions {
   heads: number;
@@ -38,22 +39,16 @@ function unmaskedPairs(lq: number, lk: number, causal: boolean): number {
   return (full * (full + 1)) / 2 + Math.max(0, lq - lk) * lk;
 }
 
-export function attentionCost(a: AttentionCostArgs): { flops: number; bytes: number } {
+export function attentionCost(a: AttentionCostArgs): Cost {
   const pairs = unmaskedPairs(a.lq, a.lk, a.causal ?? false);
   const flops = 4 * a.batch * pairs * a.channels + 5 * a.batch * pairs * a.heads;
   const bytes = DTYPE_BYTES[a.dtype ?? 'f32'] * a.batch * a.channels * (2 * a.lq + 2 * a.lk);
   return { flops, bytes };
 }
 
-const sources = new Map<string, KernelSource>();
 function sourceFor(c: AttentionConfig): KernelSource {
-  const key = `${c.D}|${c.RM}|${c.RG}|${c.TPR}|${c.BK}|${c.kvShared}|${c.causal}`;
-  let s = sources.get(key);
-  if (!s) {
-    s = { name: 'attention', wgsl: attentionWgsl(c) };
-    sources.set(key, s);
-  }
-  return s;
+  const key = `D${c.D}_rm${c.RM}_rg${c.RG}_tpr${c.TPR}_bk${c.BK}${c.kvShared ? '_kvs' : ''}${c.causal ? '_causal' : ''}`;
+  return cachedSource(`attention_${key}`, () => attentionWgsl(c));
 }
 
 // Preference order: big query tiles first (each K/V tile staged serves more queries, so K and V

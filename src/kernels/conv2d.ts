@@ -9,7 +9,8 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, shapeStr, type DType } from '../runtime/tensor.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { conv2dReduceWgsl, conv2dWgsl, type Conv2dKernelConfig } from './conv2d.wgsl.js';
-import { engineOf, fail, floatDtype, grid1d, rankIs } from './check.js';
+import { engineOf, fail, floatDtype, rankIs } from './check.js';
+import { cachedSource, flatWorkgroups, type Cost } from './kit.js';
 
 export interface Conv2dOptions {
   /** a number or [sh, sw] (default 1) */
@@ -109,7 +110,7 @@ export interface Conv2dCostArgs extends Omit<Conv2dOptions, 'residual'> {
   dtype?: DType;
 }
 
-export function conv2dCost(a: Conv2dCostArgs): { flops: number; bytes: number } {
+export function conv2dCost(a: Conv2dCostArgs): Cost {
   const g = geometry('conv2dCost', a.x, a.w, { stride: a.stride, padding: a.padding, dilation: a.dilation, groups: a.groups });
   const outs = g.n * g.cout * g.hOut * g.wOut;
   const kG = (g.cin / g.groups) * g.kh * g.kw;
@@ -118,27 +119,13 @@ export function conv2dCost(a: Conv2dCostArgs): { flops: number; bytes: number } 
   return { flops, bytes: elems * DTYPE_BYTES[a.dtype ?? 'f32'] };
 }
 
-const sources = new Map<string, KernelSource>();
 function source(c: Conv2dKernelConfig): KernelSource {
   const flags = (['pointwise', 'bias', 'residual', 'vecW', 'vecY', 'vecX', 'splitK'] as const).filter((f) => c[f]).join('_');
-  const key = `${c.wgx}x${c.wgy}r${c.rg}k${c.bk}${flags ? '_' + flags : ''}`;
-  let s = sources.get(key);
-  if (!s) {
-    s = { name: `conv2d_${key}`, wgsl: conv2dWgsl(c) };
-    sources.set(key, s);
-  }
-  return s;
+  return cachedSource(`conv2d_${c.wgx}x${c.wgy}r${c.rg}k${c.bk}${flags ? '_' + flags : ''}`, () => conv2dWgsl(c));
 }
 
-const reduceSources = new Map<string, KernelSource>();
 function reduceSource(bias: boolean, residual: boolean): KernelSource {
-  const key = `${bias ? 'b' : ''}${residual ? 'r' : ''}`;
-  let s = reduceSources.get(key);
-  if (!s) {
-    s = { name: `conv2d_reduce_${key}`, wgsl: conv2dReduceWgsl(bias, residual) };
-    reduceSources.set(key, s);
-  }
-  return s;
+  return cachedSource(`conv2d_reduce_${bias ? 'b' : ''}${residual ? 'r' : ''}`, () => conv2dReduceWgsl(bias, residual));
 }
 
 /** K slices for a problem of `workgroups` output tiles and `kTiles` K steps. Low-resolution layers
@@ -249,14 +236,13 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
     dtype,
   });
   if (splitK) {
-    const [gx, gy] = grid1d(engine, Math.ceil(total / 256));
     const rb: Record<string, Tensor> = { part, y };
     if (bias) rb.bias = bias;
     if (res) rb.residual = res;
     engine.dispatch(reduceSource(!!bias, !!res), {
       bindings: rb,
-      uniforms: { total, slices, hwOut, cout: g.cout, rowStride: gx * 256 },
-      workgroups: [gx, gy],
+      uniforms: { total, slices, hwOut, cout: g.cout },
+      workgroups: flatWorkgroups(engine, total),
       dtype,
     });
     part.dispose();

@@ -15,6 +15,7 @@
 // The text is generated per configuration (tile shape, 1x1 fast path, bias, residual, vector
 // widths, split-K) so unused bindings do not exist and the loops over the 4 columns, the row groups
 // and the staging registers are unrolled in the source.
+import { flatMain } from './kit.wgsl.js';
 
 export interface Conv2dKernelConfig {
   /** threads along the column (pixel) dimension; BN = 4 * wgx */
@@ -252,22 +253,18 @@ ${store}
 /** Sums the split-K partial slices, adds bias and residual, and converts to the storage type. */
 export function conv2dReduceWgsl(bias: boolean, residual: boolean): string {
   return /* wgsl */ `
-struct Params { total: u32, slices: u32, hwOut: u32, cout: u32, rowStride: u32, }
+struct Params { total: u32, slices: u32, hwOut: u32, cout: u32, }
 @group(0) @binding(0) var<storage, read> part: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<T>;
 @group(0) @binding(2) var<uniform> p: Params;
 ${bias ? '@group(0) @binding(3) var<storage, read> bias: array<T>;' : ''}
 ${residual ? '@group(0) @binding(4) var<storage, read> residual: array<T>;' : ''}
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.y * p.rowStride + gid.x;
-  if (i >= p.total) { return; }
-  var s = 0.0;
+${flatMain(
+  'p.total',
+  `  var s = 0.0;
   for (var k = 0u; k < p.slices; k++) { s += part[k * p.total + i]; }
 ${bias ? '  s += f32(bias[(i / p.hwOut) % p.cout]);' : ''}
 ${residual ? '  s += f32(residual[i]);' : ''}
-  y[i] = T(s);
-}
-`;
+  y[i] = T(s);`,
+)}`;
 }

@@ -4,17 +4,15 @@
 // clamp 2 FLOPs, cast 0, each reading and writing one value per element.
 // Binary ops and GEGLU use vec4 loads/stores when the innermost dimension is a multiple of 4.
 import type { Tensor } from '../runtime/tensor.js';
+import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType } from '../runtime/tensor.js';
-import { engineOf, fail, floatDtype, grid1d } from './check.js';
+import { engineOf, fail, floatDtype } from './check.js';
+import { ACTIVATION_FLOPS, cachedSource, flatWorkgroups, type Cost } from './kit.js';
 import { binaryWgsl, binaryVec4Wgsl, castFromWgsl, castToWgsl, clampWgsl, gegluVec4Wgsl, gegluWgsl } from './elementwise.wgsl.js';
 
 const binarySrc = { name: 'binary', wgsl: binaryWgsl };
-const vec4Srcs = new Map<string, { name: string; wgsl: string }>();
-function vec4Src(aVec: boolean, bVec: boolean): { name: string; wgsl: string } {
-  const name = `binary_vec4_${aVec ? 'v' : 's'}${bVec ? 'v' : 's'}`;
-  let src = vec4Srcs.get(name);
-  if (!src) vec4Srcs.set(name, (src = { name, wgsl: binaryVec4Wgsl(aVec, bVec) }));
-  return src;
+function vec4Src(aVec: boolean, bVec: boolean): KernelSource {
+  return cachedSource(`binary_vec4_${aVec ? 'v' : 's'}${bVec ? 'v' : 's'}`, () => binaryVec4Wgsl(aVec, bVec));
 }
 const gegluSrc = { name: 'geglu', wgsl: gegluWgsl };
 const gegluVec4Src = { name: 'geglu_vec4', wgsl: gegluVec4Wgsl };
@@ -24,11 +22,6 @@ const castFromSrc = { name: 'cast_f16_to_f32', wgsl: castFromWgsl };
 
 const MAX_DIMS = 8;
 const BINARY_OPS = { add: 0, sub: 1, mul: 2 } as const;
-
-export interface Cost {
-  flops: number;
-  bytes: number;
-}
 
 /** The broadcast result shape of two shapes (trailing alignment), or null if incompatible. */
 export function broadcastShape(a: readonly number[], b: readonly number[]): number[] | null {
@@ -102,11 +95,9 @@ function binary(op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): Tensor {
   // operand is either contiguous or constant along it; operands constant everywhere stay scalar.
   if (c.sizes[0] % 4 === 0 && c.sa[0] <= 1 && c.sb[0] <= 1 && (c.sa[0] === 1 || c.sb[0] === 1)) {
     const src = vec4Src(c.sa[0] === 1, c.sb[0] === 1);
-    const [gx, gy] = grid1d(engine, Math.ceil(n / 4 / 256));
-    engine.dispatch(src, { bindings: { a, b, y }, uniforms, workgroups: [gx, gy], constants });
+    engine.dispatch(src, { bindings: { a, b, y }, uniforms, workgroups: flatWorkgroups(engine, n / 4), constants });
   } else {
-    const [gx, gy] = grid1d(engine, Math.ceil(n / 256));
-    engine.dispatch(binarySrc, { bindings: { a, b, y }, uniforms, workgroups: [gx, gy], constants });
+    engine.dispatch(binarySrc, { bindings: { a, b, y }, uniforms, workgroups: flatWorkgroups(engine, n), constants });
   }
   return y;
 }
@@ -129,8 +120,7 @@ export function geglu(x: Tensor): Tensor {
   const y = engine.empty([...x.shape.slice(0, -1), d], dtype, op);
   if (y.size === 0) return y;
   const v = d % 4 === 0 ? 4 : 1; // whole vec4s per half-row
-  const [gx, gy] = grid1d(engine, Math.ceil(y.size / v / 256));
-  engine.dispatch(v === 4 ? gegluVec4Src : gegluSrc, { bindings: { x, y }, uniforms: { n: y.size / v, d: d / v }, workgroups: [gx, gy] });
+  engine.dispatch(v === 4 ? gegluVec4Src : gegluSrc, { bindings: { x, y }, uniforms: { n: y.size / v, d: d / v }, workgroups: flatWorkgroups(engine, y.size / v) });
   return y;
 }
 
@@ -143,8 +133,7 @@ export function clamp(x: Tensor, lo: number, hi: number): Tensor {
   const y = engine.empty(x.shape, dtype, op);
   if (y.size === 0) return y;
   // The uniform is f32: +-Infinity passes through as such, meaning "no bound".
-  const [gx, gy] = grid1d(engine, Math.ceil(y.size / 256));
-  engine.dispatch(clampSrc, { bindings: { x, y }, uniforms: { n: y.size, lo, hi }, workgroups: [gx, gy] });
+  engine.dispatch(clampSrc, { bindings: { x, y }, uniforms: { n: y.size, lo, hi }, workgroups: flatWorkgroups(engine, y.size) });
   return y;
 }
 
@@ -163,8 +152,7 @@ export function cast(x: Tensor, dtype: DType): Tensor {
     engine.copy(x, 0, y, 0, Math.ceil(x.byteLength / 4) * 4);
     return y;
   }
-  const [gx, gy] = grid1d(engine, Math.ceil(y.size / 256));
-  engine.dispatch(dtype === 'f16' ? castToSrc : castFromSrc, { bindings: { x, y }, uniforms: { n: y.size }, workgroups: [gx, gy], dtype: 'f16' });
+  engine.dispatch(dtype === 'f16' ? castToSrc : castFromSrc, { bindings: { x, y }, uniforms: { n: y.size }, workgroups: flatWorkgroups(engine, y.size), dtype: 'f16' });
   return y;
 }
 
@@ -181,7 +169,7 @@ export const mulCost = binaryCost;
 /** Cost of geglu on x [..., 2D]. */
 export function gegluCost(args: { shape: readonly number[]; dtype?: DType }): Cost {
   const n = numel(args.shape) / 2;
-  return { flops: 20 * n, bytes: 3 * n * DTYPE_BYTES[args.dtype ?? 'f32'] };
+  return { flops: ACTIVATION_FLOPS.gelu * n, bytes: 3 * n * DTYPE_BYTES[args.dtype ?? 'f32'] };
 }
 
 export function clampCost(args: { shape: readonly number[]; dtype?: DType }): Cost {

@@ -1,5 +1,6 @@
-// Elementwise kernels. All index a flat output; workgroups are spread over x and y (grid1d), so the
-// linear workgroup index is wid.y * nwg.x + wid.x. Math runs in f32 whatever the storage type T.
+// Elementwise kernels. All index a flat output through the kit's flatMain (one thread per index).
+// Math runs in f32 whatever the storage type T.
+import { activationExpr, erfWgsl, flatMain } from './kit.wgsl.js';
 
 /** Index helper for the up-to-8-D broadcast descriptors: dimension 0 is the innermost. */
 const dims = /* wgsl */ `
@@ -49,15 +50,11 @@ fn apply(u: f32, v: f32) -> f32 {
   }
 }
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let o = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (o >= p.n) { return; }
-  let i = offsets(o);
-  y[o] = T(apply(f32(a[i.x]), f32(b[i.y])));
-}
-`;
+${flatMain(
+  'p.n',
+  `  let ab = offsets(i);
+  y[i] = T(apply(f32(a[ab.x]), f32(b[ab.y])));`,
+)}`;
 
 /**
  * Four outputs per thread with vector loads and stores, when the innermost (merged) dimension is a
@@ -81,27 +78,12 @@ fn apply(u: vec4<f32>, v: vec4<f32>) -> vec4<f32> {
   }
 }
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let o4 = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (o4 * 4u >= p.n) { return; }
-  let i = offsets(o4 * 4u);
-  y[o4] = T4(apply(${load('a', aVec, 'i.x')}, ${load('b', bVec, 'i.y')}));
+${flatMain(
+  '(p.n + 3u) / 4u',
+  `  let ab = offsets(i * 4u);
+  y[i] = T4(apply(${load('a', aVec, 'ab.x')}, ${load('b', bVec, 'ab.y')}));`,
+)}`;
 }
-`;
-}
-
-const erf = (t: string): string => /* wgsl */ `
-fn erf_approx(v: ${t}) -> ${t} {
-  // Abramowitz-Stegun 7.1.26: ~1.5e-7 absolute, below f32 GELU's own rounding noise.
-  let s = sign(v);
-  let a = abs(v);
-  let t = 1.0 / (1.0 + 0.3275911 * a);
-  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return s * (1.0 - poly * exp(-a * a));
-}
-`;
 
 /** GEGLU: x [rows, 2D] -> y [rows, D] = x[:, :D] * gelu_erf(x[:, D:]), V outputs per thread
  * (V = 4 reads and writes T4 when D % 4 == 0; d counts vectors). */
@@ -113,20 +95,16 @@ struct Params { n: u32, d: u32, }
 @group(0) @binding(0) var<storage, read> x: array<${E}>;
 @group(0) @binding(1) var<storage, read_write> y: array<${E}>;
 @group(0) @binding(2) var<uniform> p: Params;
-${erf(F)}
+${erfWgsl(F)}
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= p.n) { return; }
-  let row = i / p.d;
+${flatMain(
+  'p.n',
+  `  let row = i / p.d;
   let col = i - row * p.d;
   let h = ${F}(x[2u * row * p.d + col]);
   let g = ${F}(x[(2u * row + 1u) * p.d + col]);
-  y[i] = ${E}(h * 0.5 * g * (1.0 + erf_approx(g * 0.70710678118654752)));
-}
-`;
+  y[i] = ${E}(h * (${activationExpr('gelu', 'g')}));`,
+)}`;
 }
 export const gegluWgsl = geglu(1);
 export const gegluVec4Wgsl = geglu(4);
@@ -138,25 +116,17 @@ struct Params { n: u32, lo: f32, hi: f32, }
 @group(0) @binding(1) var<storage, read_write> y: array<T>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= p.n) { return; }
-  y[i] = T(min(max(f32(x[i]), p.lo), p.hi));
-}
-`;
+${flatMain(
+  'p.n',
+  `  y[i] = T(min(max(f32(x[i]), p.lo), p.hi));`,
+)}`;
 
 const castBody = /* wgsl */ `
 struct Params { n: u32, }
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= p.n) { return; }
-  y[i] = OUT(x[i]);
-}
-`;
+${flatMain(
+  'p.n',
+  `  y[i] = OUT(x[i]);`,
+)}`;
 
 /** f32 -> T (compiled with T = f16) */
 export const castToWgsl = /* wgsl */ `

@@ -2,7 +2,8 @@
 // Cost: reads and writes rows * D elements.
 import { Tensor } from '../runtime/tensor.js';
 import { embeddingWgsl } from './embedding.wgsl.js';
-import { engineOf, floatDtype, grid1d, rankIs } from './check.js';
+import { engineOf, floatDtype, rankIs } from './check.js';
+import { flatWorkgroups } from './kit.js';
 
 const src = { name: 'embedding', wgsl: embeddingWgsl };
 
@@ -24,8 +25,7 @@ export function embedding(table: Tensor, ids: Tensor | readonly number[]): Tenso
   }
   const rows = idT.size;
   const y = engine.empty([...idT.shape, D], dtype, op);
-  const [gx, gy] = grid1d(engine, Math.ceil((rows * D) / 256));
-  engine.dispatch(src, { bindings: { table, ids: idT, y }, uniforms: { rows, dim: D, tableRows: V, rowStride: gx * 256 }, workgroups: [gx, gy], dtype });
+  engine.dispatch(src, { bindings: { table, ids: idT, y }, uniforms: { rows, dim: D, tableRows: V }, workgroups: flatWorkgroups(engine, rows * D), dtype });
   if (idT !== ids) idT.dispose();
   return y;
 }

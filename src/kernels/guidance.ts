@@ -2,7 +2,8 @@
 // Cost: reads 2N, writes N elements, 3 FLOPs each.
 import type { Tensor } from '../runtime/tensor.js';
 import { guidanceWgsl } from './guidance.wgsl.js';
-import { engineOf, fail, floatDtype, grid1d } from './check.js';
+import { engineOf, fail, floatDtype } from './check.js';
+import { flatWorkgroups } from './kit.js';
 
 const src = { name: 'classifierFreeGuidance', wgsl: guidanceWgsl };
 
@@ -14,7 +15,6 @@ export function classifierFreeGuidance(x: Tensor, scale: number): Tensor {
   if (!Number.isFinite(scale)) throw new Error(`${op}: guidance scale ${scale} is not finite`);
   const half = x.size / 2;
   const y = engine.empty([x.shape[0] / 2, ...x.shape.slice(1)], dtype, op);
-  const [gx, gy] = grid1d(engine, Math.ceil(half / 256));
-  engine.dispatch(src, { bindings: { x, y }, uniforms: { half, scale, rowStride: gx * 256, pad: 0 }, workgroups: [gx, gy] });
+  engine.dispatch(src, { bindings: { x, y }, uniforms: { half, scale }, workgroups: flatWorkgroups(engine, half) });
   return y;
 }

@@ -4,16 +4,12 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, numel, type DType } from '../runtime/tensor.js';
 import type { Engine } from '../runtime/engine.js';
 import { engineOf, fail, floatDtype, grid1d, rankIs } from './check.js';
+import { flatWorkgroups, type Cost } from './kit.js';
 import { blockCopyWgsl, transposeWgsl, upsampleNearest2xWgsl } from './layout.wgsl.js';
 
 const copySrc = { name: 'block_copy', wgsl: blockCopyWgsl };
 const upSrc = { name: 'upsample_nearest2x', wgsl: upsampleNearest2xWgsl };
 const transposeSrc = { name: 'transpose', wgsl: transposeWgsl };
-
-export interface Cost {
-  flops: number;
-  bytes: number;
-}
 
 function normAxis(op: string, axis: number, rank: number, ts: Tensor[]): number {
   if (!Number.isInteger(axis) || axis < -rank || axis >= rank) fail(op, `axis ${axis} is out of range for rank ${rank}`, ts);
@@ -23,8 +19,7 @@ function normAxis(op: string, axis: number, rank: number, ts: Tensor[]): number 
 function blockCopy(engine: Engine, src: Tensor, dst: Tensor, outer: number, inner: number, srcStride: number, srcOff: number, dstStride: number, dstOff: number): void {
   const n = outer * inner;
   if (n === 0) return;
-  const [gx, gy] = grid1d(engine, Math.ceil(n / 256));
-  engine.dispatch(copySrc, { bindings: { src, dst }, uniforms: { n, inner, srcStride, srcOff, dstStride, dstOff }, workgroups: [gx, gy] });
+  engine.dispatch(copySrc, { bindings: { src, dst }, uniforms: { n, inner, srcStride, srcOff, dstStride, dstOff }, workgroups: flatWorkgroups(engine, n) });
 }
 
 /** torch.cat(tensors, axis): all dims but `axis` must agree. */
@@ -86,8 +81,7 @@ export function upsampleNearest2x(x: Tensor): Tensor {
   const y = engine.empty([n, c, 2 * h, 2 * w], dtype, op);
   const threads = n * c * 2 * h * w;
   if (threads === 0) return y;
-  const [gx, gy] = grid1d(engine, Math.ceil(threads / 256));
-  engine.dispatch(upSrc, { bindings: { x, y }, uniforms: { n: threads, h, w }, workgroups: [gx, gy] });
+  engine.dispatch(upSrc, { bindings: { x, y }, uniforms: { n: threads, h, w }, workgroups: flatWorkgroups(engine, threads) });
   return y;
 }
 

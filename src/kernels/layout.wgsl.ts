@@ -1,4 +1,5 @@
 // Data-movement kernels: strided block copies (concat, slice), nearest upsampling, batched transpose.
+import { flatMain } from './kit.wgsl.js';
 
 /**
  * dst[dstOff + o * dstStride + r] = src[srcOff + o * srcStride + r] for o < outer, r < inner.
@@ -10,16 +11,12 @@ struct Params { n: u32, inner: u32, srcStride: u32, srcOff: u32, dstStride: u32,
 @group(0) @binding(1) var<storage, read_write> dst: array<T>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= p.n) { return; }
-  let o = i / p.inner;
+${flatMain(
+  'p.n',
+  `  let o = i / p.inner;
   let r = i - o * p.inner;
-  dst[p.dstOff + o * p.dstStride + r] = src[p.srcOff + o * p.srcStride + r];
-}
-`;
+  dst[p.dstOff + o * p.dstStride + r] = src[p.srcOff + o * p.srcStride + r];`,
+)}`;
 
 /** y[nc, oy, ox] = x[nc, oy / 2, ox / 2]; one thread per pair of horizontally adjacent outputs. */
 export const upsampleNearest2xWgsl = /* wgsl */ `
@@ -28,12 +25,9 @@ struct Params { n: u32, h: u32, w: u32, }
 @group(0) @binding(1) var<storage, read_write> y: array<T>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  // i enumerates (nc, oy, ix): each input element read once per output row it feeds.
-  let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-  if (i >= p.n) { return; }
+${flatMain(
+  'p.n',
+  `  // i enumerates (nc, oy, ix): each input element read once per output row it feeds.
   let ix = i % p.w;
   let t = i / p.w;
   let oy = t % (2u * p.h);
@@ -41,9 +35,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let v = x[(nc * p.h + oy / 2u) * p.w + ix];
   let o = t * 2u * p.w + 2u * ix;
   y[o] = v;
-  y[o + 1u] = v;
-}
-`;
+  y[o + 1u] = v;`,
+)}`;
 
 /** Batched transpose [B, R, C] -> [B, C, R] through a 32x32 workgroup tile (coalesced both ways). */
 export const transposeWgsl = /* wgsl */ `

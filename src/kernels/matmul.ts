@@ -8,10 +8,10 @@ import type { Engine } from '../runtime/engine.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType, type Tensor } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype } from './check.js';
+import { ACTIVATION_FLOPS, cachedSource, isActivation, type Activation, type Cost } from './kit.js';
 import { gemmKey, gemmSharedBytes, gemmWgsl, type GemmTile, type GemmVariant } from './matmul.wgsl.js';
 
-export type Activation = 'none' | 'silu' | 'gelu' | 'quickGelu';
-const ACT: Record<Activation, GemmVariant['act']> = { none: 0, silu: 1, gelu: 2, quickGelu: 3 };
+export type { Activation };
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -69,8 +69,6 @@ function pickTile(engine: Engine, M: number, N: number, batch: number): GemmTile
   return GEMM_TILES.small;
 }
 
-// Generated WGSL per variant, so the steady state does not rebuild shader text per dispatch.
-const sources = new Map<string, KernelSource>();
 
 /** Records the GEMM (one dispatch, or several when the grid exceeds the per-dimension limit). */
 export function gemm(engine: Engine, g: GemmArgs): void {
@@ -89,14 +87,9 @@ export function gemm(engine: Engine, g: GemmArgs): void {
     vecC: N % 4 === 0,
     bias: !!g.bias,
     residual: !!g.residual,
-    act: ACT[g.activation],
+    act: g.activation,
   };
-  const name = `${g.op} ${gemmKey(variant)}`;
-  let src = sources.get(name);
-  if (!src) {
-    src = { name, wgsl: gemmWgsl(variant) };
-    sources.set(name, src);
-  }
+  const src = cachedSource(`${g.op} ${gemmKey(variant)}`, () => gemmWgsl(variant));
   const bindings: Record<string, Tensor> = { lhs: g.a, rhs: g.b, dst: g.out };
   if (g.bias) bindings.addBias = g.bias;
   if (g.residual) bindings.addRes = g.residual;
@@ -214,7 +207,7 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null, opts: LinearOpti
   if (K !== Kw) fail(op, `x has ${K} input features but weight expects ${Kw}`, all);
   if (b && (b.rank !== 1 || b.shape[0] !== N)) fail(op, `bias must have shape [${N}], got ${shapeStr(b.shape)}`, all);
   const activation = opts.activation ?? 'none';
-  if (!(activation in ACT)) fail(op, `unknown activation '${String(activation)}' (none, silu, gelu, quickGelu)`, all);
+  if (!isActivation(activation)) fail(op, `unknown activation '${String(activation)}' (none, silu, gelu, quickGelu)`, all);
   const outShape = [...x.shape.slice(0, -1), N];
   if (residual && !sameShape(residual.shape, outShape)) {
     fail(op, `residual must have the output shape ${shapeStr(outShape)}, got ${shapeStr(residual.shape)}`, all);
@@ -240,14 +233,6 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null, opts: LinearOpti
   return out;
 }
 
-export interface Cost {
-  flops: number;
-  bytes: number;
-}
-
-function actFlops(act: Activation | undefined): number {
-  return act === 'gelu' ? 20 : act === 'silu' || act === 'quickGelu' ? 4 : 0;
-}
 
 /** FLOPs and ideal DRAM bytes of matmul(a, b, opts) for the given shapes. */
 export function matmulCost(args: { a: readonly number[]; b: readonly number[]; transposeA?: boolean; transposeB?: boolean; dtype?: DType }): Cost {
@@ -268,7 +253,7 @@ export function linearCost(args: { x: readonly number[]; w: readonly number[]; b
   const N = args.w[0];
   const outs = M * N;
   const e = DTYPE_BYTES[args.dtype ?? 'f32'];
-  const flops = 2 * outs * K + outs * ((args.bias ? 1 : 0) + (args.residual ? 1 : 0) + actFlops(args.activation));
+  const flops = 2 * outs * K + outs * ((args.bias ? 1 : 0) + (args.residual ? 1 : 0) + ACTIVATION_FLOPS[args.activation ?? 'none']);
   const bytes = e * (numel(args.x) + numel(args.w) + outs + (args.bias ? N : 0) + (args.residual ? outs : 0));
   return { flops, bytes };
 }

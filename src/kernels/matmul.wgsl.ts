@@ -16,6 +16,7 @@
 // multiple of 4, else as guarded scalars; out-of-range elements load as zero so partial tiles need
 // no special inner loop. The next K step's global loads are issued into registers right after the
 // current tile is in shared memory, so their latency overlaps the FMA loop.
+import { activationWgsl, type Activation } from './kit.wgsl.js';
 
 export interface GemmTile {
   /** threads along n and m */
@@ -38,8 +39,7 @@ export interface GemmVariant {
   vecC: boolean;
   bias: boolean;
   residual: boolean;
-  /** 0 none, 1 silu, 2 gelu (erf), 3 quickGelu */
-  act: 0 | 1 | 2 | 3;
+  act: Activation;
 }
 
 export function gemmKey(v: GemmVariant): string {
@@ -51,7 +51,7 @@ export function gemmKey(v: GemmVariant): string {
     `v${+v.vecA}${+v.vecB}${+v.vecC}`,
     v.bias ? 'b' : '',
     v.residual ? 'r' : '',
-    `a${v.act}`,
+    v.act === 'none' ? '' : v.act,
   ].join('_');
 }
 
@@ -86,7 +86,7 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
   L.push(`@group(0) @binding(5) var<uniform> p: Params;`);
   L.push(`var<workgroup> As: array<vec4<f32>, ${bk * BM4}>;`);
   L.push(`var<workgroup> Bs: array<vec4<f32>, ${bk * BN4}>;`);
-  L.push(activationWgsl(v.act));
+  L.push(activationWgsl(v.act, 'vec4<f32>'));
 
   // One operand's staging. The operand is a row-major matrix with S rows (the strided dimension)
   // and C columns (contiguous); `kContig` says whether its contiguous dimension is k. A tile
@@ -214,7 +214,7 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
           L.push(`        if (n < p.N) {`);
           L.push(`          var y = acc_${i}_${r}_${j};`);
           if (v.bias) L.push(`          y += vec4<f32>(addBias[n / 4u]);`);
-          if (v.act) L.push(`          y = act(y);`);
+          if (v.act !== 'none') L.push(`          y = act(y);`);
           if (v.residual) L.push(`          y += vec4<f32>(addRes[o / 4u]);`);
           L.push(`          dst[o / 4u] = T4(y);`);
           L.push(`        }`);
@@ -223,7 +223,7 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
           if (v.bias) {
             for (let q = 0; q < 4; q++) L.push(`        if (n + ${q}u < p.N) { y.${comps[q]} += f32(addBias[n + ${q}u]); }`);
           }
-          if (v.act) L.push(`        y = act(y);`);
+          if (v.act !== 'none') L.push(`        y = act(y);`);
           for (let q = 0; q < 4; q++) {
             const res = v.residual ? ` + f32(addRes[o + ${q}u])` : '';
             L.push(`        if (n + ${q}u < p.N) { dst[o + ${q}u] = T(y.${comps[q]}${res}); }`);
@@ -239,23 +239,3 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
   return L.join('\n') + '\n';
 }
 
-function activationWgsl(act: GemmVariant['act']): string {
-  switch (act) {
-    case 0:
-      return '';
-    case 1:
-      return `fn act(v: vec4<f32>) -> vec4<f32> { return v / (1.0 + exp(-v)); }`;
-    case 2:
-      // erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), accurate enough for f32 GELU.
-      return `fn act(v: vec4<f32>) -> vec4<f32> {
-  let x = v * 0.70710678118654752;
-  let ax = abs(x);
-  let t = 1.0 / (1.0 + 0.3275911 * ax);
-  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  let e = sign(x) * (1.0 - poly * exp(-ax * ax));
-  return 0.5 * v * (1.0 + e);
-}`;
-    case 3:
-      return `fn act(v: vec4<f32>) -> vec4<f32> { return v / (1.0 + exp(-1.702 * v)); }`;
-  }
-}

@@ -5,6 +5,7 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype, grid1d } from './check.js';
+import { ACTIVATION_FLOPS, type Cost } from './kit.js';
 import {
   NORM_VALUES_PER_THREAD, normApplyVec4Wgsl, normApplyWgsl, normRowsVec4Wgsl, normRowsWgsl, normStatsVec4Wgsl, normStatsWgsl,
 } from './norm.wgsl.js';
@@ -135,11 +136,6 @@ export function layerNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, 
   return normRows({ op, x, gamma, beta, rows, len: d, groups: 1, cpg: 0, spatial: 1, eps, silu: false, split: false });
 }
 
-export interface Cost {
-  flops: number;
-  bytes: number;
-}
-
 /** FLOPs and bytes moved by groupNorm on a tensor of this shape. */
 export function groupNormCost(args: { shape: readonly number[]; groups: number; dtype?: DType; silu?: boolean; affine?: boolean }): Cost {
   const e = numel(args.shape);
@@ -148,7 +144,7 @@ export function groupNormCost(args: { shape: readonly number[]; groups: number; 
   const len = e / Math.max(1, (args.shape[0] ?? 1) * args.groups);
   const reads = len > CHUNK ? 2 : 1;
   return {
-    flops: e * (8 + (args.silu ? 4 : 0)),
+    flops: e * (8 + (args.silu ? ACTIVATION_FLOPS.silu : 0)),
     bytes: e * b * (reads + 1) + (args.affine === false ? 0 : 2 * c * b),
   };
 }

@@ -8,6 +8,7 @@
 // T4), used when len is a multiple of 4 and four neighbours share a channel (spatial % 4 == 0) or
 // are four consecutive channels (spatial == 1). Every thread keeps up to K vectors in registers
 // (K * V = 16 values), so the common case reads x from memory once.
+import { activationExpr } from './kit.wgsl.js';
 
 /** Values one thread caches; a split-path chunk is 256 threads x this many values. */
 export const NORM_VALUES_PER_THREAD = 16;
@@ -30,7 +31,7 @@ function head(v: V, withStats: 'none' | 'write' | 'read'): string {
 fn finish(val: f32, c0: u32, i: u32) -> f32 {
   var o = val;
   if (AFFINE != 0u) { let c = c0 + i / p.spatial; o = o * f32(gamma[c]) + f32(beta[c]); }
-  if (SILU != 0u) { o = o / (1.0 + exp(-o)); }
+  if (SILU != 0u) { o = ${activationExpr('silu', 'o')}; }
   return o;
 }`
       : /* wgsl */ `
@@ -47,7 +48,7 @@ fn finish(val: vec4<f32>, c0: u32, i: u32) -> vec4<f32> {
       o = o * f32(gamma[c]) + f32(beta[c]);
     }
   }
-  if (SILU != 0u) { o = o / (1.0 + exp(-o)); }
+  if (SILU != 0u) { o = ${activationExpr('silu', 'o')}; }
   return o;
 }`;
   return /* wgsl */ `

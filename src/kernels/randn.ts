@@ -7,12 +7,13 @@ import type { Engine } from '../runtime/engine.js';
 import { numel, shapeStr, type DType, type Tensor } from '../runtime/tensor.js';
 import { randnWgsl } from './randn.wgsl.js';
 import { grid1d } from './check.js';
+import { type Cost } from './kit.js';
 import { checkOffset, seedKey } from './randn_host.js';
 
 const src = { name: 'randn', wgsl: randnWgsl };
 const OP = 'randn';
 
-export function randnCost(args: { size: number; bytesPerElement?: number }): { flops: number; bytes: number } {
+export function randnCost(args: { size: number; bytesPerElement?: number }): Cost {
   return { flops: 130 * args.size, bytes: (args.bytesPerElement ?? 4) * args.size };
 }
 

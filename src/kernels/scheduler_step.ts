@@ -5,7 +5,8 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { shapeStr, DTYPE_BYTES } from '../runtime/tensor.js';
 import { schedulerStepWgsl, addNoiseWgsl, SCHED_MAX_INPUTS } from './scheduler_step.wgsl.js';
-import { engineOf, floatDtype, fail, grid1d } from './check.js';
+import { engineOf, floatDtype, fail } from './check.js';
+import { cachedSource, flatWorkgroups, type Cost } from './kit.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 
 export interface SchedulerStepArgs {
@@ -23,12 +24,8 @@ export interface SchedulerStepArgs {
   outputs?: 1 | 2 | 3;
 }
 
-const sources = new Map<string, KernelSource>();
 function source(nIn: number, nOut: number, vec4: boolean): KernelSource {
-  const name = `scheduler_step_i${nIn}_o${nOut}${vec4 ? '_v4' : ''}`;
-  let s = sources.get(name);
-  if (!s) sources.set(name, (s = { name, wgsl: schedulerStepWgsl(nIn, nOut, vec4) }));
-  return s;
+  return cachedSource(`scheduler_step_i${nIn}_o${nOut}${vec4 ? '_v4' : ''}`, () => schedulerStepWgsl(nIn, nOut, vec4));
 }
 
 function pack(op: string, vals: readonly number[], want: number, what: string, withX0: boolean): number[] {
@@ -71,23 +68,22 @@ export function schedulerStep(args: SchedulerStepArgs): Tensor[] {
   const nv = vec4 ? n / 4 : n;
   const outs: Tensor[] = [];
   for (let j = 0; j < nOut; j++) outs.push(engine.empty(shape, dtype, op));
-  const [gx, gy] = grid1d(engine, Math.ceil(nv / 256));
   const bindings: Record<string, Tensor> = {};
   ins.forEach((t, i) => (bindings[`in${i}`] = t));
   outs.forEach((t, j) => (bindings[`out${j}`] = t));
   engine.dispatch(source(k, nOut, vec4), {
     bindings,
     uniforms: {
-      n: nv, rowStride: gx * 256, mode, lo, hi,
+      n: nv, mode, lo, hi,
       a0: a.slice(0, 4), a1: a.slice(4, 8), b0: b.slice(0, 4), b1: b.slice(4, 8), c0: c.slice(0, 4), c1: c.slice(4, 8),
     },
-    workgroups: [gx, gy],
+    workgroups: flatWorkgroups(engine, nv),
     dtype,
   });
   return outs;
 }
 
-export function schedulerStepCost(args: { elements: number; inputs: number; outputs: 1 | 2 | 3; dtype?: 'f32' | 'f16' }): { flops: number; bytes: number } {
+export function schedulerStepCost(args: { elements: number; inputs: number; outputs: 1 | 2 | 3; dtype?: 'f32' | 'f16' }): Cost {
   const k = args.inputs;
   const terms = k + (k + 1) + (args.outputs === 3 ? k + 1 : 0);
   return { flops: args.elements * 2 * terms, bytes: args.elements * DTYPE_BYTES[args.dtype ?? 'f32'] * (k + args.outputs) };
@@ -113,17 +109,16 @@ export function addNoise(x0: Tensor, noise: Tensor, signal: readonly number[], n
   const coef = engine.tensor(coefs, [B, 2]);
   const y = engine.empty(x0.shape, dtype, op);
   const n = x0.size;
-  const [gx, gy] = grid1d(engine, Math.ceil(n / 256));
   engine.dispatch(addNoiseSrc, {
     bindings: { x0, noise, coef, y },
-    uniforms: { n, rowStride: gx * 256, perItem: Math.max(1, n / B) },
-    workgroups: [gx, gy],
+    uniforms: { n, perItem: Math.max(1, n / B) },
+    workgroups: flatWorkgroups(engine, n),
     dtype,
   });
   coef.dispose();
   return y;
 }
 
-export function addNoiseCost(args: { elements: number; dtype?: 'f32' | 'f16' }): { flops: number; bytes: number } {
+export function addNoiseCost(args: { elements: number; dtype?: 'f32' | 'f16' }): Cost {
   return { flops: 3 * args.elements, bytes: 3 * args.elements * DTYPE_BYTES[args.dtype ?? 'f32'] };
 }

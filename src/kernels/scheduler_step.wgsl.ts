@@ -7,6 +7,8 @@
 // The text is generated per (inputs, outputs, vec4) so no binding is unused: a step reads and writes
 // exactly the tensors it needs, and at most 5 inputs + 3 outputs keeps within the 8 storage
 // buffers per stage every WebGPU device has.
+import { flatMain } from './kit.wgsl.js';
+
 export const SCHED_MAX_INPUTS = 5;
 export const SCHED_MAX_OUTPUTS = 3;
 
@@ -20,45 +22,38 @@ export function schedulerStepWgsl(nIn: number, nOut: number, vec4: boolean): str
   const V = vec4 ? 'T4' : 'T';
   const F = vec4 ? 'vec4<f32>' : 'f32';
   const lines: string[] = [];
-  lines.push(`struct Params { n: u32, rowStride: u32, mode: u32, lo: f32, hi: f32, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, c0: vec4<f32>, c1: vec4<f32>, }`);
+  lines.push(`struct Params { n: u32, mode: u32, lo: f32, hi: f32, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, c0: vec4<f32>, c1: vec4<f32>, }`);
   for (let i = 0; i < nIn; i++) lines.push(`@group(0) @binding(${i}) var<storage, read> in${i}: array<${V}>;`);
   for (let j = 0; j < nOut; j++) lines.push(`@group(0) @binding(${nIn + j}) var<storage, read_write> out${j}: array<${V}>;`);
   lines.push(`@group(0) @binding(${nIn + nOut}) var<uniform> p: Params;`);
-  lines.push(`@compute @workgroup_size(256)`);
-  lines.push(`fn main(@builtin(global_invocation_id) g: vec3<u32>) {`);
-  lines.push(`  let i = g.y * p.rowStride + g.x;`);
-  lines.push(`  if (i >= p.n) { return; }`);
-  for (let k = 0; k < nIn; k++) lines.push(`  let v${k} = ${F}(in${k}[i]);`);
+  const body: string[] = [];
+  for (let k = 0; k < nIn; k++) body.push(`  let v${k} = ${F}(in${k}[i]);`);
   const sum = (group: string, withX0: boolean) => {
     const terms: string[] = [];
     for (let k = 0; k < nIn; k++) terms.push(`${coef(group, k)} * v${k}`);
     if (withX0) terms.push(`${coef(group, SCHED_MAX_INPUTS)} * x0`);
     return terms.join(' + ');
   };
-  lines.push(`  var x0 = ${sum('a', false)};`);
+  body.push(`  var x0 = ${sum('a', false)};`);
   // mode 1: clip_sample's clamp of the predicted x0 (it feeds the prev sample too, as in diffusers)
-  lines.push(`  if (p.mode == 1u) { x0 = clamp(x0, ${F}(p.lo), ${F}(p.hi)); }`);
-  lines.push(`  out0[i] = ${V}(${sum('b', true)});`);
-  if (nOut >= 2) lines.push(`  out1[i] = ${V}(x0);`);
-  if (nOut >= 3) lines.push(`  out2[i] = ${V}(${sum('c', true)});`);
-  lines.push(`}`);
-  return lines.join('\n') + '\n';
+  body.push(`  if (p.mode == 1u) { x0 = clamp(x0, ${F}(p.lo), ${F}(p.hi)); }`);
+  body.push(`  out0[i] = ${V}(${sum('b', true)});`);
+  if (nOut >= 2) body.push(`  out1[i] = ${V}(x0);`);
+  if (nOut >= 3) body.push(`  out2[i] = ${V}(${sum('c', true)});`);
+  lines.push(flatMain('p.n', body.join('\n')));
+  return lines.join('\n');
 }
 
 // add_noise with one (signal, noise) coefficient pair per batch item: y = cs[b] * x0 + cn[b] * noise.
 export const addNoiseWgsl = /* wgsl */ `
-struct Params { n: u32, rowStride: u32, perItem: u32, }
+struct Params { n: u32, perItem: u32, }
 @group(0) @binding(0) var<storage, read> x0: array<T>;
 @group(0) @binding(1) var<storage, read> noise: array<T>;
 @group(0) @binding(2) var<storage, read> coef: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<T>;
 @group(0) @binding(4) var<uniform> p: Params;
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let i = g.y * p.rowStride + g.x;
-  if (i >= p.n) { return; }
-  let b = i / p.perItem;
-  y[i] = T(coef[2u * b] * f32(x0[i]) + coef[2u * b + 1u] * f32(noise[i]));
-}
-`;
+${flatMain(
+  'p.n',
+  `  let b = i / p.perItem;
+  y[i] = T(coef[2u * b] * f32(x0[i]) + coef[2u * b + 1u] * f32(noise[i]));`,
+)}`;

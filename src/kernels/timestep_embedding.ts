@@ -6,7 +6,8 @@
 import type { Engine } from '../runtime/engine.js';
 import { Tensor, shapeStr, type DType } from '../runtime/tensor.js';
 import { timestepEmbeddingWgsl } from './timestep_embedding.wgsl.js';
-import { describe, grid1d } from './check.js';
+import { describe } from './check.js';
+import { flatWorkgroups, type Cost } from './kit.js';
 
 const src = { name: 'timestepEmbedding', wgsl: timestepEmbeddingWgsl };
 const OP = 'timestepEmbedding';
@@ -24,7 +25,7 @@ export interface TimestepEmbeddingOptions {
   dtype?: DType;
 }
 
-export function timestepEmbeddingCost(args: { batch: number; dim: number }): { flops: number; bytes: number } {
+export function timestepEmbeddingCost(args: { batch: number; dim: number }): Cost {
   const n = args.batch * args.dim;
   return { flops: 30 * n, bytes: 4 * n + 4 * Math.floor(args.dim / 2) + 4 * args.batch };
 }
@@ -105,21 +106,19 @@ export function timestepEmbedding(
   const y = engine.empty([rows, dim], dtype, OP);
   try {
     const n = rows * dim;
-    const [gx, gy] = grid1d(engine, Math.ceil(n / 256));
     engine.dispatch(src, {
       bindings: { freqs: table, ts: gpuTs ?? table, y },
       uniforms: {
         n,
         dim,
         halfDim: half,
-        rowStride: gx * 256,
         tsStride: count === 1 ? 0 : 1,
         tsOffset: gpuTs ? 0 : half,
         tsI32: gpuTs?.dtype === 'i32' ? 1 : 0,
         flip: flipSinToCos ? 1 : 0,
         scale,
       },
-      workgroups: [gx, gy],
+      workgroups: flatWorkgroups(engine, n),
       dtype,
     });
   } catch (e) {

@@ -3,6 +3,8 @@
 // argument t * freq is one f32 multiply, as torch does. sin/cos do their own range reduction: the
 // arguments reach ~1000 rad, where built-in sin/cos are only loosely specified (and imprecise on
 // some GPUs); this version uses nothing but f32 add/mul and is accurate to a few ulp everywhere.
+import { flatMain } from './kit.wgsl.js';
+
 /** f32 sin/cos built from add/mul only (shared with randn). */
 export const sinCosWgsl = /* wgsl */ `
 // pi/2 = P1 + P2 + P3 + P4 + P5, P1..P4 with <= 8 significant bits. The quadrant count k is split
@@ -50,7 +52,6 @@ struct Params {
   n: u32,          // rows * dim
   dim: u32,
   halfDim: u32,
-  rowStride: u32,  // threads per grid row (grid split over y)
   tsStride: u32,   // 0 broadcasts one timestep to every row
   tsOffset: u32,   // index of row 0's timestep in ts
   tsI32: u32,      // ts holds i32 values (else f32 bits)
@@ -63,11 +64,9 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 
 ${sinCosWgsl}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let i = g.y * p.rowStride + g.x;
-  if (i >= p.n) { return; }
-  let row = i / p.dim;
+${flatMain(
+  'p.n',
+  `  let row = i / p.dim;
   let col = i - row * p.dim;
   if (col >= 2u * p.halfDim) { y[i] = T(0.0); return; }  // odd dim: zero pad column
   let second = col >= p.halfDim;
@@ -77,6 +76,5 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let x = (t * freqs[j]) * p.scale;
   // first half sin (cos when flipped), second half the other
   let useCos = second != (p.flip != 0u);
-  y[i] = T(sinShifted(x, select(0, 1, useCos)));
-}
-`;
+  y[i] = T(sinShifted(x, select(0, 1, useCos)));`,
+)}`;

@@ -1,6 +1,7 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { unaryWgsl } from './unary.wgsl.js';
 import { engineOf, floatDtype, grid1d } from './check.js';
+import { FLAT_WG } from './kit.wgsl.js';
 
 const src = { name: 'unary', wgsl: unaryWgsl };
 const OPS = { silu: 0, gelu: 1, scale: 2, quickGelu: 3, relu: 4, softClamp: 5, exp: 6 } as const;
@@ -9,11 +10,10 @@ function unary(op: keyof typeof OPS, x: Tensor, alpha = 1, beta = 0): Tensor {
   const engine = engineOf(op, x);
   const dtype = floatDtype(op, x);
   const y = engine.empty(x.shape, dtype, op);
-  const [gx, gy] = grid1d(engine, Math.ceil(x.size / 256));
   engine.dispatch(src, {
     bindings: { x, y },
-    uniforms: { n: x.size, rowStride: gx * 256, alpha, beta },
-    workgroups: [gx, gy],
+    uniforms: { n: x.size, alpha, beta },
+    workgroups: grid1d(engine, Math.ceil(x.size / FLAT_WG)),
     constants: { OP: OPS[op] },
   });
   return y;

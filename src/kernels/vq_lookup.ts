@@ -5,12 +5,13 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { vqLookupWgsl } from './vq_lookup.wgsl.js';
 import { engineOf, fail, floatDtype, grid1d, rankIs } from './check.js';
+import { type Cost } from './kit.js';
 
 const src = { name: 'vqLookup', wgsl: vqLookupWgsl };
 const OP = 'vqLookup';
 const TP = 64;
 
-export function vqLookupCost(args: { pixels: number; channels: number; entries: number; bytesPerElement?: number }): { flops: number; bytes: number } {
+export function vqLookupCost(args: { pixels: number; channels: number; entries: number; bytesPerElement?: number }): Cost {
   const { pixels, channels, entries } = args;
   const eb = args.bytesPerElement ?? 4;
   return {

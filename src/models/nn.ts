@@ -85,7 +85,7 @@ export class Linear {
     return new Linear(w, b);
   }
 
-  forward(x: Tensor, activation?: 'silu' | 'gelu' | 'quickGelu'): Tensor {
+  forward(x: Tensor, activation?: ops.LinearActivation): Tensor {
     return ops.linear(x, this.weight, this.bias ?? undefined, activation ? { activation } : undefined);
   }
 }
