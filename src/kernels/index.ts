@@ -7,7 +7,7 @@ export { groupNorm, layerNorm, groupNormCost, layerNormCost, type GroupNormOptio
 export { embedding } from './embedding.js';
 export { timestepEmbedding, timestepEmbeddingCost, timestepFrequencies, type TimestepEmbeddingOptions } from './timestep_embedding.js';
 export { vqLookup, vqLookupCost } from './vq_lookup.js';
-export { randn, randnCost, type RandnOptions } from './randn.js';
+export { randn, randnItems, randnCost, type RandnOptions } from './randn.js';
 export { randnHost, philox4x32 } from './randn_host.js';
 export { add, sub, mul, geglu, clamp, cast, broadcastShape, binaryCost, addCost, mulCost, gegluCost, clampCost, castCost } from './elementwise.js';
 export { concat, slice, upsampleNearest2x, nchwToTokens, tokensToNchw, concatCost, sliceCost, upsampleNearest2xCost, transposeCost, nchwToTokensCost, tokensToNchwCost } from './layout.js';

@@ -5,16 +5,17 @@
 // The integer stream is exact everywhere. The float part avoids the loosely specified built-ins
 // (log, sin, cos) so every GPU lands within a few ulp of the exact value: ln comes from the exponent
 // (integer ops) plus an atanh series, and the angle's quadrant is taken from the integer bits, so
-// the polynomial only ever sees |phi| <= pi/4.
+// the polynomial only ever sees |phi| <= pi/4. The grid's z index is the batch item: item i writes
+// its own n elements from the stream of seed + i (the engine's seed rule), in the same dispatch.
 import { sinCosWgsl } from './timestep_embedding.wgsl.js';
 
 export const randnWgsl = /* wgsl */ `
 struct Params {
-  n: u32,          // elements to write
+  n: u32,          // elements to write per item
   lane0: u32,      // offset % 4: lanes of the first call that precede the output
   ctrLo: u32,      // floor(offset / 4), the first call's counter, as two words
   ctrHi: u32,
-  key0: u32,       // seed, low and high words
+  key0: u32,       // seed of item 0, low and high words
   key1: u32,
   rowStride: u32,  // threads per grid row (grid split over y)
 }
@@ -77,13 +78,17 @@ fn cosSinTurn(t: u32) -> vec2<f32> {
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  // item g.z: key seed + g.z, carried into the high word
+  let k0 = p.key0 + g.z;
+  let key = vec2<u32>(k0, p.key1 + select(0u, 1u, k0 < g.z));
+  let out0 = g.z * p.n;
   let t = g.y * p.rowStride + g.x;
   // outputs 4t .. 4t+3 of the stream that starts at lane0, i.e. tensor indices 4t + l - lane0
   let base = t * 4u;
   if (base >= p.n + p.lane0) { return; }
   let lo = p.ctrLo + t;
   let hi = p.ctrHi + select(0u, 1u, lo < t);
-  let x = philox(vec4<u32>(lo, hi, 0u, 0u), vec2<u32>(p.key0, p.key1));
+  let x = philox(vec4<u32>(lo, hi, 0u, 0u), key);
   let r0 = radius(x.x >> 8u);
   let r1 = radius(x.z >> 8u);
   let a = cosSinTurn(x.y >> 8u) * r0;
@@ -91,7 +96,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let v = array<f32, 4>(a.x, a.y, b.x, b.y);
   for (var l = 0u; l < 4u; l++) {
     let j = base + l;
-    if (j >= p.lane0 && j - p.lane0 < p.n) { y[j - p.lane0] = T(v[l]); }
+    if (j >= p.lane0 && j - p.lane0 < p.n) { y[out0 + j - p.lane0] = T(v[l]); }
   }
 }
 `;

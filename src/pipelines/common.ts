@@ -60,6 +60,22 @@ export function createScheduler(config: SchedulerConfig, className?: string): Sc
   return new cls(cfg);
 }
 
+/** The scheduler one generate() call runs on: a fresh one (own timesteps, history and noise), of
+ * the pipeline's class or of the `sampler` asked for, with the pipeline's training betas. */
+export function schedulerForCall(base: Scheduler, sampler?: string): Scheduler {
+  return sampler ? createScheduler(base.config, sampler) : base.clone();
+}
+
+/** The call's seed: the one given (checked: item i of a batch of B uses seed + i, all valid Philox
+ * seeds) or a random one. */
+export function resolveSeed(op: string, seed: number | undefined, B: number): number {
+  if (seed === undefined) return Math.floor(Math.random() * 2 ** 32);
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0 || !Number.isSafeInteger(seed + (B - 1))) {
+    throw new Error(`${op}: seed must be an integer in [0, 2^53 - batch size), got ${String(seed)}`);
+  }
+  return seed;
+}
+
 export interface StepInfo {
   /** 1-based */
   step: number;
@@ -102,6 +118,8 @@ export function abortError(signal: AbortSignal): Error {
 export async function denoise(args: {
   scheduler: Scheduler;
   latents: Tensor;
+  /** the seed of the scheduler's own per-step noise (ancestral samplers): item i draws from seed + i */
+  seed: number;
   timesteps: readonly number[];
   predict: (modelInput: Tensor, t: number) => Tensor;
   /** after each step (inpainting's latent blending); returns new latents, consuming its input */
@@ -111,6 +129,7 @@ export async function denoise(args: {
   const { scheduler, timesteps, signal } = args;
   let x = args.latents;
   try {
+    scheduler.setNoiseSeed(args.seed);
     for (let i = 0; i < timesteps.length; i++) {
       if (signal?.aborted) throw abortError(signal);
       const t = timesteps[i];
@@ -200,7 +219,7 @@ export function initialLatents(engine: Engine, shape: number[], opts: { latents?
     if (base !== t) t.dispose();
   } else {
     const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
-    base = ops.randn(engine, shape, seed, { dtype: opts.dtype });
+    base = ops.randnItems(engine, shape, seed, { dtype: opts.dtype }); // item i from seed + i
   }
   if (opts.initNoiseSigma === 1) return base;
   const s = ops.scale(base, opts.initNoiseSigma);

@@ -8,7 +8,7 @@ import * as ops from '../kernels/index.js';
 import { VQModel } from '../models/vq_model.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { UNet2DModel } from '../models/unet_2d.js';
-import { createScheduler, denoise, initialLatents, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
+import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 
 export interface LDMGenerateOptions extends LoopOptions {
@@ -18,6 +18,8 @@ export interface LDMGenerateOptions extends LoopOptions {
   steps?: number;
   /** classifier-free guidance scale (1 = off); needs a class-conditional UNet */
   guidanceScale?: number;
+  /** Image i of the batch draws all its noise (initial latents and the per-step noise of ancestral
+   * samplers) from seed + i, so it equals a single run with that seed. Default: a random seed. */
   seed?: number;
   /** initial latents (before init_noise_sigma scaling) */
   latents?: Tensor | Float32Array;
@@ -98,7 +100,9 @@ export class LDMPipeline {
       throw new Error('LDMPipeline.generate: classLabels given but the UNet is unconditional');
     }
     const guided = scale !== 1 && !!numClasses;
-    const scheduler = opts.sampler ? createScheduler(this.scheduler.config, opts.sampler) : this.scheduler;
+    const seed = resolveSeed('LDMPipeline.generate', opts.seed, B);
+    // each call owns its scheduler: calls in flight together do not share timesteps or state
+    const scheduler = schedulerForCall(this.scheduler, opts.sampler);
     const size = (this.unet.config.sample_size as number | undefined) ?? 64;
     const latentCh = this.latentChannels;
     const dtype = engine.f16 ? 'f16' : 'f32';
@@ -115,7 +119,7 @@ export class LDMPipeline {
       throw new Error(`LDMPipeline.generate: this UNet takes ${this.unet.inChannels} channels (super-resolution): pass lowResImage`);
     }
     scheduler.setTimesteps(steps);
-    const latents = initialLatents(engine, shape, { latents: opts.latents, seed: opts.seed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
+    const latents = initialLatents(engine, shape, { latents: opts.latents, seed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
     const nullLabels = numClasses ? Array(B).fill(numClasses - 1) : undefined;
     const predict = (x: Tensor, t: number): Tensor => {
       let inp = x;
@@ -134,7 +138,7 @@ export class LDMPipeline {
     };
     let final: Tensor;
     try {
-      final = await denoise({ scheduler, latents, timesteps: scheduler.timesteps, predict, eta: opts.eta, signal: opts.signal, onStep: opts.onStep });
+      final = await denoise({ scheduler, seed, latents, timesteps: scheduler.timesteps, predict, eta: opts.eta, signal: opts.signal, onStep: opts.onStep });
     } finally {
       lowRes?.dispose();
     }

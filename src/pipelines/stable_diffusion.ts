@@ -10,7 +10,7 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
-import { createScheduler, denoise, initialLatents, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { joinPath, loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
@@ -25,6 +25,9 @@ export interface SDGenerateOptions extends LoopOptions {
   negativePromptEmbeds?: Tensor;
   steps?: number;
   guidanceScale?: number;
+  /** Image i of the batch draws all its noise (initial latents, the VAE posterior sample of
+   * `image`, inpainting's blend noise, ancestral samplers' per-step noise) from seed + i, so it
+   * equals a single run with that seed. Default: a random seed. */
   seed?: number;
   latents?: Tensor | Float32Array;
   height?: number;
@@ -40,6 +43,11 @@ export interface SDGenerateOptions extends LoopOptions {
   /** CLIP layers to skip from the end (diffusers' clip_skip) */
   clipSkip?: number;
 }
+
+/** Where in each image's noise stream (seed + i) the draws other than the initial latents and the
+ * per-step noise start: far apart, so no two purposes share numbers (a step k draws at offset
+ * (k + 1) * itemSize, far below these). */
+export const NOISE_STREAM = { image: 2 ** 40, maskedImage: 2 * 2 ** 40, inpaintBlend: 3 * 2 ** 40 } as const;
 
 export class StableDiffusionPipeline {
   readonly engine: Engine;
@@ -177,6 +185,7 @@ export class StableDiffusionPipeline {
         cond = own(this.encodePrompt(prompts, opts.clipSkip));
       }
       checkEmbeds(op, 'promptEmbeds', cond, B, this.unet.crossAttentionDim);
+      const noiseSeed = resolveSeed(op, opts.seed, B);
       let emb = cond;
       if (guided) {
         let uncond: Tensor;
@@ -200,7 +209,8 @@ export class StableDiffusionPipeline {
       if (H % f || W % f) throw new Error(`${op}: height and width must be multiples of ${f}, got ${H}x${W}`);
       const Lc = this.vae.shape.latentChannels;
       const shape = [B, Lc, H / f, W / f];
-      const scheduler = opts.sampler ? createScheduler(this.scheduler.config, opts.sampler) : this.scheduler;
+      // each call owns its scheduler: calls in flight together do not share timesteps or state
+      const scheduler = schedulerForCall(this.scheduler, opts.sampler);
       scheduler.setTimesteps(steps);
       let timesteps = scheduler.timesteps;
       const inpaintUNet = this.unet.inChannels === 2 * Lc + 1;
@@ -215,35 +225,34 @@ export class StableDiffusionPipeline {
       let maskedImageLatents: Tensor | null = null;
       if (opts.image) {
         checkImage(op, 'image', opts.image, B, 3, H, W);
-        imageLatents = own(this.encodeImage(opts.image, opts.seed ?? 0));
+        imageLatents = own(this.encodeImage(opts.image, noiseSeed));
       }
       if (opts.maskImage) {
         checkImage(op, 'maskImage', opts.maskImage, B, 1, H, W);
         const { mask, masked } = await prepareMask(opts.maskImage, opts.image!, f);
         maskLatent = own(mask);
         if (inpaintUNet) {
-          maskedImageLatents = own(this.encodeImage(masked, (opts.seed ?? 0) + 1));
+          maskedImageLatents = own(this.encodeImage(masked, noiseSeed, NOISE_STREAM.maskedImage));
         }
         masked.dispose();
       }
 
       // ---- initial latents
       let latents: Tensor;
-      const noiseSeed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
       if (imageLatents && strength < 1) {
         const init = Math.min(Math.floor(steps * strength), steps);
         const tStart = Math.max(steps - init, 0);
         timesteps = timesteps.slice(tStart);
         if (!timesteps.length) throw new Error(`${op}: strength ${strength} with ${steps} steps leaves no step to run`);
         scheduler.setBeginIndex(tStart);
-        const noise = own(opts.latents instanceof Tensor ? opts.latents : ops.randn(engine, shape, noiseSeed, { dtype }));
+        const noise = own(opts.latents instanceof Tensor ? ops.scale(opts.latents, 1) : ops.randnItems(engine, shape, noiseSeed, { dtype }));
         latents = scheduler.addNoise(imageLatents, noise, Array(B).fill(timesteps[0]));
       } else {
         latents = initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
       }
 
       // ---- the loop
-      const blendNoise = maskLatent && !inpaintUNet ? own(ops.randn(engine, shape, noiseSeed + 7, { dtype })) : null;
+      const blendNoise = maskLatent && !inpaintUNet ? own(ops.randnItems(engine, shape, noiseSeed, { offset: NOISE_STREAM.inpaintBlend, dtype })) : null;
       const predict = (x: Tensor, t: number): Tensor => {
         let inp = x;
         if (inpaintUNet) inp = ops.concat([x, maskLatent!, maskedImageLatents!], 1);
@@ -283,7 +292,7 @@ export class StableDiffusionPipeline {
             }
           }
         : undefined;
-      const final = await denoise({ scheduler, latents, timesteps, predict, afterStep, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview });
+      const final = await denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, afterStep, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview });
       const images = this.decodeLatents(final);
       final.dispose();
       return { images, rgba: await toRgba(images) };
@@ -292,12 +301,20 @@ export class StableDiffusionPipeline {
     }
   }
 
-  /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior with a seed. */
-  encodeImage(image: Tensor, seed: number): Tensor {
+  /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior: item i with
+   * the noise of seed + i at `stream` (generate() uses NOISE_STREAM.image for its `image`). */
+  encodeImage(image: Tensor, seed: number, stream: number = NOISE_STREAM.image): Tensor {
     const x = ops.scale(image, 2, -1);
     const dist = this.vae.encode(x);
     x.dispose();
-    const z = this.vae.sample(dist, { seed });
+    let noise: Tensor | null = null;
+    let z: Tensor;
+    try {
+      noise = ops.randnItems(this.engine, dist.mean.shape, seed, { offset: stream, dtype: dist.mean.dtype });
+      z = this.vae.sample(dist, { noise });
+    } finally {
+      noise?.dispose();
+    }
     dist.mean.dispose();
     dist.logvar.dispose();
     const s = ops.scale(z, this.vae.scalingFactor);

@@ -3,7 +3,8 @@
 // wherever diffusers holds a value in a float32 tensor, so timesteps and coefficients agree with
 // diffusers' fp32 results to a few ulps.
 import type { Tensor } from '../runtime/tensor.js';
-import { randn } from '../kernels/randn.js';
+import { randnItems } from '../kernels/randn.js';
+import { seedKey } from '../kernels/randn_host.js';
 import { addNoise } from '../kernels/scheduler_step.js';
 
 export const f32 = Math.fround;
@@ -13,9 +14,10 @@ export type SchedulerConfig = Record<string, unknown>;
 export interface StepOptions {
   /** DDIM's eta (default 0) */
   eta?: number;
-  /** the Gaussian draw for this step; else drawn with ops.randn from the scheduler's seed */
+  /** the Gaussian draw for this step; else drawn from the scheduler's seed (see setNoiseSeed) */
   noise?: Tensor;
-  /** reseeds the scheduler's generator (diffusers' `generator=torch.Generator().manual_seed(s)`) */
+  /** reseeds the scheduler's generator and restarts its step count (diffusers'
+   * `generator=torch.Generator().manual_seed(s)`) */
   generatorSeed?: number;
 }
 
@@ -323,7 +325,8 @@ export abstract class SchedulerBase {
   protected _stepIndex: number | null = null;
   protected beginIndex: number | null = null;
   private seed = 0;
-  private noiseOffset = 0;
+  /** steps that drew noise since setTimesteps / reset: the noise is a function of (seed, this) */
+  private noiseDraws = 0;
 
   protected constructor(readonly className: string, protected readonly reader: ConfigReader) {
     const bc = readBetaConfig(reader);
@@ -362,6 +365,24 @@ export abstract class SchedulerBase {
   reset(): void {
     this._stepIndex = null;
     this.beginIndex = null;
+    this.noiseDraws = 0;
+  }
+
+  /** A new scheduler of the same class and config, with no state: what a pipeline runs each call
+   * on, so that calls in flight at the same time do not share timesteps, history or noise. */
+  clone(): this {
+    const C = this.constructor as new (config: SchedulerConfig) => this;
+    return new C({ ...this.config });
+  }
+
+  /** The seed of the noise the scheduler draws itself (ancestral steps without `noise`): the k-th
+   * draw after setTimesteps is item i of the batch from seed + i at stream offset (k + 1) * itemSize,
+   * a pure function of (seed, item, step) that continues the stream of the initial latents drawn
+   * with the same seed. setTimesteps and reset restart the count. */
+  setNoiseSeed(seed: number): void {
+    seedKey(`${this.className}.setNoiseSeed`, seed);
+    this.seed = seed;
+    this.noiseDraws = 0;
   }
 
   protected requireTimesteps(op: string): void {
@@ -377,16 +398,15 @@ export abstract class SchedulerBase {
 
   /** The step's Gaussian draw: the caller's tensor (not owned) or a seeded draw (owned). */
   protected noiseFor(op: string, like: Tensor, opts: StepOptions): { noise: Tensor; owned: boolean } {
-    if (opts.generatorSeed !== undefined) {
-      this.seed = opts.generatorSeed;
-      this.noiseOffset = 0;
-    }
+    if (opts.generatorSeed !== undefined) this.setNoiseSeed(opts.generatorSeed);
     if (opts.noise) {
       this.checkPair(op, like, opts.noise, 'sample', 'noise');
       return { noise: opts.noise, owned: false };
     }
-    const noise = randn(like.engine, like.shape, this.seed, { offset: this.noiseOffset, dtype: like.dtype });
-    this.noiseOffset += like.size;
+    const B = like.rank ? like.shape[0] : 1;
+    const perItem = B ? like.size / B : 0;
+    const noise = randnItems(like.engine, like.shape, this.seed, { offset: (this.noiseDraws + 1) * perItem, dtype: like.dtype });
+    this.noiseDraws++;
     return { noise, owned: true };
   }
 

@@ -130,6 +130,25 @@ describe('ops.randn', () => {
     expect(worstRel(outs[4], randnRefArray(256, Number.MAX_SAFE_INTEGER))).toBeLessThanOrEqual(1e-5);
   });
 
+  it('randnItems: item i of the batch is the stream of seed + i (one dispatch; the key carries into the high word)', async () => {
+    for (const [shape, seed, offset] of [[[3, 5, 7], 11, 0], [[4, 3], 2 ** 32 - 2, 3], [[2, 1, 9, 1], 2 ** 40 + 5, 2 ** 41 + 6]] as [number[], number, number][]) {
+      const before = engine.stats().dispatches;
+      const y = ops.randnItems(engine, shape, seed, { offset });
+      expect(engine.stats().dispatches - before).toBe(1);
+      expect(y.shape).toEqual(shape);
+      const got = await readF32(y);
+      y.dispose();
+      const per = got.length / shape[0];
+      for (let i = 0; i < shape[0]; i++) {
+        const one = ops.randn(engine, [1, ...shape.slice(1)], seed + i, { offset });
+        expect(bits(got.slice(i * per, (i + 1) * per)), `item ${i}`).toEqual(bits(await readF32(one)));
+        one.dispose();
+        expect(worstRel(got.subarray(i * per, (i + 1) * per), randnRefArray(per, seed + i, offset))).toBeLessThanOrEqual(1e-5);
+      }
+    }
+    expect(() => ops.randnItems(engine, [3, 2], Number.MAX_SAFE_INTEGER - 1)).toThrow(/seed must be an integer/);
+  });
+
   it('offset continues the stream (any offset, also past 2^32 calls)', async () => {
     const whole = ops.randn(engine, [103], 5);
     const w = await readF32(whole);
