@@ -1,15 +1,15 @@
 // `ldm-webgpu generate`: loads a pipeline folder (LDMPipeline, or StableDiffusionPipeline when the
 // folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs that
 // carry their generation parameters (src/image/png_metadata.ts), so `--from x.png` reruns one.
-import { writeFileSync } from 'node:fs';
 import { PNG } from 'pngjs';
 import cliProgress from 'cli-progress';
 import { Engine } from '../runtime/engine.js';
 import { LDMPipeline } from '../pipelines/ldm.js';
 import { joinPath, readJson } from '../pipelines/loading.js';
-import type { RgbaImage, StepInfo } from '../pipelines/common.js';
+import { createScheduler, type RgbaImage, type StepInfo } from '../pipelines/common.js';
 import { loadStableDiffusion } from './sd_module.js';
 import type { GenerateArgs } from './main.js';
+import { writeFileAtomic } from './output.js';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 
 /** RGBA8 -> PNG bytes (8-bit RGBA, no interlace). */
@@ -35,12 +35,78 @@ function bar(format: string): cliProgress.SingleBar {
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
+/**
+ * Why `steps` cannot run with this scheduler config (and sampler), or null. Checked before loading:
+ * e.g. DDIM with steps_offset 1 makes timestep 1000 at 1000 steps, past num_train_timesteps - 1,
+ * which would otherwise fail only at the first step.
+ */
+export function stepsProblem(schedulerConfig: Record<string, unknown>, sampler: string | undefined, steps: number): string | null {
+  const check = (n: number): string | null => {
+    let ts: readonly number[];
+    let T: number;
+    try {
+      const s = createScheduler(schedulerConfig, sampler);
+      s.setTimesteps(n);
+      ts = s.timesteps;
+      T = s.numTrainTimesteps;
+    } catch (e) {
+      return (e as Error).message;
+    }
+    const bad = ts.find((t) => !(t >= 0 && t <= T - 1));
+    return bad === undefined ? null : `makes timestep ${bad}, outside 0..${T - 1} (num_train_timesteps ${T})`;
+  };
+  const why = check(steps);
+  if (why === null) return null;
+  let ok = 0;
+  for (let n = steps - 1; n >= 1 && !ok; n--) if (check(n) === null) ok = n;
+  const name = sampler ?? String(schedulerConfig._class_name ?? 'the scheduler');
+  return `--steps ${steps} does not work with ${name} and this model's scheduler config: ${why}${ok ? `; use --steps ${ok} or fewer` : ''}`;
+}
+
+/**
+ * A fetch that says what it is waiting for: when a server has not answered after `quietMs`, a line
+ * on stderr names the URL (again every 10 s), so a stalled download is not a silent hang.
+ */
+export function announcingFetch(inner: typeof fetch = globalThis.fetch, quietMs = 3000): typeof fetch {
+  return (async (input: RequestInfo | URL, init?: RequestInit) => {
+    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+    const t0 = performance.now();
+    let timer = setTimeout(function tell() {
+      process.stderr.write(`\nwaiting for ${url} (no answer for ${((performance.now() - t0) / 1000).toFixed(0)} s; Ctrl-C cancels)\n`);
+      timer = setTimeout(tell, 10_000);
+    }, quietMs);
+    try {
+      return await inner(input, init);
+    } finally {
+      clearTimeout(timer);
+    }
+  }) as typeof fetch;
+}
+
 export async function runGenerate(args: GenerateArgs): Promise<number> {
-  const index = await readJson(joinPath(args.model, 'model_index.json'));
-  const kind = String(index._class_name ?? '');
   const abort = new AbortController();
+  // Installed first, so Ctrl-C while the model is still downloading also ends with 130. It stays on
+  // (a repeated SIGINT, e.g. one forwarded by the parent process, is the same request).
   const onSigint = () => abort.abort();
-  process.once('SIGINT', onSigint);
+  process.on('SIGINT', onSigint);
+  try {
+    return await generateWith(args, abort);
+  } catch (e) {
+    if (abort.signal.aborted) throw Object.assign(new Error('cancelled'), { name: 'AbortError', cause: e });
+    throw e;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+async function generateWith(args: GenerateArgs, abort: AbortController): Promise<number> {
+  const fetch = announcingFetch();
+  const index = await readJson(joinPath(args.model, 'model_index.json'), { fetch, signal: abort.signal });
+  const kind = String(index._class_name ?? '');
+  const schedulerConfig = await readJson(joinPath(args.model, 'scheduler', 'scheduler_config.json'), { fetch, signal: abort.signal });
+  const badSteps = stepsProblem(schedulerConfig, args.sampler, args.steps);
+  if (badSteps) throw new Error(badSteps);
+  if (args.seedWasRandom) process.stderr.write(`seed: ${args.seed} (random)\n`);
   const t0 = performance.now();
   const engine = await Engine.create({ f16: args.f16 });
   const info = engine.info();
@@ -74,7 +140,7 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
     if (kind === 'StableDiffusionPipeline') {
       if (args.classLabels) throw new Error(`${args.model} is a StableDiffusionPipeline: give --prompt, not --class`);
       const SD = await loadStableDiffusion();
-      const pipe = await SD.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal });
+      const pipe = await SD.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch });
       if (loadStarted) load.stop();
       try {
         // A batch is one prompt per image.
@@ -100,7 +166,7 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
       }
     } else if (kind === 'LDMPipeline' || kind === '') {
       if (args.prompt !== undefined) throw new Error(`${args.model} is an ${kind || 'LDM'} folder (no text encoder): use --class, not --prompt`);
-      const pipe = await LDMPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal });
+      const pipe = await LDMPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch });
       if (loadStarted) load.stop();
       try {
         const latent = (pipe.unet.config.sample_size as number | undefined) ?? 64;
@@ -139,7 +205,6 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
   } finally {
     if (loadStarted) load.stop();
     if (stepsStarted) steps.stop();
-    process.off('SIGINT', onSigint);
   }
   const params = (i: number): GenerationParameters => ({
     model: args.modelLabel,
@@ -157,7 +222,7 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
   // A rerun of one image of a batch (--from) writes that image only.
   const chosen = args.batchIndex !== undefined && args.batchIndex < images.length ? [args.batchIndex] : images.map((_, i) => i);
   const names = outputNames(args.out, chosen.length);
-  chosen.forEach((i, k) => writeFileSync(names[k], withGenerationParameters(encodePng(images[i]), params(i), ownScheduler)));
+  chosen.forEach((i, k) => writeFileAtomic(names[k], withGenerationParameters(encodePng(images[i]), params(i), ownScheduler)));
   process.stderr.write(`wrote ${names.join(', ')} (${images[0].width}x${images[0].height}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   return 0;
 }

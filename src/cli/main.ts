@@ -6,12 +6,15 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { randomInt } from 'node:crypto';
+import { outputPathProblem } from './output.js';
+import { adoptParentTerminal, runWithFilteredStderr, wantsFilteredStderr } from './stderr.js';
 import { readGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 
 export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
                       [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
-                      [--batch N] [--out out.png]
+                      [--batch N] [--out out.png] [--verbose]
   ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
   ldm-webgpu bench [--browser] [--suite ops,models] [--no-tfjs] [--quick] [--filter TEXT] [--out DIR]
   ldm-webgpu help
@@ -24,8 +27,10 @@ generate:
                      text for a StableDiffusionPipeline folder
   --steps            denoising steps (default 20)
   --sampler          ddim, pndm/plms, euler, euler-a, dpm++2m, lms, ddpm (default: the folder's scheduler)
-  --seed             noise seed (default 0)
-  --guidance         classifier-free guidance scale (default 3 for class labels, 7.5 for prompts; 1 = off)
+  --seed             noise seed 0..4294967295 (default 0); -1 picks a random seed and prints it
+  --guidance         classifier-free guidance scale (default 3 for class labels, 7.5 for prompts; 1 = off;
+                     negative values are allowed: a class-conditional LDM steers away from the class,
+                     Stable Diffusion treats anything <= 1 as off, as diffusers does)
   --width, --height  image size for Stable Diffusion (multiples of 8); LDM folders have a fixed size
   --batch            number of images (default 1, or the number of --class labels)
   --out              output PNG (default out.png); a batch writes out-1.png, out-2.png, ...
@@ -33,6 +38,7 @@ generate:
                      text) and an "ldm-webgpu" chunk with the exact options as JSON.
   --from             rerun the options stored in a PNG written by this command or the demo page
                      (the same bytes on the same adapter); only --model and --out may be added
+  --verbose          also show the GPU driver's messages on stderr (hidden by default)
 
 bench:
   --browser          run the op benchmarks in headless Chromium (/usr/bin/chromium) on the built library
@@ -61,9 +67,27 @@ export function defaultModel(): string {
   return resolve(packageRoot(), 'models', 'ldm-mnist');
 }
 
+/**
+ * `--seed -1` -> `--seed=-1` for options that take a value: node's parseArgs calls a value that
+ * starts with '-' ambiguous, but a negative number after such an option can only be its value.
+ */
+export function joinNegativeValues(args: readonly string[], options: NonNullable<ParseArgsConfig['options']>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const name = a.startsWith('--') && !a.includes('=') ? a.slice(2) : undefined;
+    const next = args[i + 1];
+    if (name && options[name]?.type === 'string' && next !== undefined && /^-(\d|\.\d|inf)/i.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+    return parseArgs({ args: joinNegativeValues(args, options), options, strict: true, allowPositionals: false }).values;
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -94,6 +118,8 @@ export interface GenerateArgs {
   steps: number;
   sampler?: string;
   seed: number;
+  /** --seed -1: the seed was drawn at random (the CLI prints it) */
+  seedWasRandom?: boolean;
   guidance?: number;
   width?: number;
   height?: number;
@@ -122,7 +148,9 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     batch: { type: 'string' },
     out: { type: 'string' },
     from: { type: 'string' },
+    verbose: { type: 'boolean' },
   });
+  delete v.verbose; // handled before parsing (src/cli/stderr.ts)
   if (v.from !== undefined) {
     const extra = Object.keys(v).filter((k) => !['from', 'model', 'out'].includes(k));
     if (extra.length) throw new UsageError(`--from reruns the options stored in the PNG; only --model and --out may be added (got --${extra.join(', --')})`);
@@ -149,7 +177,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     negativePrompt: v['negative-prompt'],
     steps: intArg('steps', v.steps, 1, 1000) ?? 20,
     sampler: v.sampler,
-    seed: intArg('seed', v.seed, 0, 2 ** 32 - 1) ?? 0,
+    ...seedArg(v.seed),
     guidance: numArg('guidance', v.guidance),
     width: intArg('width', v.width, 8, 4096),
     height: intArg('height', v.height, 8, 4096),
@@ -207,6 +235,13 @@ export function argsFromPng(file: string, model: string | undefined, out: string
   };
 }
 
+function seedArg(v: string | undefined): { seed: number; seedWasRandom?: boolean } {
+  if (v !== undefined && v.trim() === '-1') return { seed: randomInt(0, 2 ** 32 - 1), seedWasRandom: true };
+  if (v !== undefined && /^\s*-\d+\s*$/.test(v)) throw new UsageError(`--seed must be 0..4294967295, or -1 for a random seed, got ${v.trim()}`);
+  const seed = intArg('seed', v, 0, 2 ** 32 - 1) ?? 0;
+  return { seed };
+}
+
 export interface BenchArgs {
   browser: boolean;
   suite: string[];
@@ -224,6 +259,7 @@ export function parseBenchArgs(args: string[]): BenchArgs {
     quick: { type: 'boolean', default: false },
     filter: { type: 'string' },
     out: { type: 'string' },
+    verbose: { type: 'boolean' },
   });
   const suite = v.suite!.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of suite) if (s !== 'ops' && s !== 'models') throw new UsageError(`--suite takes ops and/or models, got ${JSON.stringify(s)}`);
@@ -236,6 +272,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (cmd === 'generate') {
       const args = parseGenerateArgs(rest);
+      const problem = outputPathProblem(args.out);
+      if (problem) throw new UsageError(problem);
       const { runGenerate } = await import('./generate.js');
       return await runGenerate(args);
     }
@@ -277,7 +315,10 @@ const invokedDirectly = (() => {
   }
 })();
 
-if (invokedDirectly) {
+if (invokedDirectly && wantsFilteredStderr(process.argv.slice(2))) {
+  runWithFilteredStderr(process.argv[1], process.argv.slice(2)).then((code) => process.exit(code));
+} else if (invokedDirectly) {
+  adoptParentTerminal();
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e) => {
