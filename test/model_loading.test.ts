@@ -481,7 +481,7 @@ describe('malformed safetensors and oversized tensors through the model loader',
     new DataView(bad.buffer).setUint32(4, 1, true);
     const dir2 = folder(c.config, { [WEIGHTS]: bad });
     const e2 = await rejection(AutoencoderKL.fromPretrained(engine, dir2));
-    expect(e2.message).toBe(`${join(dir2, WEIGHTS)}: safetensors header length 4295967296 exceeds the 100000000-byte limit (corrupt or not a safetensors file)`);
+    expect(e2.message).toBe(`${join(dir2, WEIGHTS)}: safetensors header length 4295967296 exceeds the 16777216-byte limit (corrupt or not a safetensors file)`);
   });
 
   it('a header declaring a huge tensor that the short file does not hold fails header validation', async () => {

@@ -5,7 +5,9 @@
 // [begin, end]}, "__metadata__"?: {string: string}}, then the data section; offsets are relative to
 // its start. Model files come from the network and from users' disks, so every field is checked
 // before any offset is used: a bad file fails with an Error naming the file and the tensor instead
-// of reading out of bounds or allocating absurd amounts of memory.
+// of reading out of bounds or allocating absurd amounts of memory. As the format requires (and the
+// reference implementation checks), the tensors' byte ranges tile the data section exactly: no
+// duplicate names, gaps, overlaps or trailing bytes. Every such failure is a SafetensorsError.
 
 import { f32ToF16Bits } from './engine.js';
 
@@ -31,8 +33,30 @@ const KNOWN_SIZES: Record<string, number> = {
   U64: 8,
 };
 
-/** The header refuses to be larger than this (the reference implementation's limit). */
-export const MAX_HEADER_BYTES = 100_000_000;
+/**
+ * The header refuses to be larger than this. The reference implementation allows 100 MB, but real
+ * headers are small (an SDXL single-file checkpoint: ~2,500 tensors, ~250 KB; ~100-150 bytes per
+ * entry), and a 100 MB header costs seconds and ~1 GB of memory to parse. 16 MiB holds the entry
+ * cap below with room for metadata, so a 1M-entry header fails from its 8-byte length alone.
+ */
+export const MAX_HEADER_BYTES = 16 * 2 ** 20;
+
+/** At most this many tensors in one file (real checkpoints have a few thousand). */
+export const MAX_TENSORS = 100_000;
+
+/** A malformed or unreadable safetensors file; `file` names it (a path, URL or label). */
+export class SafetensorsError extends Error {
+  override readonly name = 'SafetensorsError';
+  readonly file: string;
+  /** the tensor concerned, when one is */
+  readonly tensor?: string;
+
+  constructor(file: string, message: string, tensor?: string) {
+    super(`${file}: ${message}`);
+    this.file = file;
+    this.tensor = tensor;
+  }
+}
 
 export interface SafetensorsTensorInfo {
   name: string;
@@ -71,102 +95,164 @@ function describeValue(v: unknown): string {
 /** Reads the header length from the first 8 bytes; checks it against the limit and the file size. */
 export function readHeaderLength(first8: Uint8Array, fileBytes: number | undefined, label: string): number {
   if (first8.byteLength < 8) {
-    throw new Error(`${label}: not a safetensors file: ${first8.byteLength} bytes, shorter than the 8-byte header length`);
+    throw new SafetensorsError(label, `not a safetensors file: ${first8.byteLength} bytes, shorter than the 8-byte header length`);
   }
   const dv = new DataView(first8.buffer, first8.byteOffset, 8);
   const lo = dv.getUint32(0, true);
   const hi = dv.getUint32(4, true);
   const n = hi * 2 ** 32 + lo; // exact below 2^53; anything near that fails the limit check anyway
   if (n > MAX_HEADER_BYTES) {
-    throw new Error(`${label}: safetensors header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit (corrupt or not a safetensors file)`);
+    throw new SafetensorsError(label, `safetensors header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit (corrupt or not a safetensors file)`);
   }
   if (fileBytes !== undefined && 8 + n > fileBytes) {
-    throw new Error(`${label}: safetensors header length ${n} goes beyond the end of the file (${fileBytes} bytes)`);
+    throw new SafetensorsError(label, `safetensors header length ${n} goes beyond the end of the file (${fileBytes} bytes)`);
   }
   return n;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** Deeper than a header can legitimately be: {name: {shape: [..]}} is three levels. */
+const MAX_DEPTH = 8;
+
+/**
+ * One pass over the header text before JSON.parse, which would keep the last of two equal keys and
+ * recurse into any depth: refuses duplicate keys in any object, nesting deeper than MAX_DEPTH and
+ * more than MAX_TENSORS top-level entries. Malformed JSON is left for JSON.parse to report.
+ */
+function scanKeys(text: string, label: string): void {
+  const stack: (Set<string> | null)[] = []; // a key set per open object, null per open array
+  let expectKey = false;
+  let entries = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      let escaped = false;
+      while (j < text.length) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c) {
+          escaped = true;
+          j += 2;
+        } else if (d === 0x22) break;
+        else j++;
+      }
+      if (expectKey && j < text.length) {
+        let key: string;
+        try {
+          key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        } catch {
+          return; // a bad escape: JSON.parse reports it
+        }
+        const keys = stack[stack.length - 1]!;
+        const where = stack.length === 1 ? 'the header' : 'an entry of the header';
+        if (keys.has(key)) throw new SafetensorsError(label, `${where} has the key '${key}' twice`, stack.length === 1 ? key : undefined);
+        keys.add(key);
+        if (stack.length === 1 && key !== '__metadata__' && ++entries > MAX_TENSORS) {
+          throw new SafetensorsError(label, `more than ${MAX_TENSORS} tensors in the header (corrupt, or not a model file)`);
+        }
+      }
+      expectKey = false;
+      i = j;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (stack.length >= MAX_DEPTH) throw new SafetensorsError(label, `safetensors header nests deeper than ${MAX_DEPTH} levels`);
+      stack.push(c === 0x7b ? new Set() : null);
+      expectKey = c === 0x7b;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      stack.pop();
+      expectKey = false;
+    } else if (c === 0x2c /* , */) {
+      expectKey = stack.length > 0 && stack[stack.length - 1] !== null;
+    }
+  }
+}
+
 /**
  * Parses and validates the JSON header (the N bytes after the length). dataBytes is the size of the
- * data section when known; offsets past it are errors. Without it (a stream of unknown length), the
- * caller must check header.dataEnd against what arrives.
+ * data section when known: the tensors must cover it exactly. Without it (a stream of unknown
+ * length), the caller must check header.dataEnd against what arrives.
  */
 export function parseHeader(headerBytes: Uint8Array, dataBytes: number | undefined, label: string): SafetensorsHeader {
+  const fail = (message: string, tensor?: string) => new SafetensorsError(label, message, tensor);
   let text: string;
   try {
     text = utf8.decode(headerBytes);
   } catch {
-    throw new Error(`${label}: safetensors header is not valid UTF-8`);
+    throw fail('safetensors header is not valid UTF-8');
   }
+  scanKeys(text, label);
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${label}: safetensors header is not valid JSON (${(e as Error).message})`);
+    throw fail(`safetensors header is not valid JSON (${(e as Error).message})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new Error(`${label}: safetensors header must be a JSON object, got ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
+    throw fail(`safetensors header must be a JSON object, got ${Array.isArray(json) ? 'an array' : describeValue(json)}`);
   }
   const tensors = new Map<string, SafetensorsTensorInfo>();
   const metadata: Record<string, string> = {};
   for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
-        throw new Error(`${label}: __metadata__ must be an object of strings, got ${describeValue(entry)}`);
+        throw fail(`__metadata__ must be an object of strings, got ${describeValue(entry)}`);
       }
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
-        if (typeof v !== 'string') throw new Error(`${label}: __metadata__ value for key '${k}' must be a string, got ${describeValue(v)}`);
+        if (typeof v !== 'string') throw fail(`__metadata__ value for key '${k}' must be a string, got ${describeValue(v)}`);
         metadata[k] = v;
       }
       continue;
     }
-    const where = `${label}: tensor '${name}'`;
+    const bad = (message: string) => fail(`tensor '${name}': ${message}`, name);
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
-      throw new Error(`${where}: entry must be an object with dtype, shape and data_offsets, got ${describeValue(entry)}`);
+      throw bad(`entry must be an object with dtype, shape and data_offsets, got ${describeValue(entry)}`);
     }
     const e = entry as Record<string, unknown>;
     for (const key of ['dtype', 'shape', 'data_offsets']) {
-      if (!(key in e)) throw new Error(`${where}: missing '${key}'`);
+      if (!(key in e)) throw bad(`missing '${key}'`);
     }
     const { dtype, shape, data_offsets: offs } = e;
-    if (typeof dtype !== 'string') throw new Error(`${where}: dtype must be a string, got ${describeValue(dtype)}`);
+    if (typeof dtype !== 'string') throw bad(`dtype must be a string, got ${describeValue(dtype)}`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new Error(`${where}: shape must be an array of non-negative integers, got ${describeValue(shape)}`);
+      throw bad(`shape must be an array of non-negative integers, got ${describeValue(shape)}`);
     }
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => typeof o === 'number' && Number.isSafeInteger(o))) {
-      throw new Error(`${where}: data_offsets must be two integers [begin, end], got ${describeValue(offs)}`);
+      throw bad(`data_offsets must be two integers [begin, end], got ${describeValue(offs)}`);
     }
     const [begin, end] = offs as [number, number];
-    if (begin < 0 || end < 0) throw new Error(`${where}: negative data_offsets [${begin}, ${end}]`);
-    if (end < begin) throw new Error(`${where}: data_offsets [${begin}, ${end}] end before they begin`);
+    if (begin < 0 || end < 0) throw bad(`negative data_offsets [${begin}, ${end}]`);
+    if (end < begin) throw bad(`data_offsets [${begin}, ${end}] end before they begin`);
     if (dataBytes !== undefined && end > dataBytes) {
-      throw new Error(`${where}: data_offsets [${begin}, ${end}] lie outside the data section (${dataBytes} bytes)`);
+      throw bad(`data_offsets [${begin}, ${end}] lie outside the data section (${dataBytes} bytes)`);
     }
     const size = dtypeBytes(dtype);
-    if (size === undefined) throw new Error(`${where}: unknown dtype '${dtype}'`);
+    if (size === undefined) throw bad(`unknown dtype '${dtype}'`);
     let count = 1;
     for (const d of shape as number[]) count *= d;
     if (count * size !== end - begin) {
-      throw new Error(
-        `${where}: ${end - begin} bytes at data_offsets [${begin}, ${end}] but shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${count * size}`,
-      );
+      throw bad(`${end - begin} bytes at data_offsets [${begin}, ${end}] but shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${count * size}`);
     }
     tensors.set(name, { name, dtype, shape: [...(shape as number[])], begin, end });
   }
-  // Overlap check in begin order; empty tensors occupy no bytes and may sit anywhere.
-  const sorted = [...tensors.values()].filter((t) => t.end > t.begin).sort((a, b) => a.begin - b.begin || a.end - b.end);
+  // The ranges, in (begin, end) order, must follow each other without gaps or overlaps from 0 to
+  // the end of the data section. An empty tensor sits where the previous one ends.
+  const sorted = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let dataEnd = 0;
-  for (let i = 0; i < sorted.length; i++) {
-    if (i > 0 && sorted[i].begin < sorted[i - 1].end) {
-      const a = sorted[i - 1];
-      const b = sorted[i];
-      throw new Error(`${label}: tensor '${b.name}' [${b.begin}, ${b.end}] overlaps tensor '${a.name}' [${a.begin}, ${a.end}]`);
+  let prev: SafetensorsTensorInfo | undefined;
+  for (const t of sorted) {
+    if (t.begin < dataEnd) {
+      throw fail(`tensor '${t.name}' [${t.begin}, ${t.end}] overlaps tensor '${prev!.name}' [${prev!.begin}, ${prev!.end}]`, t.name);
     }
-    dataEnd = Math.max(dataEnd, sorted[i].end);
+    if (t.begin > dataEnd) {
+      const after = prev ? `after tensor '${prev.name}' [${prev.begin}, ${prev.end}]` : 'at the start of the data section';
+      throw fail(`${t.begin - dataEnd} bytes [${dataEnd}, ${t.begin}] belong to no tensor (a gap ${after}, before '${t.name}')`, t.name);
+    }
+    dataEnd = t.end;
+    prev = t;
   }
-  for (const t of tensors.values()) dataEnd = Math.max(dataEnd, t.end);
+  if (dataBytes !== undefined && dataEnd !== dataBytes) {
+    throw fail(`the data section has ${dataBytes} bytes but the tensors cover ${dataEnd} (${dataBytes - dataEnd} trailing bytes belong to no tensor)`);
+  }
   return { dataOffset: 0, dataEnd, tensors, metadata };
 }
 
@@ -242,7 +328,7 @@ export function f32ToBf16Bits(src: ArrayLike<number>): Uint16Array {
 
 function conversionError(label: string, info: SafetensorsTensorInfo, to: string): Error {
   const why = isSupported(info.dtype) ? `not a ${to === 'i32' ? 'integer' : 'float'} tensor` : 'unsupported dtype (supported: F32, F16, BF16, I64, I32)';
-  return new Error(`${label}: tensor '${info.name}' has dtype ${info.dtype}: cannot convert to ${to}, ${why}`);
+  return new SafetensorsError(label, `tensor '${info.name}' has dtype ${info.dtype}: cannot convert to ${to}, ${why}`, info.name);
 }
 
 /** Raw tensor bytes -> f32 values (F32 copied, F16/BF16 widened exactly). */
@@ -297,7 +383,7 @@ export function bytesToI32(bytes: Uint8Array, info: SafetensorsTensorInfo, label
         // in range iff the high word is the sign extension of the low word
         if (hi !== lo >> 31) {
           const v = (BigInt(hi) << 32n) | BigInt(lo >>> 0);
-          throw new Error(`${label}: tensor '${info.name}': I64 value ${v} at index ${i} does not fit in i32`);
+          throw new SafetensorsError(label, `tensor '${info.name}': I64 value ${v} at index ${i} does not fit in i32`, info.name);
         }
         out[i] = lo;
       }
@@ -351,7 +437,7 @@ export class SafetensorsFile {
 
   private infoOrThrow(name: string): SafetensorsTensorInfo {
     const t = this.header.tensors.get(name);
-    if (!t) throw new Error(`${this.label}: no tensor named '${name}'`);
+    if (!t) throw new SafetensorsError(this.label, `no tensor named '${name}'`, name);
     return t;
   }
 
@@ -385,7 +471,7 @@ export class SafetensorsFile {
   async close(): Promise<void> {
     const c = this.closeFn;
     this.closeFn = null;
-    this.readRange = () => Promise.reject(new Error(`${this.label}: file is closed`));
+    this.readRange = () => Promise.reject(new SafetensorsError(this.label, 'file is closed'));
     if (c) await c();
   }
 
@@ -409,7 +495,7 @@ export class SafetensorsFile {
         let got = 0;
         while (got < len) {
           const { bytesRead } = await fh.read(buf, got, len - got, pos + got);
-          if (bytesRead === 0) throw new Error(`${path}: file ended at byte ${pos + got} while reading ${len} bytes at ${pos} (truncated or changed while open)`);
+          if (bytesRead === 0) throw new SafetensorsError(path, `file ended at byte ${pos + got} while reading ${len} bytes at ${pos} (truncated or changed while open)`);
           got += bytesRead;
         }
         return buf;
