@@ -121,6 +121,57 @@ describe('CLIPTokenizer: behaviour', () => {
     expect(b).toEqual(a);
   });
 
+  it('heap-based BPE equals the reference merge loop on random words (lengths 1 to 600)', () => {
+    // the reference: CLIP's bpe(), lowest-ranked pair first, all its occurrences left to right
+    const ranks = new Map<string, number>();
+    readFileSync(join(TOK_DIR, 'merges.txt'), 'utf8').trim().split('\n').slice(1).forEach((l, i) => ranks.set(l.trim(), i));
+    const refBpe = (w: string): string[] => {
+      let word = Array.from(w);
+      word[word.length - 1] += '</w>';
+      for (;;) {
+        let best = -1;
+        let bestRank = Infinity;
+        for (let i = 0; i + 1 < word.length; i++) {
+          const r = ranks.get(`${word[i]} ${word[i + 1]}`);
+          if (r !== undefined && r < bestRank) [best, bestRank] = [i, r];
+        }
+        if (best < 0) return word;
+        const [a, b] = [word[best], word[best + 1]];
+        const next: string[] = [];
+        for (let i = 0; i < word.length; ) {
+          if (i + 1 < word.length && word[i] === a && word[i + 1] === b) (next.push(a + b), (i += 2));
+          else next.push(word[i++]);
+        }
+        word = next;
+      }
+    };
+    let x = 12345;
+    const rnd = () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const letters = 'abcdefghijklmnopqrstuvwxyz';
+    for (let k = 0; k < 300; k++) {
+      const n = 1 + Math.floor(rnd() ** 2 * 600);
+      const alphabet = k % 3 === 0 ? 'ab' : k % 3 === 1 ? 'aeinrst' : letters; // repeats stress equal ranks
+      const w = Array.from({ length: n }, () => alphabet[Math.floor(rnd() * alphabet.length)]).join('');
+      expect(tok.tokenize(w), w.slice(0, 40)).toEqual(refBpe(w));
+    }
+  });
+
+  it('tokenizes a 100k-character word and long random-letter prompts without overflowing the stack', () => {
+    const t0 = performance.now();
+    const one = 'a'.repeat(100_000);
+    const ids = tok.encodeUnpadded(one);
+    expect(ids.length).toBeGreaterThan(2);
+    expect(tok.decode(ids, { skipSpecialTokens: true })).toBe(one);
+    let x = 7;
+    const rnd = () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const word = Array.from({ length: 100_000 }, () => String.fromCharCode(97 + Math.floor(rnd() * 26))).join('');
+    const ids2 = tok.encodeUnpadded(word);
+    expect(tok.decode(ids2, { skipSpecialTokens: true })).toBe(word);
+    const prompt = Array.from({ length: 5000 }, () => word.slice(0, 1 + Math.floor(rnd() * 30))).join(' ');
+    expect(tok.encode(prompt)).toHaveLength(77);
+    console.log(`CLIPTokenizer: two 100k-character words and a 5000-word random prompt in ${(performance.now() - t0).toFixed(0)} ms`);
+  }, 60_000);
+
   it('decodes back to the normalised prompt', () => {
     expect(tok.decode(tok.encode('A Photo of a CAT, 8k!'), { skipSpecialTokens: true })).toBe('a photo of a cat , 8 k !');
     expect(tok.decode(tok.encodeUnpadded('café 🐶'), { skipSpecialTokens: true })).toBe('café 🐶');

@@ -273,44 +273,54 @@ export class CLIPTokenizer {
     return new CLIPTokenizer(parseJsonFile(vocabText, prefix + 'vocab.json'), mergesText, merged);
   }
 
-  /** BPE of one byte-mapped pre-token. */
+  /** BPE of one byte-mapped pre-token: the lowest-ranked adjacent pair is merged first, equal
+   * ranks left to right, as CLIP's reference loop does, but with a heap over the pairs and a linked
+   * list over the symbols, O(n log n) instead of O(n^2) per word, so a 100k-character word takes
+   * milliseconds, not hours. (A merge only creates pairs of higher rank than its own, so this order
+   * is the reference's.) Words of 256+ characters are not cached, as in Hugging Face tokenizers. */
   private bpe(token: string): string[] {
     const hit = this.cache.get(token);
     if (hit) return hit;
-    let word = Array.from(token);
-    word[word.length - 1] += '</w>';
-    while (word.length > 1) {
-      let best = -1;
-      let bestRank = Infinity;
-      for (let i = 0; i + 1 < word.length; i++) {
-        const r = this.ranks.get(`${word[i]} ${word[i + 1]}`);
-        if (r !== undefined && r < bestRank) {
-          bestRank = r;
-          best = i;
-        }
-      }
-      if (best < 0) break;
-      const first = word[best]!;
-      const second = word[best + 1]!;
-      const next: string[] = [];
-      for (let i = 0; i < word.length; ) {
-        if (i + 1 < word.length && word[i] === first && word[i + 1] === second) {
-          next.push(first + second);
-          i += 2;
-        } else {
-          next.push(word[i]!);
-          i += 1;
-        }
-      }
-      word = next;
+    const sym = Array.from(token);
+    sym[sym.length - 1] += '</w>';
+    const n = sym.length;
+    const next = new Int32Array(n);
+    const prev = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
     }
-    // Prompts repeat words; keep the cache bounded for long-running apps.
-    if (this.cache.size > 50_000) {
-      this.cache.clear();
-      this.cache.set(DEFAULT_BOS, [DEFAULT_BOS]);
-      this.cache.set(DEFAULT_EOS, [DEFAULT_EOS]);
+    const alive = new Uint8Array(n).fill(1);
+    const heap = new PairHeap();
+    const push = (l: number) => {
+      const r = next[l];
+      if (r < 0) return;
+      const rank = this.ranks.get(`${sym[l]} ${sym[r]}`);
+      if (rank !== undefined) heap.push(rank, l, r, sym[l].length + sym[r].length);
+    };
+    for (let i = 0; i + 1 < n; i++) push(i);
+    while (heap.size) {
+      const [, l, r, len] = heap.pop();
+      // stale: one side merged away or grown since the pair was pushed
+      if (!alive[l] || !alive[r] || next[l] !== r || sym[l].length + sym[r].length !== len) continue;
+      sym[l] += sym[r];
+      alive[r] = 0;
+      next[l] = next[r];
+      if (next[r] >= 0) prev[next[r]] = l;
+      if (prev[l] >= 0) push(prev[l]);
+      push(l);
     }
-    this.cache.set(token, word);
+    const word: string[] = [];
+    for (let i = 0; i >= 0; i = next[i]) word.push(sym[i]);
+    if (token.length < 256) {
+      // Prompts repeat words; keep the cache bounded for long-running apps (tokenizers: 10,000).
+      if (this.cache.size >= 10_000) {
+        this.cache.clear();
+        this.cache.set(DEFAULT_BOS, [DEFAULT_BOS]);
+        this.cache.set(DEFAULT_EOS, [DEFAULT_EOS]);
+      }
+      this.cache.set(token, word);
+    }
     return word;
   }
 
@@ -320,7 +330,7 @@ export class CLIPTokenizer {
     for (const m of text.matchAll(PRETOKEN_RE)) {
       let mapped = '';
       for (const b of this.utf8.encode(m[0])) mapped += this.byteEncoder[b];
-      out.push(...this.bpe(mapped));
+      for (const t of this.bpe(mapped)) out.push(t); // no spread: a word may have 100k pieces
     }
   }
 
@@ -417,5 +427,61 @@ export class CLIPTokenizer {
       }
     }
     return new TextDecoder('utf-8', { ignoreBOM: true }).decode(new Uint8Array(bytes)).replace(/<\/w>/g, ' ').trim();
+  }
+}
+
+/** Binary min-heap of candidate merges ordered by (rank, left position). */
+class PairHeap {
+  private rank: number[] = [];
+  private left: number[] = [];
+  private right: number[] = [];
+  private len: number[] = [];
+
+  get size(): number {
+    return this.rank.length;
+  }
+
+  private less(a: number, b: number): boolean {
+    return this.rank[a] < this.rank[b] || (this.rank[a] === this.rank[b] && this.left[a] < this.left[b]);
+  }
+
+  private swap(a: number, b: number): void {
+    for (const arr of [this.rank, this.left, this.right, this.len]) [arr[a], arr[b]] = [arr[b], arr[a]];
+  }
+
+  push(rank: number, left: number, right: number, len: number): void {
+    this.rank.push(rank);
+    this.left.push(left);
+    this.right.push(right);
+    this.len.push(len);
+    let i = this.rank.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.less(i, p)) break;
+      this.swap(i, p);
+      i = p;
+    }
+  }
+
+  pop(): [number, number, number, number] {
+    const top: [number, number, number, number] = [this.rank[0], this.left[0], this.right[0], this.len[0]];
+    const last = this.rank.length - 1;
+    this.swap(0, last);
+    this.rank.pop();
+    this.left.pop();
+    this.right.pop();
+    this.len.pop();
+    let i = 0;
+    for (;;) {
+      const a = 2 * i + 1;
+      const b = a + 1;
+      let m = i;
+      if (a < last && this.less(a, m)) m = a;
+      if (b < last && this.less(b, m)) m = b;
+      if (m === i) break;
+      this.swap(i, m);
+      i = m;
+    }
+    return top;
   }
 }
