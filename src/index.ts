@@ -1,6 +1,7 @@
 // The public API (see DESIGN.md): the engine and tensors, the ops, the models, the schedulers and
 // the pipelines. Node-only helpers (PNG output, the CLI) live behind separate entries.
 export { Engine, type EngineOptions, type EngineInfo } from './runtime/engine.js';
+export type { AdapterKind, NodeAdapterKind } from './runtime/gpu.js';
 export { Tensor, type DType } from './runtime/tensor.js';
 export * as ops from './kernels/index.js';
 export { SafetensorsFile, writeSafetensors, type ProgressCallback } from './runtime/safetensors.js';

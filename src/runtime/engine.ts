@@ -1,4 +1,4 @@
-import { requestAdapter, runningInNode } from './gpu.js';
+import { adapterKindOf, chooseAdapter, runningInNode, type AdapterKind, type NodeAdapterKind } from './gpu.js';
 import { BufferPool, type PooledBuffer } from './buffer_pool.js';
 import { PipelineCache, type CompiledKernel, type KernelSource } from './pipeline_cache.js';
 import { Tensor, type DType, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
@@ -11,6 +11,9 @@ export interface EngineOptions {
   f16?: boolean;
   /** An adapter to use instead of requesting one. */
   adapter?: GPUAdapter;
+  /** Node: force 'hardware', 'lavapipe' or 'swiftshader' (overrides LDM_WEBGPU_ADAPTER; default: the
+   * first of hardware, lavapipe, SwiftShader that exists, or what VK_ICD_FILENAMES names). */
+  adapterKind?: NodeAdapterKind;
 }
 
 export interface EngineInfo {
@@ -25,6 +28,10 @@ export interface EngineInfo {
   timestampQuery: boolean;
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeWorkgroupStorageSize: number; maxComputeInvocationsPerWorkgroup: number };
   backend: 'browser' | 'node';
+  /** which kind of adapter: 'hardware', 'lavapipe', 'swiftshader' (Node) or 'browser' */
+  adapterKind: AdapterKind;
+  /** why this adapter was chosen (forced by option or env, VK_ICD_FILENAMES, or the automatic order) */
+  adapterReason: string;
 }
 
 export interface DispatchArgs {
@@ -57,9 +64,14 @@ export class Engine {
   private lostReason: string | null = null;
   private gpuError: string | null = null;
   private readonly backend: 'browser' | 'node';
+  /** which kind of adapter runs the work, and why it was chosen */
+  readonly adapterKind: AdapterKind;
+  readonly adapterReason: string;
 
-  private constructor(adapter: GPUAdapter, device: GPUDevice, opts: EngineOptions, backend: 'browser' | 'node') {
+  private constructor(adapter: GPUAdapter, device: GPUDevice, opts: EngineOptions, backend: 'browser' | 'node', choice: { kind: AdapterKind; reason: string }) {
     this.adapter = adapter;
+    this.adapterKind = choice.kind;
+    this.adapterReason = choice.reason;
     this.device = device;
     this.backend = backend;
     this.limits = device.limits;
@@ -86,7 +98,10 @@ export class Engine {
 
   static async create(opts: EngineOptions = {}): Promise<Engine> {
     const backend = runningInNode() ? 'node' : 'browser';
-    const adapter = opts.adapter ?? (await requestAdapter({ powerPreference: opts.powerPreference }));
+    const choice = opts.adapter
+      ? { adapter: opts.adapter, kind: backend === 'node' ? adapterKindOf(opts.adapter.info) : ('browser' as const), reason: 'passed in as EngineOptions.adapter' }
+      : await chooseAdapter({ powerPreference: opts.powerPreference, adapterKind: opts.adapterKind });
+    const adapter = choice.adapter;
     const requiredFeatures: GPUFeatureName[] = [];
     for (const f of ['shader-f16', 'timestamp-query'] as GPUFeatureName[]) {
       if (adapter.features.has(f)) requiredFeatures.push(f);
@@ -103,7 +118,7 @@ export class Engine {
       maxStorageBuffersPerShaderStage: L.maxStorageBuffersPerShaderStage,
     };
     const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'ldm-webgpu' });
-    return new Engine(adapter, device, opts, backend);
+    return new Engine(adapter, device, opts, backend, choice);
   }
 
   info(): EngineInfo {
@@ -126,6 +141,8 @@ export class Engine {
         maxComputeInvocationsPerWorkgroup: L.maxComputeInvocationsPerWorkgroup,
       },
       backend: this.backend,
+      adapterKind: this.adapterKind,
+      adapterReason: this.adapterReason,
     };
   }
 

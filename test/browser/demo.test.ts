@@ -142,7 +142,7 @@ describe('demo page in headless Chromium', () => {
 
   it('draws the same pixels as the Node pipeline for the same seed and options', async () => {
     expect(browserPixels.length).toBe(32 * 32 * 4);
-    const engine = await Engine.create();
+    const engine = await Engine.create({ adapterKind: 'swiftshader', f16: false });
     const pipe = await LDMPipeline.fromPretrained(engine, join(root, 'models', 'ldm-mnist'));
     const out = await pipe.generate({ classLabels: [OPTS.classLabel], steps: OPTS.steps, guidanceScale: OPTS.guidance, seed: OPTS.seed });
     out.images.dispose();
@@ -156,7 +156,7 @@ describe('demo page in headless Chromium', () => {
       maxDiff = Math.max(maxDiff, d);
     }
     console.log(`browser vs Node (ldm-mnist class 3, 4 steps, seed 0): largest difference ${maxDiff}/255, ${differing} of ${node.length} bytes differ`);
-    // Both run the same WGSL on SwiftShader; the bound allows for a different Vulkan driver build.
+    // Both run the same WGSL on SwiftShader (forced in Node: lavapipe would be the default); the bound allows for a different Vulkan driver build.
     expect(maxDiff).toBeLessThanOrEqual(2);
   }, 120_000);
 
