@@ -41,3 +41,14 @@ export {
 } from './image/png_metadata.js';
 export { BertTokenizer, type BertTokenizerOptions } from './text/bert_tokenizer.js';
 export { openCheckpoint, CkptFile, CheckpointError, type CheckpointSource } from './loaders/ckpt.js';
+export { LDMBertModel } from './text/ldm_bert.js';
+export {
+  LatentDiffusion,
+  ClassEmbedder,
+  BERTEmbedder,
+  SpatialRescaler,
+  type FromOriginalOptions,
+  type LatentDiffusionGenerateOptions,
+  type LatentDiffusionOutput,
+} from './pipelines/latent_diffusion.js';
+export { OriginalConfigError } from './loaders/original.js';

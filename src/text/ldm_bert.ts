@@ -1,0 +1,183 @@
+// LDMBertModel: the text encoder of the paper's text-to-image LDM (LDM-KL-8-G), as diffusers ports
+// it (pipeline_latent_diffusion.py), and the same network in CompVis' own names (BERTEmbedder =
+// x_transformer TransformerWrapper + Encoder, mapped by ldmBertKeyFromCompVis). Token + learned
+// absolute position embeddings, pre-LayerNorm layers (self-attention with `heads` x `head_dim`
+// whatever d_model is, q/k/v without bias; exact-GELU MLP), final LayerNorm. No attention mask is
+// used anywhere in the paper's code: padding tokens attend and are attended.
+import type { Engine } from '../runtime/engine.js';
+import type { Tensor } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { LayerNorm, Linear, ParamLoader, chain, type TensorSource } from '../models/nn.js';
+import { configNumber, requireValues, type Config } from '../models/config.js';
+import { Model } from '../models/model.js';
+
+const NAME = 'LDMBertModel';
+
+export interface LDMBertShape {
+  vocabSize: number;
+  maxPositions: number;
+  dModel: number;
+  layers: number;
+  heads: number;
+  headDim: number;
+  ffn: number;
+}
+
+/** Sizes from diffusers' LDMBertConfig (defaults: the 1.4B model's 1280-wide, 32-layer encoder). */
+export function ldmBertShape(config: Config): LDMBertShape {
+  requireValues(NAME, 'activation_function', config.activation_function ?? 'gelu', ['gelu']);
+  requireValues(NAME, 'scale_embedding', config.scale_embedding ?? false, [false]);
+  const s: LDMBertShape = {
+    vocabSize: configNumber(config, 'vocab_size', 30522, NAME),
+    maxPositions: configNumber(config, 'max_position_embeddings', 77, NAME),
+    dModel: configNumber(config, 'd_model', 1280, NAME),
+    layers: configNumber(config, 'encoder_layers', 32, NAME),
+    heads: configNumber(config, 'encoder_attention_heads', 8, NAME),
+    headDim: configNumber(config, 'head_dim', 64, NAME),
+    ffn: configNumber(config, 'encoder_ffn_dim', 5120, NAME),
+  };
+  for (const [k, v] of Object.entries(s)) if (!Number.isInteger(v) || v < 1) throw new Error(`${NAME}: ${k} must be a positive integer, got ${v}`);
+  return s;
+}
+
+/** CompVis BERTEmbedder key (without 'cond_stage_model.transformer.') -> LDMBertModel key, or null. */
+export function ldmBertKeyFromCompVis(key: string): string | null {
+  let m: RegExpExecArray | null;
+  if (key === 'token_emb.weight') return 'model.embed_tokens.weight';
+  if (key === 'pos_emb.emb.weight') return 'model.embed_positions.weight';
+  if ((m = /^norm\.(weight|bias)$/.exec(key))) return `model.layer_norm.${m[1]}`;
+  if ((m = /^to_logits\.(weight|bias)$/.exec(key))) return `to_logits.${m[1]}`;
+  if ((m = /^attn_layers\.layers\.(\d+)\.(0|1)\.(.+)$/.exec(key))) {
+    const j = Number(m[1]);
+    const k = j >> 1;
+    const rest = m[3];
+    if (j % 2 === 0) {
+      if (m[2] === '0') return `model.layers.${k}.self_attn_layer_norm.${rest}`;
+      const a = /^to_(q|k|v|out)\.(weight|bias)$/.exec(rest);
+      return a ? `model.layers.${k}.self_attn.${a[1] === 'out' ? 'out_proj' : `${a[1]}_proj`}.${a[2]}` : null;
+    }
+    if (m[2] === '0') return `model.layers.${k}.final_layer_norm.${rest}`;
+    const f = /^net\.(0\.0|2)\.(weight|bias)$/.exec(rest);
+    return f ? `model.layers.${k}.${f[1] === '2' ? 'fc2' : 'fc1'}.${f[2]}` : null;
+  }
+  return null;
+}
+
+class LDMBertLayer {
+  private constructor(
+    private ln1: LayerNorm,
+    private q: Linear,
+    private k: Linear,
+    private v: Linear,
+    private out: Linear,
+    private ln2: LayerNorm,
+    private fc1: Linear,
+    private fc2: Linear,
+    private heads: number,
+  ) {}
+
+  static async load(L: ParamLoader, s: LDMBertShape): Promise<LDMBertLayer> {
+    const D = s.dModel;
+    const inner = s.heads * s.headDim;
+    return new LDMBertLayer(
+      await LayerNorm.load(L, 'self_attn_layer_norm', D, 1e-5),
+      await Linear.load(L, 'self_attn.q_proj', D, inner, false),
+      await Linear.load(L, 'self_attn.k_proj', D, inner, false),
+      await Linear.load(L, 'self_attn.v_proj', D, inner, false),
+      await Linear.load(L, 'self_attn.out_proj', inner, D),
+      await LayerNorm.load(L, 'final_layer_norm', D, 1e-5),
+      await Linear.load(L, 'fc1', D, s.ffn),
+      await Linear.load(L, 'fc2', s.ffn, D),
+      s.heads,
+    );
+  }
+
+  /** x + out(attn(ln1(x))), then + fc2(gelu(fc1(ln2(.)))); x stays alive. */
+  forward(x: Tensor): Tensor {
+    const n1 = this.ln1.forward(x);
+    const q = this.q.forward(n1);
+    const k = this.k.forward(n1);
+    const v = this.v.forward(n1);
+    n1.dispose();
+    // default scale head_dim^-0.5: x_transformer scales the scores, diffusers q; same maths
+    const a = ops.attention(q, k, v, { heads: this.heads });
+    [q, k, v].forEach((t) => t.dispose());
+    const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
+    a.dispose();
+    const m = chain(this.ln2.forward(h), (t) => this.fc1.forward(t, 'gelu'));
+    const y = ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
+    m.dispose();
+    h.dispose();
+    return y;
+  }
+}
+
+export class LDMBertModel extends Model {
+  readonly shape!: LDMBertShape;
+  private tokens!: Tensor;
+  private positions!: Tensor;
+  private layers!: LDMBertLayer[];
+  private norm!: LayerNorm;
+
+  static readonly componentName = NAME;
+
+  static async load(engine: Engine, config: Config, source: TensorSource): Promise<LDMBertModel> {
+    const s = ldmBertShape(config);
+    const L = new ParamLoader(engine, source);
+    const m = new LDMBertModel(engine, config, L);
+    // to_logits (the pretraining head) is in the files but unused by the text encoder
+    const ws = source as { markUsed?: (...n: string[]) => void };
+    ws.markUsed?.('to_logits.weight', 'to_logits.bias');
+    return m.track(async () => {
+      const M = L.scope('model.');
+      const tokens = await M.get('embed_tokens.weight', [s.vocabSize, s.dModel]);
+      const positions = await M.get('embed_positions.weight', [s.maxPositions, s.dModel]);
+      const layers: LDMBertLayer[] = [];
+      for (let i = 0; i < s.layers; i++) layers.push(await LDMBertLayer.load(M.scope(`layers.${i}.`), s));
+      const norm = await LayerNorm.load(M, 'layer_norm', s.dModel, 1e-5);
+      Object.assign(m, { shape: s, tokens, positions, layers, norm });
+    }, source);
+  }
+
+  /** inputIds: B sequences of equal length <= max_position_embeddings -> { lastHiddenState [B, T, d_model] }. */
+  forward(inputIds: readonly ArrayLike<number>[]): { lastHiddenState: Tensor } {
+    const op = `${NAME}.forward`;
+    if ((this as unknown as { disposed: boolean }).disposed) throw new Error(`${op}: the model was disposed`);
+    if (!Array.isArray(inputIds) || inputIds.length === 0) throw new Error(`${op}: inputIds must be a non-empty array of token id sequences`);
+    const B = inputIds.length;
+    const T = inputIds[0]?.length ?? 0;
+    if (T < 1 || T > this.shape.maxPositions) throw new Error(`${op}: sequence length ${T} must be in [1, ${this.shape.maxPositions}]`);
+    const flat = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      const row = inputIds[b];
+      if (!row || row.length !== T) throw new Error(`${op}: all sequences must have ${T} ids; inputIds[${b}] has ${row?.length}`);
+      for (let t = 0; t < T; t++) {
+        const id = row[t];
+        if (!Number.isInteger(id) || id < 0 || id >= this.shape.vocabSize) throw new Error(`${op}: token id ${id} at inputIds[${b}][${t}] is outside the vocabulary of ${this.shape.vocabSize}`);
+        flat[b * T + t] = id;
+      }
+    }
+    const ids = this.engine.tensor(flat, [B, T]);
+    const tok = ops.embedding(this.tokens, ids);
+    ids.dispose();
+    const pos = ops.embedding(this.positions, Array.from({ length: T }, (_, t) => t));
+    let x = ops.add(tok, pos);
+    tok.dispose();
+    pos.dispose();
+    for (const layer of this.layers) x = chain(x, (t) => layer.forward(t));
+    return { lastHiddenState: chain(x, (t) => this.norm.forward(t)) };
+  }
+}
+
+/** LDMBertModel config for a CompVis BERTEmbedder(n_embed, n_layer, vocab_size, max_seq_len). */
+export function ldmBertConfigFromCompVis(params: { n_embed: number; n_layer: number; vocab_size?: number; max_seq_len?: number }): Config {
+  return {
+    d_model: params.n_embed,
+    encoder_layers: params.n_layer,
+    vocab_size: params.vocab_size ?? 30522,
+    max_position_embeddings: params.max_seq_len ?? 77,
+    encoder_attention_heads: 8, // x_transformer Attention defaults: 8 heads x 64
+    head_dim: 64,
+    encoder_ffn_dim: params.n_embed * 4,
+  };
+}

@@ -1,0 +1,109 @@
+// LatentDiffusion.fromOriginal against CompVis latent-diffusion itself: each release config shrunk
+// in size (tools/pyref/gen_paper_models.py), weights seeded identically on both sides (test/seeded.ts),
+// compared stage by stage: conditioning encoder, UNet eps for given x/t/cond, first-stage encode, a
+// 4-step DDIM run from a given x_T (with the release's guidance) and the decoded image.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FIXTURES, readSafetensorsFile } from './fixture.js';
+import { getEngine, relL2, track, reportWorst } from './helpers.js';
+import { seededSafetensors, type ManifestEntry } from './seeded.js';
+import type { Engine } from '../src/runtime/engine.js';
+import { LatentDiffusion, ClassEmbedder, BERTEmbedder, SpatialRescaler, IdentityEncoder } from '../src/pipelines/latent_diffusion.js';
+import type { Tensor } from '../src/runtime/tensor.js';
+import { concat } from '../src/kernels/index.js';
+import { VQModel } from '../src/models/vq_model.js';
+import type { AutoencoderKL } from '../src/models/autoencoder_kl.js';
+import { BertTokenizer } from '../src/text/bert_tokenizer.js';
+import { OriginalConfigError } from '../src/loaders/original.js';
+
+interface Meta {
+  class_labels?: number[];
+  prompts?: string[];
+  unet_t: number[];
+  guidance_scale: number;
+  steps: number;
+  scale_factor: number;
+}
+
+function load(name: string) {
+  const dir = join(FIXTURES, 'paper', name);
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { meta: Meta; tensors: ManifestEntry[] };
+  return {
+    config: readFileSync(join(dir, 'config.yaml'), 'utf8'),
+    checkpoint: seededSafetensors(manifest.tensors),
+    meta: manifest.meta,
+    refs: readSafetensorsFile(join(dir, 'refs.safetensors')),
+  };
+}
+
+const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256'];
+
+describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () => {
+  let engine: Engine;
+  let tokenizer: BertTokenizer;
+  beforeAll(async () => {
+    engine = await getEngine();
+    tokenizer = new BertTokenizer(readFileSync(join(FIXTURES, 'tokenizers', 'bert-base-uncased', 'vocab.txt'), 'utf8'));
+  });
+
+  for (const name of SUPPORTED) {
+    it(name, async () => {
+      const { config, checkpoint, meta, refs } = load(name);
+      const ldm = await LatentDiffusion.fromOriginal(engine, { checkpoint, config, tokenizer });
+      try {
+        expect(ldm.scaleFactor).toBeCloseTo(meta.scale_factor, 6);
+        const T = (k: string) => engine.tensor(refs[k].data as Float32Array, refs[k].shape);
+        // conditioning
+        let cond: Tensor | null = null;
+        let onehot: Tensor | null = null;
+        const cs = ldm.condStage;
+        if (meta.class_labels) cond = (cs as ClassEmbedder).encode(meta.class_labels);
+        else if (meta.prompts) cond = (cs as BERTEmbedder).encode(meta.prompts);
+        else if (refs.seg_labels) {
+          const lab = refs.seg_labels;
+          const [, H, W] = lab.shape;
+          const oh = new Float32Array(182 * H * W);
+          lab.data.forEach((v, i) => (oh[v * H * W + i] = 1));
+          onehot = engine.tensor(oh, [1, 182, H, W]);
+          cond = (cs as SpatialRescaler).encode(onehot);
+        } else if (refs.low_res) cond = (cs as IdentityEncoder).encode(T('low_res'));
+        if (refs.cond) expect(track(`${name} cond`, relL2(await cond!.read(), refs.cond.data))).toBeLessThan(1e-4);
+        // UNet for x [2], t [999, 321], cond [cond, uncond] (or cond twice)
+        const c2 = cond ? (cond.shape[0] === 2 ? cond : concat([cond, cond], 0)) : null;
+        const eps = ldm.applyModel(T('unet_x'), meta.unet_t, c2);
+        expect(track(`${name} unet`, relL2(await eps.read(), refs.unet_out.data))).toBeLessThan(1e-4);
+        // first stage encode (VQ: pre-quant h; KL: the mean), without scale_factor
+        const fs = ldm.firstStage;
+        const enc = fs instanceof VQModel ? fs.encode(T('fs_image')) : (fs as AutoencoderKL).encode(T('fs_image')).mean;
+        expect(track(`${name} first stage encode`, relL2(await enc.read(), refs.fs_encode.data))).toBeLessThan(1e-4);
+        // DDIM, 4 steps from x_T with the release's guidance
+        const out = await ldm.generate({
+          classLabels: meta.class_labels?.slice(0, 1),
+          prompt: meta.prompts?.slice(0, 1),
+          segmentation: onehot ?? undefined,
+          lowRes: refs.low_res ? T('low_res') : undefined,
+          steps: meta.steps,
+          guidanceScale: meta.guidance_scale,
+          latents: refs.x_T.data as Float32Array,
+        });
+        expect(track(`${name} ddim latents`, relL2(await out.latents.read(), refs.ddim_latents.data))).toBeLessThan(1e-3);
+        expect(track(`${name} image`, relL2(await out.images.read(), refs.image.data))).toBeLessThan(1e-3);
+      } finally {
+        ldm.dispose();
+      }
+    }, 300_000);
+  }
+
+  it('refuses what it does not support yet, naming the option', async () => {
+    const churches = load('lsun_churches256');
+    await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: churches.checkpoint, config: churches.config })).rejects.toThrow(/use_scale_shift_norm/);
+    const cin = load('cin256');
+    await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: cin.checkpoint, config: cin.config })).rejects.toThrow(/attn_resolutions/);
+    const bad = churches.config.replace('ldm.models.diffusion.ddpm.LatentDiffusion', 'ldm.models.diffusion.ddpm.DDPM');
+    await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: churches.checkpoint, config: bad })).rejects.toThrow(OriginalConfigError);
+    await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: churches.checkpoint, config: bad })).rejects.toThrow(/ldm\.models\.diffusion\.ddpm\.DDPM/);
+  });
+
+  it('report', () => reportWorst('paper models'));
+});
