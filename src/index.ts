@@ -52,3 +52,4 @@ export {
   type LatentDiffusionOutput,
 } from './pipelines/latent_diffusion.js';
 export { OriginalConfigError } from './loaders/original.js';
+export { LDMTextToImagePipeline, type LDMText2ImgOptions } from './pipelines/ldm_text2img.js';

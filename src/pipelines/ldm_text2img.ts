@@ -1,0 +1,116 @@
+// LDMTextToImagePipeline: diffusers' port of the paper's text-to-image LDM (CompVis/ldm-text2im-large-256:
+// vqvae = AutoencoderKL, bert = LDMBertModel, tokenizer = bert-base-uncased WordPiece, unet =
+// UNet2DConditionModel, scheduler = DDIM). As diffusers: no attention mask, the unconditional
+// embedding is bert(tokens of ""), batch [uncond, cond], latents at height / 8, decode(z / scaling_factor).
+import type { Engine } from '../runtime/engine.js';
+import type { Tensor } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { AutoencoderKL } from '../models/autoencoder_kl.js';
+import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
+import { LDMBertModel } from '../text/ldm_bert.js';
+import { BertTokenizer } from '../text/bert_tokenizer.js';
+import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { joinPath, loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import type { PipelineOutput } from './ldm.js';
+
+export interface LDMText2ImgOptions extends LoopOptions {
+  prompt: string | readonly string[];
+  steps?: number;
+  guidanceScale?: number;
+  seed?: number;
+  height?: number;
+  width?: number;
+  latents?: Tensor | Float32Array;
+  sampler?: string;
+}
+
+export class LDMTextToImagePipeline {
+  readonly engine: Engine;
+  constructor(
+    readonly components: { vqvae: AutoencoderKL; bert: LDMBertModel; tokenizer: BertTokenizer; unet: UNet2DConditionModel; scheduler: Scheduler },
+  ) {
+    this.engine = components.unet.engine;
+  }
+
+  static async fromPretrained(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions = {}): Promise<LDMTextToImagePipeline> {
+    const c = await loadPipelineFolder(engine, pathOrUrl, { vqvae: AutoencoderKL, bert: LDMBertModel, unet: UNet2DConditionModel }, opts);
+    try {
+      for (const k of ['vqvae', 'bert', 'unet']) if (!c.models[k]) throw new Error(`LDMTextToImagePipeline: ${pathOrUrl} has no '${k}' component in model_index.json`);
+      const tokenizer = await BertTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal });
+      return new LDMTextToImagePipeline({
+        vqvae: c.models.vqvae as AutoencoderKL,
+        bert: c.models.bert as LDMBertModel,
+        unet: c.models.unet as UNet2DConditionModel,
+        tokenizer,
+        scheduler: createScheduler(c.schedulerConfig),
+      });
+    } catch (e) {
+      for (const m of Object.values(c.models)) m.dispose();
+      throw e;
+    }
+  }
+
+  /** bert(tokenizer(prompts)) -> [B, 77, d_model] */
+  encodePrompt(prompts: readonly string[]): Tensor {
+    return this.components.bert.forward(prompts.map((p) => this.components.tokenizer.encode(p))).lastHiddenState;
+  }
+
+  async generate(o: LDMText2ImgOptions): Promise<PipelineOutput> {
+    const { unet, vqvae } = this.components;
+    const engine = this.engine;
+    const prompts = typeof o.prompt === 'string' ? [o.prompt] : [...o.prompt];
+    if (!prompts.length) throw new Error('LDMTextToImagePipeline.generate: prompt is empty');
+    const B = prompts.length;
+    const vaeScale = 2 ** (vqvae.shape.blockOutChannels.length - 1);
+    const sample = (unet.config.sample_size as number | undefined) ?? 32;
+    const height = o.height ?? sample * vaeScale;
+    const width = o.width ?? sample * vaeScale;
+    if (height % 8 || width % 8) throw new Error(`LDMTextToImagePipeline.generate: height and width must be multiples of 8, got ${height}x${width}`);
+    const scale = o.guidanceScale ?? 1;
+    const guided = scale !== 1;
+    const seed = resolveSeed('LDMTextToImagePipeline.generate', o.seed, B);
+    const scheduler = schedulerForCall(this.components.scheduler, o.sampler);
+    scheduler.setTimesteps(o.steps ?? 50);
+    const dtype = engine.f16 ? 'f16' : 'f32';
+    const cond = this.encodePrompt(prompts);
+    let ctx: Tensor = cond;
+    try {
+      if (guided) {
+        const u = this.encodePrompt(['']);
+        const uncond = B === 1 ? u : ops.concat(new Array(B).fill(u), 0);
+        if (uncond !== u) u.dispose();
+        ctx = ops.concat([uncond, cond], 0);
+        uncond.dispose();
+      }
+      // the port hard-codes height // 8 for the latents
+      const latents = initialLatents(engine, [B, unet.inChannels, height / 8, width / 8], { latents: o.latents, seed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
+      const predict = (x: Tensor, t: number): Tensor => {
+        if (!guided) return unet.forward(x, t, { encoderHiddenStates: ctx });
+        const both = ops.concat([x, x], 0);
+        const out = unet.forward(both, t, { encoderHiddenStates: ctx });
+        both.dispose();
+        const g = ops.classifierFreeGuidance(out, scale);
+        out.dispose();
+        return g;
+      };
+      const final = await denoise({ scheduler, seed, latents, timesteps: scheduler.timesteps, predict, eta: o.eta, signal: o.signal, onStep: o.onStep });
+      const h = ops.scale(final, 1 / vqvae.scalingFactor);
+      final.dispose();
+      const decoded = vqvae.decode(h);
+      h.dispose();
+      const images = toUnitRange(decoded);
+      return { images, rgba: await toRgba(images) };
+    } finally {
+      if (ctx !== cond) ctx.dispose();
+      cond.dispose();
+    }
+  }
+
+  dispose(): void {
+    const c = this.components;
+    c.vqvae.dispose();
+    c.bert.dispose();
+    c.unet.dispose();
+    c.scheduler.reset();
+  }
+}
