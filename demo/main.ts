@@ -3,7 +3,7 @@
 // preview and a cancel button, download the PNG. body[data-state] tells tests (and CSS) where the
 // page is: starting, nogpu, ready, loading, generating, done, cancelled, error.
 import { AutoencoderTiny, Engine, LDMPipeline, WeightSource, toRgba, type RgbaImage, type StepInfo, type Tensor } from '../src/index.js';
-import { readJson, joinPath } from '../src/pipelines/loading.js';
+import { readJson, joinPath } from '../src/runtime/io.js';
 import { cachedFetch, fileFetch, filesFromDrop, filesFromInput, LOCAL_BASE, type FileMap } from './loaders.js';
 
 // Stable Diffusion is optional: the glob is empty while its module does not exist.

@@ -4,7 +4,8 @@ export { Engine, type EngineOptions, type EngineInfo } from './runtime/engine.js
 export type { AdapterKind, NodeAdapterKind } from './runtime/gpu.js';
 export { Tensor, type DType } from './runtime/tensor.js';
 export * as ops from './kernels/index.js';
-export { SafetensorsFile, writeSafetensors, type ProgressCallback } from './runtime/safetensors.js';
+export { SafetensorsFile, writeSafetensors } from './runtime/safetensors.js';
+export { IOError, type IOErrorKind, type IOOptions, type ProgressCallback } from './runtime/io.js';
 export { WeightSource, loadComponentFolder } from './runtime/weights.js';
 export { AutoencoderKL } from './models/autoencoder_kl.js';
 export { VQModel } from './models/vq_model.js';

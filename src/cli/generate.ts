@@ -5,7 +5,7 @@ import { PNG } from 'pngjs';
 import cliProgress from 'cli-progress';
 import { Engine } from '../runtime/engine.js';
 import { LDMPipeline } from '../pipelines/ldm.js';
-import { joinPath, readJson } from '../pipelines/loading.js';
+import { joinPath, readJson } from '../runtime/io.js';
 import { createScheduler, type RgbaImage, type StepInfo } from '../pipelines/common.js';
 import { loadStableDiffusion } from './sd_module.js';
 import type { GenerateArgs } from './main.js';

@@ -4,7 +4,8 @@
 // torch.save(state_dict) is the dict itself. Tensor bytes are read from the archive when uploaded.
 
 import type { SafetensorsTensorInfo } from '../runtime/safetensors.js';
-import { SafetensorsFile, type FetchOptions } from '../runtime/safetensors.js';
+import { SafetensorsFile } from '../runtime/safetensors.js';
+import { isUrl, toPath, type IOOptions } from '../runtime/io.js';
 import { WeightSource, type TensorFile } from '../runtime/weights.js';
 import { PyObject, STORAGE_DTYPES, type StorageRef, type TensorRef, PyGlobal, unpickle } from './pickle.js';
 import { CheckpointError, ZipArchive, openByteSource, type ByteReader, type ByteSource } from './zip.js';
@@ -166,7 +167,7 @@ export type CheckpointSource = ByteSource | WeightSource;
  * Opens a .ckpt/.pt (torch.save zip) or a .safetensors, told apart by their first bytes, from a
  * path (Node), a URL, a Blob/File or bytes. The result reads tensors lazily; close() it when done.
  */
-export async function openCheckpoint(source: CheckpointSource, opts: FetchOptions & { label?: string } = {}): Promise<WeightSource> {
+export async function openCheckpoint(source: CheckpointSource, opts: IOOptions & { label?: string } = {}): Promise<WeightSource> {
   if (source instanceof WeightSource) return source;
   const reader = await openByteSource(source, opts);
   try {
@@ -177,9 +178,9 @@ export async function openCheckpoint(source: CheckpointSource, opts: FetchOption
     }
     // safetensors: its header parser is strict; the whole file is read only for in-memory sources
     if (source instanceof Uint8Array || source instanceof ArrayBuffer) return WeightSource.fromBytes(source, reader.label);
-    if (typeof source === 'string' && reader.label === source && !/^[a-z][a-z0-9+.-]+:/i.test(source)) {
+    if (typeof source === 'string' && !isUrl(source)) {
       await reader.close();
-      return WeightSource.fromFiles([await SafetensorsFile.fromFile(source)], source, opts.onProgress);
+      return WeightSource.fromFiles([await SafetensorsFile.fromFile(toPath(source))], source, opts.onProgress);
     }
     const all = await reader.read(0, reader.size);
     await reader.close();

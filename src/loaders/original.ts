@@ -6,7 +6,7 @@
 import { parse as parseYaml } from 'yaml';
 import type { Engine } from '../runtime/engine.js';
 import type { DType, Tensor } from '../runtime/tensor.js';
-import { f32ToF16Bits } from '../runtime/engine.js';
+import { f32ToF16Bits } from '../runtime/half.js';
 import type { WeightSource } from '../runtime/weights.js';
 import type { TensorSource } from '../models/nn.js';
 import type { Config } from '../models/config.js';

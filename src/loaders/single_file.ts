@@ -5,18 +5,16 @@
 import type { Engine } from '../runtime/engine.js';
 import type { DType, Tensor } from '../runtime/tensor.js';
 import { WeightSource } from '../runtime/weights.js';
-import { SafetensorsFile, type FetchOptions } from '../runtime/safetensors.js';
+import type { IOOptions } from '../runtime/io.js';
 import type { TensorSource } from '../models/nn.js';
 import { configList, perBlock, type Config } from '../models/config.js';
 
 export type SingleFileSource = string | Uint8Array | ArrayBuffer | WeightSource;
 
-export async function openSingleFile(source: SingleFileSource, opts: FetchOptions = {}): Promise<WeightSource> {
+export async function openSingleFile(source: SingleFileSource, opts: IOOptions = {}): Promise<WeightSource> {
   if (source instanceof WeightSource) return source;
   if (typeof source !== 'string') return WeightSource.fromBytes(source, 'single-file checkpoint');
-  const isUrl = /^[a-z][a-z0-9+.-]+:/i.test(source) && !source.startsWith('file:');
-  if (isUrl || typeof process === 'undefined') return WeightSource.fromFiles([await SafetensorsFile.fromUrl(source, opts)], source);
-  return WeightSource.fromFiles([await SafetensorsFile.fromFile(source)], source);
+  return WeightSource.open(source, opts);
 }
 
 const RESNET: [RegExp, string][] = [
@@ -137,7 +135,7 @@ export async function loadFromSingleFile<T>(
   source: SingleFileSource,
   component: 'unet' | 'vae' | 'text_encoder',
   config: Config,
-  opts: FetchOptions = {},
+  opts: IOOptions = {},
 ): Promise<T> {
   const file = await openSingleFile(source, opts);
   try {

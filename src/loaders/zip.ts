@@ -3,7 +3,7 @@
 // zip64 when large). Nothing is read until asked, so a multi-GB checkpoint is never held whole.
 // Every offset and size from the archive is checked against the source size before it is used.
 
-import { nodeFs } from '../runtime/safetensors.js';
+import { openRandomAccess, type IOOptions, type RandomAccessFile } from '../runtime/io.js';
 
 /** A malformed, hostile or unsupported checkpoint; the message names the file and what is wrong. */
 export class CheckpointError extends Error {
@@ -56,86 +56,25 @@ export function readerFromBlob(blob: Blob, label = (blob as { name?: string }).n
   return r;
 }
 
-export async function readerFromFile(path: string): Promise<ByteReader> {
-  const fs = await nodeFs();
-  let fh: Awaited<ReturnType<typeof fs.open>>;
-  try {
-    fh = await fs.open(path, 'r');
-  } catch (e) {
-    throw new CheckpointError(`${path}: cannot open: ${(e as Error).message}`);
-  }
-  const size = (await fh.stat()).size;
+/** A reader over a local file or a URL (HTTP Range requests when the server honours them). */
+function readerFromRandomAccess(f: RandomAccessFile): ByteReader {
   const r: ByteReader = {
-    label: path,
-    size,
+    label: f.source,
+    size: f.size,
     read: async (pos, len) => {
       checkRange(r, pos, len);
-      const buf = new Uint8Array(len);
-      let got = 0;
-      while (got < len) {
-        const { bytesRead } = await fh.read(buf, got, len - got, pos + got);
-        if (bytesRead === 0) throw new CheckpointError(`${path}: file ended at byte ${pos + got} (truncated or changed while open)`);
-        got += bytesRead;
-      }
-      return buf;
+      return f.read(pos, len);
     },
-    close: () => fh.close(),
+    close: () => f.close(),
   };
   return r;
-}
-
-/**
- * A URL read with HTTP Range requests when the server honours them (206), so only the archive
- * directory and the tensors asked for travel; otherwise the whole body is downloaded once.
- */
-export async function readerFromUrl(url: string, opts: { fetch?: typeof fetch; signal?: AbortSignal } = {}): Promise<ByteReader> {
-  const f = opts.fetch ?? globalThis.fetch;
-  if (typeof f !== 'function') throw new CheckpointError(`${url}: no fetch() in this environment`);
-  const get = async (headers?: Record<string, string>): Promise<Response> => {
-    let res: Response;
-    try {
-      res = await f(url, { headers, signal: opts.signal });
-    } catch (e) {
-      throw new CheckpointError(`${url}: fetch failed: ${(e as Error).message}`);
-    }
-    if (!res.ok) throw new CheckpointError(`${url}: HTTP ${res.status} ${res.statusText}`.trimEnd());
-    return res;
-  };
-  const probe = await get({ Range: 'bytes=0-0' });
-  const total = /\/(\d+)\s*$/.exec(probe.headers.get('content-range') ?? '');
-  if (probe.status !== 206 || !total) {
-    return readerFromBytes(new Uint8Array(await probe.arrayBuffer()), url);
-  }
-  await probe.arrayBuffer();
-  const r: ByteReader = {
-    label: url,
-    size: Number(total[1]),
-    read: async (pos, len) => {
-      checkRange(r, pos, len);
-      if (len === 0) return new Uint8Array(0);
-      const res = await get({ Range: `bytes=${pos}-${pos + len - 1}` });
-      const body = new Uint8Array(await res.arrayBuffer());
-      if (res.status !== 206 || body.byteLength !== len) throw new CheckpointError(`${url}: range request for ${len} bytes at ${pos} returned ${body.byteLength} bytes (status ${res.status})`);
-      return body;
-    },
-    close: async () => {},
-  };
-  return r;
-}
-
-function isUrlString(s: string): boolean {
-  const inNode = typeof process !== 'undefined' && !!(process as { versions?: { node?: string } }).versions?.node;
-  if (!inNode) return true;
-  return /^[a-z][a-z0-9+.-]+:/i.test(s) && !/^[a-z]:[\\/]/i.test(s) && !s.startsWith('file:');
 }
 
 /** A reader for a path (Node), URL, Blob/File or bytes. */
-export async function openByteSource(source: ByteSource, opts: { fetch?: typeof fetch; signal?: AbortSignal; label?: string } = {}): Promise<ByteReader> {
+export async function openByteSource(source: ByteSource, opts: IOOptions & { label?: string } = {}): Promise<ByteReader> {
   if (source instanceof Uint8Array || source instanceof ArrayBuffer) return readerFromBytes(source, opts.label);
   if (typeof Blob !== 'undefined' && source instanceof Blob) return readerFromBlob(source, opts.label);
-  const s = String(source);
-  if (isUrlString(s)) return readerFromUrl(s, opts);
-  return readerFromFile(s.startsWith('file:') ? decodeURIComponent(new URL(s).pathname) : s);
+  return readerFromRandomAccess(await openRandomAccess(source as string | URL, opts));
 }
 
 // ---------------------------------------------------------------- zip directory

@@ -8,7 +8,7 @@ import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
 import { configBool, configNumber, type Config } from './config.js';
 import { Model } from './model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
-import type { FetchOptions } from '../runtime/safetensors.js';
+import type { IOOptions } from '../runtime/io.js';
 
 export class AutoencoderKL extends Model {
   readonly shape!: VaeShape;
@@ -21,7 +21,7 @@ export class AutoencoderKL extends Model {
   static readonly componentName = 'AutoencoderKL';
 
   /** Loads the vae part of a Stable Diffusion 1.x single-file checkpoint (CompVis key names). */
-  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & FetchOptions): Promise<AutoencoderKL> {
+  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<AutoencoderKL> {
     if (!opts?.config) throw new Error('AutoencoderKL.fromSingleFile: pass { config } (the diffusers config of the component)');
     return loadFromSingleFile((e, c, s) => AutoencoderKL.load(e, c, s), engine, source, 'vae', opts.config, opts);
   }

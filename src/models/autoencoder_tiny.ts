@@ -11,7 +11,6 @@ import { Conv2d, ParamLoader, chain, type TensorSource } from './nn.js';
 import { configList, configNumber, requireValues, type Config } from './config.js';
 import { Model } from './model.js';
 import { WeightSource, type LoadOptions } from '../runtime/weights.js';
-import { SafetensorsFile } from '../runtime/safetensors.js';
 
 class TinyBlock {
   private constructor(private c0: Conv2d, private c1: Conv2d, private c2: Conv2d, private skip: Conv2d | null) {}
@@ -145,16 +144,13 @@ export class AutoencoderTiny extends Model {
 
   /** Loads the original taesd_encoder / taesd_decoder safetensors files (paths, URLs or bytes). */
   static async fromTaesd(engine: Engine, files: { encoder?: string | Uint8Array; decoder?: string | Uint8Array }, opts: LoadOptions = {}): Promise<AutoencoderTiny> {
-    const open = async (f: string | Uint8Array, label: string) => {
-      if (typeof f !== 'string') return SafetensorsFile.fromBytes(f, label);
-      return /^[a-z][a-z0-9+.-]+:/i.test(f) || typeof process === 'undefined' ? SafetensorsFile.fromUrl(f, opts) : SafetensorsFile.fromFile(f);
-    };
+    const open = (f: string | Uint8Array, label: string) => (typeof f === 'string' ? WeightSource.open(f, opts) : Promise.resolve(WeightSource.fromBytes(f, label)));
     const parts: WeightSource[] = [];
-    if (files.encoder) parts.push(WeightSource.fromFiles([await open(files.encoder, 'taesd encoder')]).renamed((n) => `encoder.layers.${n}`));
+    if (files.encoder) parts.push((await open(files.encoder, 'taesd encoder')).renamed((n) => `encoder.layers.${n}`));
     if (files.decoder) {
       // The original decoder starts with a parameter-free Clamp at index 0.
       parts.push(
-        WeightSource.fromFiles([await open(files.decoder, 'taesd decoder')]).renamed((n) => {
+        (await open(files.decoder, 'taesd decoder')).renamed((n) => {
           const m = /^(\d+)\.(.*)$/.exec(n);
           return m ? `decoder.layers.${Number(m[1]) - 1}.${m[2]}` : n;
         }),

@@ -10,7 +10,7 @@ import { DownBlock, MidBlock, UpBlock, transformerAttention } from './unet_block
 import { configBool, configList, configNumber, configOptionalNumber, perBlock, requireValues, type Config } from './config.js';
 import { Model } from './model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
-import type { FetchOptions } from '../runtime/safetensors.js';
+import type { IOOptions } from '../runtime/io.js';
 import { checkClassLabels, timestepList } from './unet_common.js';
 
 const NAME = 'UNet2DConditionModel';
@@ -37,7 +37,7 @@ export class UNet2DConditionModel extends Model {
   private convOut!: Conv2d;
 
   /** Loads the unet part of a Stable Diffusion 1.x single-file checkpoint (CompVis key names). */
-  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & FetchOptions): Promise<UNet2DConditionModel> {
+  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<UNet2DConditionModel> {
     if (!opts?.config) throw new Error('UNet2DConditionModel.fromSingleFile: pass { config } (the diffusers config of the component)');
     return loadFromSingleFile((e, c, s) => UNet2DConditionModel.load(e, c, s), engine, source, 'unet', opts.config, opts);
   }

@@ -5,8 +5,7 @@
 import type { Engine } from '../runtime/engine.js';
 import { Tensor, shapeStr } from '../runtime/tensor.js';
 import type { WeightSource } from '../runtime/weights.js';
-import type { FetchOptions } from '../runtime/safetensors.js';
-import { nodeFs } from '../runtime/safetensors.js';
+import { readText, type IOOptions } from '../runtime/io.js';
 import * as ops from '../kernels/index.js';
 import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { UNet2DModel } from '../models/unet_2d.js';
@@ -122,7 +121,7 @@ export type CondStage = ClassEmbedder | BERTEmbedder | SpatialRescaler | Identit
 
 // ---------------------------------------------------------------- the model
 
-export interface FromOriginalOptions extends FetchOptions {
+export interface FromOriginalOptions extends IOOptions {
   /** model.ckpt / .safetensors: path (Node), URL, Blob/File, bytes, or an opened WeightSource */
   checkpoint: CheckpointSource;
   /** config.yaml: its text, a path (Node) or URL, or the parsed object */
@@ -158,19 +157,6 @@ export interface LatentDiffusionOutput {
   /** z_0 [B, C, h, w] before decoding */
   latents: Tensor;
   rgba: RgbaImage[];
-}
-
-async function readText(src: string | URL, opts: FetchOptions): Promise<string> {
-  const s = String(src);
-  const inNode = typeof process !== 'undefined' && !!(process as { versions?: { node?: string } }).versions?.node;
-  if (!inNode || (/^[a-z][a-z0-9+.-]+:/i.test(s) && !s.startsWith('file:'))) {
-    const f = opts.fetch ?? globalThis.fetch;
-    const res = await f(s, { signal: opts.signal });
-    if (!res.ok) throw new OriginalConfigError(`${s}: HTTP ${res.status}`);
-    return res.text();
-  }
-  const fs = await nodeFs();
-  return fs.readFile(s.startsWith('file:') ? decodeURIComponent(new URL(s).pathname) : s, 'utf8');
 }
 
 export class LatentDiffusion {
@@ -216,7 +202,7 @@ export class LatentDiffusion {
     const root =
       cfgText === null
         ? parseReleaseConfig(JSON.stringify(opts.config))
-        : parseReleaseConfig(/\n/.test(cfgText) || /^\s*model\s*:/.test(cfgText) ? cfgText : await readText(cfgText, opts), /\n/.test(cfgText) ? 'config.yaml' : cfgText);
+        : parseReleaseConfig(/\n/.test(cfgText) || /^\s*model\s*:/.test(cfgText) ? cfgText : await readText(cfgText, { ...opts, onProgress: undefined }), /\n/.test(cfgText) ? 'config.yaml' : cfgText);
     if (root.target !== LD_TARGET) throw new OriginalConfigError(`model target '${root.target}' is not supported (expected ${LD_TARGET})`);
     const p = root.params;
     const where = LD_TARGET;
@@ -283,7 +269,7 @@ export class LatentDiffusion {
           const bert = await LDMBertModel.load(engine, cfg, src);
           let tok: BertTokenizer | null = null;
           if ((cp.use_tokenizer ?? true) !== false && opts.tokenizer) {
-            tok = typeof opts.tokenizer === 'string' ? await BertTokenizer.fromPretrained(opts.tokenizer, { maxLength: cfg.max_position_embeddings as number, fetch: opts.fetch }) : opts.tokenizer;
+            tok = typeof opts.tokenizer === 'string' ? await BertTokenizer.fromPretrained(opts.tokenizer, { maxLength: cfg.max_position_embeddings as number, fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs }) : opts.tokenizer;
           }
           condStage = new BERTEmbedder(bert, tok, cfg.max_position_embeddings as number);
         } else if (cw === 'ldm.modules.encoders.modules.SpatialRescaler') {

@@ -12,7 +12,8 @@ import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { joinPath, loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
 import { openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { Config } from '../models/config.js';
@@ -94,7 +95,7 @@ export class StableDiffusionPipeline {
     const c = await loadPipelineFolder(engine, pathOrUrl, { text_encoder: CLIPTextModel, unet: UNet2DConditionModel, vae: AutoencoderKL }, opts);
     try {
       const index = c.index as Record<string, unknown>;
-      const tokenizer = Array.isArray(index.tokenizer) && index.tokenizer[1] ? await CLIPTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal }) : null;
+      const tokenizer = Array.isArray(index.tokenizer) && index.tokenizer[1] ? await CLIPTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs }) : null;
       const scheduler = createScheduler(c.schedulerConfig);
       return new StableDiffusionPipeline({
         vae: c.models.vae as AutoencoderKL,

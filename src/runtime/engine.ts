@@ -4,6 +4,7 @@ import { PipelineCache, type CompiledKernel, type KernelSource } from './pipelin
 import { Tensor, type DType, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
 import { Recorder } from './recorder.js';
 import { Profiler, type ProfileReport } from './profiler.js';
+import { f16BitsToF32, f32ToF16Bits } from './half.js';
 
 export interface EngineOptions {
   powerPreference?: GPUPowerPreference;
@@ -339,63 +340,4 @@ export class Engine {
   stats(): { compiles: number; submits: number; dispatches: number; bindGroupsCreated: number } {
     return { compiles: this.pipelines.compiles, ...this.recorder.stats };
   }
-}
-
-// ---------------------------------------------------------------- f16 host conversion
-
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-
-/** Round-to-nearest-even f32 -> IEEE half bits. */
-export function f32ToF16Bits(src: ArrayLike<number>): Uint16Array {
-  const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) {
-    f32buf[0] = src[i];
-    const x = u32buf[0];
-    const sign = (x >>> 16) & 0x8000;
-    const exp = (x >>> 23) & 0xff;
-    let mant = x & 0x7fffff;
-    if (exp === 0xff) {
-      out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
-      continue;
-    }
-    const e = exp - 127 + 15;
-    if (e >= 0x1f) {
-      out[i] = sign | 0x7c00;
-      continue;
-    }
-    if (e <= 0) {
-      if (e < -10) {
-        out[i] = sign;
-        continue;
-      }
-      mant |= 0x800000;
-      const shift = 14 - e;
-      let h = mant >>> shift;
-      const rem = mant & ((1 << shift) - 1);
-      const half = 1 << (shift - 1);
-      if (rem > half || (rem === half && (h & 1))) h++;
-      out[i] = sign | h;
-      continue;
-    }
-    let h = (e << 10) | (mant >>> 13);
-    const rem = mant & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-    out[i] = sign | h;
-  }
-  return out;
-}
-
-export function f16BitsToF32(src: Uint16Array): Float32Array {
-  const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) {
-    const h = src[i];
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    if (e === 0) out[i] = s * m * 2 ** -24;
-    else if (e === 0x1f) out[i] = m ? NaN : s * Infinity;
-    else out[i] = s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  return out;
 }

@@ -2,13 +2,12 @@
 // package in Node. Node-only code is reached through a dynamic import so browser bundles
 // never pull in Node built-ins.
 
+import { fileExists, isNode } from './io.js';
+
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
-const isNode =
-  typeof process !== 'undefined' && !!(process as { versions?: { node?: string } }).versions?.node;
-
 export function runningInNode(): boolean {
-  return isNode && typeof (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu === 'undefined';
+  return isNode() && typeof (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu === 'undefined';
 }
 
 let nodeGpu: GPU | undefined;
@@ -68,7 +67,7 @@ export async function chooseAdapter(req: AdapterRequest = {}): Promise<ChosenAda
     if (!a) throw new Error('WebGPU is present but returned no adapter: enable hardware acceleration, or in Chromium start with --enable-unsafe-webgpu');
     return { adapter: a, kind: 'browser', reason: "the browser's navigator.gpu" };
   }
-  if (!isNode) {
+  if (!isNode()) {
     throw new Error('WebGPU is not available in this browser (no navigator.gpu): use a recent Chrome, Edge or Safari, or Firefox with WebGPU enabled');
   }
   return requestNodeAdapter(req);
@@ -97,9 +96,9 @@ async function requestNodeAdapter(req: AdapterRequest): Promise<ChosenAdapter> {
   };
   Object.assign(globalThis, webgpu.globals);
   installNonSpinningWait();
-  const fs = await import('node:fs');
-  const lavapipeIcd = LAVAPIPE_ICDS.find((p) => fs.existsSync(p));
-  const swiftshaderIcd = fs.existsSync(SWIFTSHADER_ICD) ? SWIFTSHADER_ICD : undefined;
+  const present = await Promise.all(LAVAPIPE_ICDS.map((p) => fileExists(p)));
+  const lavapipeIcd = LAVAPIPE_ICDS.find((_, i) => present[i]);
+  const swiftshaderIcd = (await fileExists(SWIFTSHADER_ICD)) ? SWIFTSHADER_ICD : undefined;
   const tried: string[] = [];
   // VK_ICD_FILENAMES as the user set it (not as an earlier Engine.create in this process left it).
   const userIcd = process.env.VK_ICD_FILENAMES && process.env.VK_ICD_FILENAMES !== icdWeSet ? process.env.VK_ICD_FILENAMES : undefined;

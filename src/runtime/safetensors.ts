@@ -9,7 +9,10 @@
 // reference implementation checks), the tensors' byte ranges tile the data section exactly: no
 // duplicate names, gaps, overlaps or trailing bytes. Every such failure is a SafetensorsError.
 
-import { f32ToF16Bits } from './engine.js';
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from './half.js';
+import { openFile, openStream, type IOOptions } from './io.js';
+
+export type { ProgressCallback } from './io.js';
 
 /** dtypes this engine converts; other known safetensors dtypes parse but fail when read. */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32';
@@ -75,8 +78,6 @@ export interface SafetensorsHeader {
   tensors: Map<string, SafetensorsTensorInfo>;
   metadata: Record<string, string>;
 }
-
-export type ProgressCallback = (loadedBytes: number, totalBytes: number) => void;
 
 function isSupported(dtype: string): dtype is SafetensorsDType {
   return Object.prototype.hasOwnProperty.call(SUPPORTED, dtype);
@@ -266,23 +267,6 @@ export function parseSafetensorsHeader(bytes: Uint8Array, label = 'safetensors b
 
 // ---------------------------------------------------------------- conversions
 
-let f16Table: Float32Array | null = null;
-// 65536 entries (256 KiB) make f16 -> f32 a lookup; exact because every half is an f32.
-function halfTable(): Float32Array {
-  if (f16Table) return f16Table;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    if (e === 0) t[h] = s * m * 2 ** -24;
-    else if (e === 0x1f) t[h] = m ? NaN : s * Infinity;
-    else t[h] = s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  f16Table = t;
-  return t;
-}
-
 /** A typed view needs an aligned offset; tensors inside a file need not be aligned. */
 function aligned(bytes: Uint8Array, align: number): Uint8Array {
   return bytes.byteOffset % align === 0 ? bytes : copyBytes(bytes);
@@ -300,32 +284,6 @@ function u16View(bytes: Uint8Array): Uint16Array {
   return new Uint16Array(b.buffer, b.byteOffset, b.byteLength >>> 1);
 }
 
-export function bf16BitsToF32(src: Uint16Array): Float32Array {
-  const out = new Uint32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = src[i] << 16;
-  return new Float32Array(out.buffer);
-}
-
-export function f16BitsToF32Fast(src: Uint16Array): Float32Array {
-  const t = halfTable();
-  const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = t[src[i]];
-  return out;
-}
-
-/** f32 -> bf16 bits, round to nearest even (NaN stays NaN). */
-export function f32ToBf16Bits(src: ArrayLike<number>): Uint16Array {
-  const f = Float32Array.from(src);
-  const u = new Uint32Array(f.buffer);
-  const out = new Uint16Array(f.length);
-  for (let i = 0; i < u.length; i++) {
-    const x = u[i];
-    if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) out[i] = (x >>> 16) | 0x40;
-    else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-  }
-  return out;
-}
-
 function conversionError(label: string, info: SafetensorsTensorInfo, to: string): Error {
   const why = isSupported(info.dtype) ? `not a ${to === 'i32' ? 'integer' : 'float'} tensor` : 'unsupported dtype (supported: F32, F16, BF16, I64, I32)';
   return new SafetensorsError(label, `tensor '${info.name}' has dtype ${info.dtype}: cannot convert to ${to}, ${why}`, info.name);
@@ -339,7 +297,7 @@ export function bytesToF32(bytes: Uint8Array, info: SafetensorsTensorInfo, label
       return new Float32Array(copy.buffer, 0, copy.byteLength >>> 2);
     }
     case 'F16':
-      return f16BitsToF32Fast(u16View(bytes));
+      return f16BitsToF32(u16View(bytes));
     case 'BF16':
       return bf16BitsToF32(u16View(bytes));
     default:
@@ -486,27 +444,15 @@ export class SafetensorsFile {
 
   /** A local file (Node): reads the header now and each tensor's bytes when asked. Call close(). */
   static async fromFile(path: string): Promise<SafetensorsFile> {
-    const fs = await nodeFs();
-    const fh = await fs.open(path, 'r');
+    const file = await openFile(path);
     try {
-      const size = (await fh.stat()).size;
-      const readAt = async (pos: number, len: number): Promise<Uint8Array> => {
-        const buf = new Uint8Array(len);
-        let got = 0;
-        while (got < len) {
-          const { bytesRead } = await fh.read(buf, got, len - got, pos + got);
-          if (bytesRead === 0) throw new SafetensorsError(path, `file ended at byte ${pos + got} while reading ${len} bytes at ${pos} (truncated or changed while open)`);
-          got += bytesRead;
-        }
-        return buf;
-      };
-      const n = readHeaderLength(await readAt(0, Math.min(8, size)), size, path);
-      const header = parseHeader(await readAt(8, n), size - 8 - n, path);
+      const n = readHeaderLength(await file.read(0, Math.min(8, file.size)), file.size, path);
+      const header = parseHeader(await file.read(8, n), file.size - 8 - n, path);
       header.dataOffset = 8 + n;
       const base = header.dataOffset;
-      return new SafetensorsFile(path, header, (b, e) => readAt(base + b, e - b), () => fh.close());
+      return new SafetensorsFile(path, header, (b, e) => file.read(base + b, e - b), () => file.close());
     } catch (e) {
-      await fh.close();
+      await file.close();
       throw e;
     }
   }
@@ -516,66 +462,25 @@ export class SafetensorsFile {
    * arrives. onProgress gets (loaded, total) per chunk once the total is known (Content-Length, else
    * the size the header implies) and a last call with loaded === total.
    */
-  static async fromUrl(url: string | URL, opts: FetchOptions = {}): Promise<SafetensorsFile> {
+  static async fromUrl(url: string | URL, opts: IOOptions = {}): Promise<SafetensorsFile> {
     const label = String(url);
-    const bytes = await fetchSafetensorsBytes(label, opts);
+    const bytes = await downloadSafetensors(label, opts);
     return SafetensorsFile.fromBytes(bytes, label);
   }
-}
-
-export interface FetchOptions {
-  onProgress?: ProgressCallback;
-  signal?: AbortSignal;
-  /** a fetch to use instead of globalThis.fetch (auth headers, caching) */
-  fetch?: typeof fetch;
-}
-
-/** node:fs/promises through a specifier bundlers leave alone, so browser builds never include it. */
-export async function nodeFs(): Promise<typeof import('node:fs/promises')> {
-  const spec = 'node:fs/promises';
-  return (await import(/* @vite-ignore */ spec)) as typeof import('node:fs/promises');
-}
-
-function parseContentLength(res: Response): number | undefined {
-  // With a Content-Encoding the header counts compressed bytes, while the body stream is decoded.
-  const enc = res.headers.get('content-encoding');
-  if (enc && enc.toLowerCase() !== 'identity') return undefined;
-  const cl = res.headers.get('content-length');
-  if (cl === null || !/^\d+$/.test(cl.trim())) return undefined;
-  const n = Number(cl);
-  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 /**
  * Streams a safetensors file into one buffer. Fails early on a bad header, and on a stream that
  * ends before its Content-Length or before the end of the last tensor.
  */
-async function fetchSafetensorsBytes(label: string, opts: FetchOptions): Promise<Uint8Array> {
-  const f = opts.fetch ?? globalThis.fetch;
-  if (typeof f !== 'function') throw new Error(`${label}: no fetch() in this environment`);
-  let res: Response;
-  try {
-    res = await f(label, { signal: opts.signal });
-  } catch (e) {
-    throw new Error(`${label}: fetch failed: ${(e as Error).message}`);
-  }
-  if (!res.ok) throw new Error(`${label}: HTTP ${res.status} ${res.statusText}`.trimEnd());
-  const contentLength = parseContentLength(res);
-  const body = res.body;
-  if (!body) {
-    const ab = await res.arrayBuffer();
-    if (contentLength !== undefined && ab.byteLength !== contentLength) {
-      throw new Error(`${label}: download truncated: received ${ab.byteLength} of ${contentLength} bytes`);
-    }
-    opts.onProgress?.(ab.byteLength, ab.byteLength);
-    return new Uint8Array(ab);
-  }
-  const reader = body.getReader();
+async function downloadSafetensors(label: string, opts: IOOptions): Promise<Uint8Array> {
+  const stream = await openStream(label, { ...opts, onProgress: undefined });
+  const contentLength = stream.length;
   let buf: Uint8Array;
   try {
     buf = new Uint8Array(contentLength ?? 64 * 1024);
   } catch (e) {
-    reader.cancel().catch(() => {});
+    await stream.cancel();
     throw new Error(`${label}: cannot hold the ${contentLength} bytes of this file in memory (${(e as Error).message})`);
   }
   let filled = 0; // bytes stored in buf
@@ -598,10 +503,7 @@ async function fetchSafetensorsBytes(label: string, opts: FetchOptions): Promise
   };
 
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (!value || value.byteLength === 0) continue;
+    for (let value = await stream.next(); value; value = await stream.next()) {
       received += value.byteLength;
       if (contentLength !== undefined && received > contentLength) {
         throw new Error(`${label}: server sent more than its Content-Length of ${contentLength} bytes`);
@@ -632,9 +534,8 @@ async function fetchSafetensorsBytes(label: string, opts: FetchOptions): Promise
       }
     }
   } catch (e) {
-    reader.cancel().catch(() => {});
-    if (e instanceof Error && e.message.startsWith(label)) throw e;
-    throw new Error(`${label}: download failed after ${received} bytes: ${(e as Error).message}`);
+    await stream.cancel();
+    throw e;
   }
 
   if (contentLength !== undefined && received < contentLength) {

@@ -7,14 +7,12 @@ import type { Engine } from './engine.js';
 import { type DType, type Tensor, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
 import {
   SafetensorsFile,
-  type FetchOptions,
-  type ProgressCallback,
   type SafetensorsTensorInfo,
   bytesToF16Bits,
   bytesToF32,
   bytesToI32,
-  nodeFs,
 } from './safetensors.js';
+import { IOError, fileExists, isUrl, joinPath, readText, toPath, type IOOptions, type ProgressCallback } from './io.js';
 
 export interface WeightInfo {
   name: string;
@@ -98,8 +96,14 @@ export class WeightSource {
   }
 
   /** A safetensors file downloaded with a streaming fetch; onProgress follows the download. */
-  static async fromUrl(url: string | URL, opts: FetchOptions = {}): Promise<WeightSource> {
+  static async fromUrl(url: string | URL, opts: IOOptions = {}): Promise<WeightSource> {
     return WeightSource.fromFiles([await SafetensorsFile.fromUrl(url, opts)], String(url));
+  }
+
+  /** A safetensors file at a URL (downloaded) or a local path (read tensor by tensor). */
+  static async open(pathOrUrl: string | URL, opts: IOOptions = {}): Promise<WeightSource> {
+    const s = String(pathOrUrl);
+    return isUrl(s) ? WeightSource.fromUrl(s, opts) : WeightSource.fromFile(toPath(s), opts);
   }
 
   // ------------------------------------------------------------ listing
@@ -377,7 +381,7 @@ function parseConfig(src: Config | string | Uint8Array | ArrayBuffer, label: str
 
 // ---------------------------------------------------------------- component folders
 
-export interface ComponentLoadOptions extends FetchOptions {
+export interface ComponentLoadOptions extends IOOptions {
   /** 'fp16' prefers the *.fp16.safetensors files; either is used when only one exists */
   variant?: 'fp16';
   /** download progress (URL) or read progress as tensors are uploaded (local folder) */
@@ -403,17 +407,6 @@ function weightCandidates(variant?: 'fp16'): string[] {
   return out;
 }
 
-function isUrl(s: string): boolean {
-  // In a browser everything is a URL (relative ones included); in Node only scheme-qualified strings.
-  const inNode = typeof process !== 'undefined' && !!(process as { versions?: { node?: string } }).versions?.node;
-  if (!inNode) return true;
-  return /^[a-z][a-z0-9+.-]+:/i.test(s) && !/^[a-z]:[\\/]/i.test(s);
-}
-
-function joinUrl(base: string, file: string): string {
-  return base.endsWith('/') ? base + file : `${base}/${file}`;
-}
-
 /** The shard files named by a sharded checkpoint's index json, in order of first appearance. */
 function shardFiles(index: unknown, label: string): string[] {
   const map = (index as { weight_map?: unknown })?.weight_map;
@@ -435,91 +428,61 @@ function shardFiles(index: unknown, label: string): string[] {
  */
 export async function loadComponentFolder(pathOrUrl: string | URL, opts: ComponentLoadOptions = {}): Promise<Component> {
   const base = String(pathOrUrl);
-  if (isUrl(base) && !base.startsWith('file:')) return loadFromUrl(base, opts);
-  let dir = base;
-  if (base.startsWith('file:')) dir = decodeURIComponent(new URL(base).pathname);
-  return loadFromDir(dir, opts);
-}
-
-async function loadFromDir(dir: string, opts: ComponentLoadOptions): Promise<Component> {
-  const fs = await nodeFs();
-  const join = (f: string) => (dir.endsWith('/') || dir.endsWith('\\') ? dir + f : `${dir}/${f}`);
-  const exists = async (p: string) => {
-    try {
-      return (await fs.stat(p)).isFile();
-    } catch {
-      return false;
-    }
-  };
-  const configPath = join('config.json');
+  const remote = isUrl(base);
+  const io: IOOptions = { ...opts, onProgress: undefined };
+  const configPath = joinPath(base, 'config.json');
   let configText: string;
   try {
-    configText = await fs.readFile(configPath, 'utf8');
+    configText = await readText(configPath, io);
   } catch (e) {
-    throw new Error(`${configPath}: cannot read the component config (${(e as Error).message})`);
+    // A local folder without config.json is usually a wrong path: say what was looked for.
+    if (remote || !(e instanceof IOError)) throw e;
+    throw new IOError(configPath, e.kind, `cannot read the component config (${e.message.slice(configPath.length + 2)})`, { cause: e });
   }
   const config = parseConfig(configText, configPath);
   const candidates = weightCandidates(opts.variant);
   for (const c of candidates) {
-    const p = join(c);
-    if (!(await exists(p))) continue;
+    const p = joinPath(base, c);
+    // Locally a missing file is checked for; over HTTP only a 404 moves on, a broken file is an error.
+    if (!remote && !(await fileExists(p))) continue;
     let names = [c];
-    if (c.endsWith('.json')) names = shardFiles(parseConfig(await fs.readFile(p, 'utf8'), p), p);
-    const files: SafetensorsFile[] = [];
-    try {
-      for (const n of names) files.push(await SafetensorsFile.fromFile(join(n)));
-    } catch (e) {
-      await Promise.all(files.map((f) => f.close()));
-      throw e;
-    }
-    return { config, weights: WeightSource.fromFiles(files, names.length === 1 ? files[0].label : p, opts.onProgress) };
-  }
-  const bins = ['diffusion_pytorch_model.bin', 'pytorch_model.bin'];
-  const bin = (await Promise.all(bins.map((b) => exists(join(b))))).some(Boolean);
-  throw new Error(
-    `${dir}: no safetensors weights found (tried ${candidates.join(', ')})${bin ? '; PyTorch .bin weights are not supported, convert them to safetensors' : ''}`,
-  );
-}
-
-async function loadFromUrl(base: string, opts: ComponentLoadOptions): Promise<Component> {
-  const f = opts.fetch ?? globalThis.fetch;
-  const configUrl = joinUrl(base, 'config.json');
-  let res: Response;
-  try {
-    res = await f(configUrl, { signal: opts.signal });
-  } catch (e) {
-    throw new Error(`${configUrl}: fetch failed: ${(e as Error).message}`);
-  }
-  if (!res.ok) throw new Error(`${configUrl}: HTTP ${res.status} ${res.statusText}`.trimEnd());
-  const config = parseConfig(await res.text(), configUrl);
-  const candidates = weightCandidates(opts.variant);
-  for (const c of candidates) {
-    const url = joinUrl(base, c);
     if (c.endsWith('.json')) {
-      const r = await f(url, { signal: opts.signal }).catch(() => null);
-      if (!r || !r.ok) continue;
-      const shards = shardFiles(parseConfig(await r.text(), url), url);
-      const files: SafetensorsFile[] = [];
-      let done = 0;
-      for (const s of shards) {
-        const file = await SafetensorsFile.fromUrl(joinUrl(base, s), {
-          ...opts,
-          onProgress: opts.onProgress && ((l, t) => opts.onProgress!(done + l, done + t)),
-        });
+      let text: string;
+      try {
+        text = await readText(p, io);
+      } catch (e) {
+        if (e instanceof IOError && e.kind === 'not-found') continue;
+        throw e;
+      }
+      names = shardFiles(parseConfig(text, p), p);
+    }
+    const files: SafetensorsFile[] = [];
+    let done = 0;
+    try {
+      for (const n of names) {
+        if (!remote) {
+          files.push(await SafetensorsFile.fromFile(toPath(joinPath(base, n))));
+          continue;
+        }
+        const onProgress: ProgressCallback | undefined = opts.onProgress && ((l, t) => opts.onProgress!(done + l, done + t));
+        const file = await SafetensorsFile.fromUrl(joinPath(base, n), { ...opts, onProgress });
         done += file.dataBytes + file.header.dataOffset;
         files.push(file);
       }
-      return { config, weights: WeightSource.fromFiles(files, url) };
-    }
-    try {
-      return { config, weights: WeightSource.fromFiles([await SafetensorsFile.fromUrl(url, opts)], url) };
     } catch (e) {
-      // Only a missing file moves on to the next candidate; a broken one is an error.
-      if (/: HTTP 404\b/.test((e as Error).message)) continue;
+      await Promise.all(files.map((f) => f.close()));
+      if (remote && names.length === 1 && e instanceof IOError && e.kind === 'not-found') continue;
       throw e;
     }
+    const label = names.length === 1 ? files[0].label : p;
+    // Local files are read tensor by tensor, so progress follows the reads; downloads reported theirs.
+    return { config, weights: WeightSource.fromFiles(files, label, remote ? undefined : opts.onProgress) };
   }
-  throw new Error(`${base}: no safetensors weights found (tried ${candidates.join(', ')})`);
+  let bin = false;
+  if (!remote) for (const b of ['diffusion_pytorch_model.bin', 'pytorch_model.bin']) bin ||= await fileExists(joinPath(base, b));
+  throw new Error(
+    `${base}: no safetensors weights found (tried ${candidates.join(', ')})${bin ? '; PyTorch .bin weights are not supported, convert them to safetensors' : ''}`,
+  );
 }
 
 /** Options of loadComponentFolder (the name the model classes use). */

@@ -3,18 +3,7 @@
 // NFC, lower case + accent strip, punctuation split) followed by greedy longest-match WordPiece,
 // then [CLS] ... [SEP] and [PAD] (id 0) up to 77 tokens. Matches transformers' BertTokenizer ids.
 
-import { nodeFs } from '../runtime/safetensors.js';
-
-function isUrl(s: string): boolean {
-  // In a browser everything is a URL (relative ones included); in Node only scheme-qualified strings.
-  const inNode = typeof process !== 'undefined' && !!(process as { versions?: { node?: string } }).versions?.node;
-  if (!inNode) return true;
-  return /^[a-z][a-z0-9+.-]+:/i.test(s) && !/^[a-z]:[\\/]/i.test(s);
-}
-
-function joinPath(base: string, file: string): string {
-  return base.endsWith('/') || base.endsWith('\\') ? base + file : `${base}/${file}`;
-}
+import { joinPath, readTextIfExists, type IOOptions } from '../runtime/io.js';
 
 export interface BertTokenizerOptions {
   /** sequence length of encode() (77 in both latent-diffusion and LDMTextToImagePipeline) */
@@ -82,33 +71,9 @@ export class BertTokenizer {
   }
 
   /** A tokenizer folder (vocab.txt) or a pipeline folder with `tokenizer/vocab.txt`; path (Node) or URL. */
-  static async fromPretrained(pathOrUrl: string | URL, options: BertTokenizerOptions & { fetch?: typeof fetch; signal?: AbortSignal } = {}): Promise<BertTokenizer> {
+  static async fromPretrained(pathOrUrl: string | URL, options: BertTokenizerOptions & IOOptions = {}): Promise<BertTokenizer> {
     const base = String(pathOrUrl);
-    const read = async (file: string): Promise<string | null> => {
-      if (isUrl(base) && !base.startsWith('file:')) {
-        const f = options.fetch ?? globalThis.fetch;
-        if (typeof f !== 'function') throw new Error(`BertTokenizer: no fetch() in this environment to load ${base}`);
-        const url = joinPath(base, file);
-        let res: Response;
-        try {
-          res = await f(url, { signal: options.signal });
-        } catch (e) {
-          throw new Error(`BertTokenizer: fetching ${url} failed: ${(e as Error).message}`);
-        }
-        if (res.status === 404) return null;
-        if (!res.ok) throw new Error(`BertTokenizer: ${url}: HTTP ${res.status} ${res.statusText}`.trimEnd());
-        return res.text();
-      }
-      const dir = base.startsWith('file:') ? decodeURIComponent(new URL(base).pathname) : base;
-      const fs = await nodeFs();
-      try {
-        return await fs.readFile(joinPath(dir, file), 'utf8');
-      } catch (e) {
-        const code = (e as { code?: string }).code;
-        if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-        throw new Error(`BertTokenizer: cannot read ${joinPath(dir, file)}: ${(e as Error).message}`);
-      }
-    };
+    const read = (file: string) => readTextIfExists(joinPath(base, file), { ...options, onProgress: undefined });
     const text = (await read('vocab.txt')) ?? (await read('tokenizer/vocab.txt'));
     if (text === null) throw new Error(`BertTokenizer: no vocab.txt in ${base} (nor in ${joinPath(base, 'tokenizer')})`);
     return new BertTokenizer(text, options);

@@ -9,7 +9,7 @@ import { LayerNorm, Linear, ParamLoader, chain, type TensorSource } from '../mod
 import { configNumber, requireValues, type Config } from '../models/config.js';
 import { Model } from '../models/model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
-import type { FetchOptions } from '../runtime/safetensors.js';
+import type { IOOptions } from '../runtime/io.js';
 
 const NAME = 'CLIPTextModel';
 
@@ -136,7 +136,7 @@ export class CLIPTextModel extends Model {
   static readonly componentName = NAME;
 
   /** Loads the text encoder of a Stable Diffusion 1.x single-file checkpoint (cond_stage_model.transformer.*). */
-  static async fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & FetchOptions): Promise<CLIPTextModel> {
+  static async fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<CLIPTextModel> {
     if (!opts?.config) throw new Error(`${NAME}.fromSingleFile: pass { config } (the transformers CLIPTextConfig of the text encoder)`);
     return loadFromSingleFile((e, c, s) => CLIPTextModel.load(e, c, s), engine, source, 'text_encoder', opts.config, opts);
   }

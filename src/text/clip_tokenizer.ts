@@ -9,7 +9,7 @@
 // StableDiffusionPipeline's `tokenizer(prompt, padding="max_length", truncation=True)` does.
 
 import { fixText } from './text_cleanup.js';
-import { nodeFs } from '../runtime/safetensors.js';
+import { joinPath, readTextIfExists, type IOOptions } from '../runtime/io.js';
 
 export interface CLIPTokenizerOptions {
   /** sequence length of encode() (default: tokenizer_config's model_max_length, else 77) */
@@ -59,17 +59,6 @@ function bytesToUnicode(): string[] {
     table[b] = String.fromCharCode(printable ? b : 256 + extra++);
   }
   return table;
-}
-
-function isUrl(s: string): boolean {
-  // In a browser everything is a URL (relative ones included); in Node only scheme-qualified strings.
-  const inNode = typeof process !== 'undefined' && !!(process as { versions?: { node?: string } }).versions?.node;
-  if (!inNode) return true;
-  return /^[a-z][a-z0-9+.-]+:/i.test(s) && !/^[a-z]:[\\/]/i.test(s);
-}
-
-function joinPath(base: string, file: string): string {
-  return base.endsWith('/') || base.endsWith('\\') ? base + file : `${base}/${file}`;
 }
 
 type ReadText = (file: string) => Promise<string | null>; // null: the file does not exist
@@ -190,38 +179,9 @@ export class CLIPTokenizer {
    * `tokenizer/`: a local path in Node, or a base URL (fetch). Explicit options win over the
    * config files.
    */
-  static async fromPretrained(pathOrUrl: string | URL, options: CLIPTokenizerOptions & { fetch?: typeof fetch; signal?: AbortSignal } = {}): Promise<CLIPTokenizer> {
+  static async fromPretrained(pathOrUrl: string | URL, options: CLIPTokenizerOptions & IOOptions = {}): Promise<CLIPTokenizer> {
     const base = String(pathOrUrl);
-    let read: ReadText;
-    if (isUrl(base) && !base.startsWith('file:')) {
-      const f = options.fetch ?? globalThis.fetch;
-      if (typeof f !== 'function') throw new Error(`CLIPTokenizer: no fetch() in this environment to load ${base}`);
-      read = async (file) => {
-        const url = joinPath(base, file);
-        let res: Response;
-        try {
-          res = await f(url, { signal: options.signal });
-        } catch (e) {
-          throw new Error(`CLIPTokenizer: fetching ${url} failed: ${(e as Error).message}`);
-        }
-        if (res.status === 404) return null;
-        if (!res.ok) throw new Error(`CLIPTokenizer: ${url}: HTTP ${res.status} ${res.statusText}`.trimEnd());
-        return res.text();
-      };
-    } else {
-      const dir = base.startsWith('file:') ? decodeURIComponent(new URL(base).pathname) : base;
-      const fs = await nodeFs();
-      read = async (file) => {
-        const p = joinPath(dir, file);
-        try {
-          return await fs.readFile(p, 'utf8');
-        } catch (e) {
-          const code = (e as { code?: string }).code;
-          if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-          throw new Error(`CLIPTokenizer: cannot read ${p}: ${(e as Error).message}`);
-        }
-      };
-    }
+    const read: ReadText = (file) => readTextIfExists(joinPath(base, file), { ...options, onProgress: undefined });
 
     let prefix = '';
     let vocabText = await read('vocab.json');
