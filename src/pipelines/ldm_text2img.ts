@@ -10,7 +10,8 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { LDMBertModel } from '../text/ldm_bert.js';
 import { BertTokenizer } from '../text/bert_tokenizer.js';
 import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
-import { joinPath, loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import { joinPath } from '../runtime/io.js';
 import type { PipelineOutput } from './ldm.js';
 
 export interface LDMText2ImgOptions extends LoopOptions {
@@ -36,7 +37,7 @@ export class LDMTextToImagePipeline {
     const c = await loadPipelineFolder(engine, pathOrUrl, { vqvae: AutoencoderKL, bert: LDMBertModel, unet: UNet2DConditionModel }, opts);
     try {
       for (const k of ['vqvae', 'bert', 'unet']) if (!c.models[k]) throw new Error(`LDMTextToImagePipeline: ${pathOrUrl} has no '${k}' component in model_index.json`);
-      const tokenizer = await BertTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal });
+      const tokenizer = await BertTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs });
       return new LDMTextToImagePipeline({
         vqvae: c.models.vqvae as AutoencoderKL,
         bert: c.models.bert as LDMBertModel,
