@@ -276,8 +276,7 @@ export function planFirstStage(t: TargetConfig): FirstStagePlan {
   const attnType = (dd.attn_type as string | undefined) ?? 'vanilla';
   if (attnType !== 'vanilla' && attnType !== 'none') refuse(where, 'ddconfig.attn_type', attnType);
   // attn_resolutions are image resolutions: level i runs at resolution / 2^i
-  const perLevel = mult.map((_, i) => attnRes.includes(res / 2 ** i));
-  if (perLevel.some(Boolean)) refuse(where, 'ddconfig.attn_resolutions (attention inside the encoder/decoder levels)', attnRes);
+  const perLevel = mult.map((_, i) => attnType !== 'none' && attnRes.includes(res / 2 ** i));
   if (dd.give_pre_end || dd.tanh_out) refuse(where, 'ddconfig.give_pre_end/tanh_out', true);
   const z = num(dd, 'z_channels', undefined, where);
   const embed = num(t.params, 'embed_dim', undefined, where);
@@ -289,6 +288,8 @@ export function planFirstStage(t: TargetConfig): FirstStagePlan {
     layers_per_block: num(dd, 'num_res_blocks', undefined, where),
     norm_num_groups: 32,
     mid_block_add_attention: attnType !== 'none',
+    down_block_types: perLevel.map((a) => (a ? 'AttnDownEncoderBlock2D' : 'DownEncoderBlock2D')),
+    up_block_types: [...perLevel].reverse().map((a) => (a ? 'AttnUpDecoderBlock2D' : 'UpDecoderBlock2D')),
   };
   if (t.target === KL_TARGET) {
     if (embed !== z) refuse(where, 'embed_dim different from z_channels', embed);
@@ -303,7 +304,16 @@ export function mapOriginalFirstStageKeys(keys: readonly string[], plan: FirstSt
   const out = new Map<string, MappedKey>();
   for (const key of keys) {
     if (key.startsWith('loss.')) continue; // training losses (discriminator, LPIPS) are not the model
-    const to = key === 'quantize.embedding.weight' ? key : mapVaeKey(key, plan.config);
+    const L = (plan.config.block_out_channels as number[]).length;
+    const m = /^(encoder\.down|decoder\.up)\.(\d+)\.attn\.(\d+)\.(norm|q|k|v|proj_out)\.(weight|bias)$/.exec(key);
+    let to: string | null;
+    if (m) {
+      // per-level attention (vq-f8, vq-f16, kl-f16, kl-f32): decoder levels are reversed in diffusers
+      const enc = m[1] === 'encoder.down';
+      const block = enc ? Number(m[2]) : L - 1 - Number(m[2]);
+      const name = { norm: 'group_norm', q: 'to_q', k: 'to_k', v: 'to_v', proj_out: 'to_out.0' }[m[4]];
+      to = `${enc ? 'encoder.down_blocks' : 'decoder.up_blocks'}.${block}.attentions.${m[3]}.${name}.${m[5]}`;
+    } else to = key === 'quantize.embedding.weight' ? key : mapVaeKey(key, plan.config);
     out.set(to ?? `unmapped:${key}`, key);
   }
   return out;

@@ -16,14 +16,22 @@ export interface VaeShape {
   layersPerBlock: number;
   groups: number;
   midAttention: boolean;
+  /** per level (down order): AttnDownEncoderBlock2D / AttnUpDecoderBlock2D, a 1-head attention after each resnet */
+  levelAttention: boolean[];
 }
 
 export function vaeShape(config: Record<string, unknown>, component: string): VaeShape {
   const boc = configList(config, 'block_out_channels', [64], component);
   const down = configList<string>(config, 'down_block_types', boc.map(() => 'DownEncoderBlock2D'), component);
   const up = configList<string>(config, 'up_block_types', boc.map(() => 'UpDecoderBlock2D'), component);
-  down.forEach((t, i) => requireValues(component, `down_block_types[${i}]`, t, ['DownEncoderBlock2D']));
-  up.forEach((t, i) => requireValues(component, `up_block_types[${i}]`, t, ['UpDecoderBlock2D']));
+  down.forEach((t, i) => requireValues(component, `down_block_types[${i}]`, t, ['DownEncoderBlock2D', 'AttnDownEncoderBlock2D']));
+  up.forEach((t, i) => requireValues(component, `up_block_types[${i}]`, t, ['UpDecoderBlock2D', 'AttnUpDecoderBlock2D']));
+  // up_blocks run the levels in reverse; a level must agree on both sides (as in every released config)
+  down.forEach((t, i) => {
+    if ((t === 'AttnDownEncoderBlock2D') !== (up[boc.length - 1 - i] === 'AttnUpDecoderBlock2D')) {
+      throw new Error(`${component}: down_block_types[${i}] and up_block_types[${boc.length - 1 - i}] disagree about attention`);
+    }
+  });
   if (down.length !== boc.length || up.length !== boc.length) {
     throw new Error(`${component}: down_block_types/up_block_types must have one entry per block_out_channels (${boc.length})`);
   }
@@ -37,6 +45,7 @@ export function vaeShape(config: Record<string, unknown>, component: string): Va
     layersPerBlock: configNumber(config, 'layers_per_block', 1, component),
     groups: configNumber(config, 'norm_num_groups', 32, component),
     midAttention: (config.mid_block_add_attention ?? true) !== false,
+    levelAttention: down.map((t) => t === 'AttnDownEncoderBlock2D'),
   };
 }
 
@@ -60,7 +69,7 @@ class MidBlock2D {
 export class Encoder {
   private constructor(
     private convIn: Conv2d,
-    private blocks: { resnets: ResnetBlock2D[]; down: Downsample2D | null }[],
+    private blocks: { resnets: ResnetBlock2D[]; attns: (SpatialAttention | null)[]; down: Downsample2D | null }[],
     private mid: MidBlock2D,
     private normOut: GroupNorm,
     private convOut: Conv2d,
@@ -75,12 +84,14 @@ export class Encoder {
     let ch = boc[0];
     for (let i = 0; i < boc.length; i++) {
       const resnets = [];
+      const attns = [];
       for (let j = 0; j < s.layersPerBlock; j++) {
         resnets.push(await ResnetBlock2D.load(E, `down_blocks.${i}.resnets.${j}`, j === 0 ? ch : boc[i], boc[i], { temb: null, groups: s.groups, eps: EPS }));
+        attns.push(s.levelAttention[i] ? await SpatialAttention.load(E, `down_blocks.${i}.attentions.${j}`, boc[i], { heads: 1, groups: s.groups, eps: EPS }) : null);
       }
       ch = boc[i];
       const down = i < boc.length - 1 ? await Downsample2D.load(E, `down_blocks.${i}.downsamplers.0`, ch, 0) : null;
-      blocks.push({ resnets, down });
+      blocks.push({ resnets, attns, down });
     }
     const mid = await MidBlock2D.load(E, 'mid_block', ch, s.groups, s.midAttention);
     return new Encoder(convIn, blocks, mid, await GroupNorm.load(E, 'conv_norm_out', ch, s.groups, EPS), await Conv2d.load(E, 'conv_out', ch, outChannels));
@@ -89,7 +100,11 @@ export class Encoder {
   forward(x: Tensor): Tensor {
     let h = this.convIn.forward(x);
     for (const b of this.blocks) {
-      for (const r of b.resnets) h = chain(h, (t) => r.forward(t));
+      b.resnets.forEach((r, j) => {
+        h = chain(h, (t) => r.forward(t));
+        const a = b.attns[j];
+        if (a) h = chain(h, (t) => a.forward(t));
+      });
       if (b.down) h = chain(h, (t) => b.down!.forward(t));
     }
     h = chain(h, (t) => this.mid.forward(t));
@@ -102,7 +117,7 @@ export class Decoder {
   private constructor(
     private convIn: Conv2d,
     private mid: MidBlock2D,
-    private blocks: { resnets: ResnetBlock2D[]; up: Upsample2D | null }[],
+    private blocks: { resnets: ResnetBlock2D[]; attns: (SpatialAttention | null)[]; up: Upsample2D | null }[],
     private normOut: GroupNorm,
     private convOut: Conv2d,
   ) {}
@@ -132,12 +147,15 @@ export class Decoder {
     let ch = rev[0];
     for (let i = 0; i < rev.length; i++) {
       const resnets = [];
+      const attns = [];
+      const attn = s.levelAttention[rev.length - 1 - i];
       for (let j = 0; j < s.layersPerBlock + 1; j++) {
         resnets.push(await ResnetBlock2D.load(D, `up_blocks.${i}.resnets.${j}`, j === 0 ? ch : rev[i], rev[i], { temb: null, groups: s.groups, eps: EPS }));
+        attns.push(attn ? await SpatialAttention.load(D, `up_blocks.${i}.attentions.${j}`, rev[i], { heads: 1, groups: s.groups, eps: EPS }) : null);
       }
       ch = rev[i];
       const up = i < rev.length - 1 ? await Upsample2D.load(D, `up_blocks.${i}.upsamplers.0`, ch) : null;
-      blocks.push({ resnets, up });
+      blocks.push({ resnets, attns, up });
     }
     return new Decoder(convIn, mid, blocks, await GroupNorm.load(D, 'conv_norm_out', ch, s.groups, EPS), await Conv2d.load(D, 'conv_out', ch, s.outChannels));
   }
@@ -146,7 +164,11 @@ export class Decoder {
     let h = this.convIn.forward(z);
     h = chain(h, (t) => this.mid.forward(t));
     for (const b of this.blocks) {
-      for (const r of b.resnets) h = chain(h, (t) => r.forward(t));
+      b.resnets.forEach((r, j) => {
+        h = chain(h, (t) => r.forward(t));
+        const a = b.attns[j];
+        if (a) h = chain(h, (t) => a.forward(t));
+      });
       if (b.up) h = chain(h, (t) => b.up!.forward(t));
     }
     h = chain(h, (t) => this.normOut.forward(t, true));

@@ -89,6 +89,7 @@ g = torch.Generator().manual_seed(0)
 def randn(*shape): return torch.randn(*shape, generator=g)
 
 def make(name, rel, latent):
+    g.manual_seed(0)  # each case draws its inputs from its own seed: cases regenerate alone
     cfg = shrink(OmegaConf.to_container(OmegaConf.load(os.path.join(REL, rel))), latent)
     model = instantiate_from_config(cfg['model'])
     fill_seeded(model, ('model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.'))
@@ -99,14 +100,15 @@ def make(name, rel, latent):
     ckey = model.model.conditioning_key
     with torch.no_grad():
         # conditioning
-        cond = uc = None
+        cond = uc = cc = None
         ct = p['cond_stage_config'] if isinstance(p['cond_stage_config'], str) else p['cond_stage_config']['target']
         if ct.endswith('ClassEmbedder'):
             n = p['cond_stage_config']['params'].get('n_classes', 1000)
             labels = [3, n - 1]
             cc = model.get_learned_conditioning({model.cond_stage_key: torch.tensor(labels)})
             refs['cond'] = cc; meta['class_labels'] = labels
-            cond, uc = cc[:1], cc[1:]   # the last class is the null class of cin256-v2
+            # cin256-v2's last class is its null class; models/ldm/cin256 (1000 classes) has none: no guidance
+            cond, uc = cc[:1], (cc[1:] if n == 1001 else None)
         elif ct.endswith('BERTEmbedder'):
             prompts = ['a painting of a virus monster playing guitar', '']
             cc = model.get_learned_conditioning(prompts)
@@ -124,7 +126,7 @@ def make(name, rel, latent):
             cond = model.get_learned_conditioning(lr); refs['cond'] = cond
         # UNet output for given x, t, cond (a batch of 2 with different timesteps)
         x = randn(2, C, latent, latent); t = torch.tensor([999, 321])
-        c2 = None if cond is None else torch.cat([cond, uc if uc is not None else cond])
+        c2 = cc if cc is not None else (None if cond is None else torch.cat([cond, cond]))
         refs['unet_x'] = x; meta['unet_t'] = t.tolist()
         refs['unet_out'] = model.apply_model(x, t, c2)
         # DDIM, 4 steps, eta 0, x_T given; guidance 3 where the release scripts use it
