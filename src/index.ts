@@ -3,6 +3,7 @@
 export { Engine, type EngineOptions, type EngineInfo } from './runtime/engine.js';
 export type { AdapterKind, NodeAdapterKind } from './runtime/gpu.js';
 export { Tensor, type DType } from './runtime/tensor.js';
+export type { Scope } from './runtime/scope.js';
 export * as ops from './kernels/index.js';
 export { SafetensorsFile, writeSafetensors } from './runtime/safetensors.js';
 export { IOError, type IOErrorKind, type IOOptions, type ProgressCallback } from './runtime/io.js';

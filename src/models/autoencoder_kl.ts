@@ -3,20 +3,39 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { Conv2d, ParamLoader, chain, type TensorSource } from './nn.js';
+import { Conv2d, ParamLoader, sequential, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
 import { configBool, configNumber, type Config } from './config.js';
-import { Model } from './model.js';
+import { Model, buildModel } from './model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
 
+interface AutoencoderKLParts {
+  shape: VaeShape;
+  scalingFactor: number;
+  encoder: Encoder;
+  decoder: Decoder;
+  quantConv: Conv2d | null;
+  postQuantConv: Conv2d | null;
+}
+
 export class AutoencoderKL extends Model {
-  readonly shape!: VaeShape;
-  readonly scalingFactor!: number;
-  private encoder!: Encoder;
-  private decoder!: Decoder;
-  private quantConv!: Conv2d | null;
-  private postQuantConv!: Conv2d | null;
+  readonly shape: VaeShape;
+  readonly scalingFactor: number;
+  private readonly encoder: Encoder;
+  private readonly decoder: Decoder;
+  private readonly quantConv: Conv2d | null;
+  private readonly postQuantConv: Conv2d | null;
+
+  private constructor(engine: Engine, config: Config, L: ParamLoader, p: AutoencoderKLParts) {
+    super(engine, config, L);
+    this.shape = p.shape;
+    this.scalingFactor = p.scalingFactor;
+    this.encoder = p.encoder;
+    this.decoder = p.decoder;
+    this.quantConv = p.quantConv;
+    this.postQuantConv = p.postQuantConv;
+  }
 
   static readonly componentName = 'AutoencoderKL';
 
@@ -29,47 +48,45 @@ export class AutoencoderKL extends Model {
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<AutoencoderKL> {
     const name = 'AutoencoderKL';
     const s = vaeShape(config, name);
-    const L = new ParamLoader(engine, source);
     const useQuant = configBool(config, 'use_quant_conv', true, name);
     const usePost = configBool(config, 'use_post_quant_conv', true, name);
-    const m = new AutoencoderKL(engine, config, L);
-    return m.track(async () => {
-      Object.assign(m, {
+    const scalingFactor = configNumber(config, 'scaling_factor', 0.18215, name);
+    return buildModel(
+      engine,
+      source,
+      async (L): Promise<AutoencoderKLParts> => ({
         shape: s,
-        scalingFactor: configNumber(config, 'scaling_factor', 0.18215, name),
+        scalingFactor,
         encoder: await Encoder.load(L, s, 2 * s.latentChannels),
         decoder: await Decoder.load(L, s),
         quantConv: useQuant ? await Conv2d.load(L, 'quant_conv', 2 * s.latentChannels, 2 * s.latentChannels, { kernel: 1 }) : null,
         postQuantConv: usePost ? await Conv2d.load(L, 'post_quant_conv', s.latentChannels, s.latentChannels, { kernel: 1 }) : null,
-      });
-    }, source);
+      }),
+      (L, parts) => new AutoencoderKL(engine, config, L, parts),
+    );
   }
 
   /** Moments before clamping: quant_conv(encoder(x)), [B, 2*latent, h, w]. */
   encodeMoments(x: Tensor): Tensor {
     this.checkInput('encode', x, this.shape.inChannels);
-    const h = this.encoder.forward(x);
-    return this.quantConv ? chain(h, (t) => this.quantConv!.forward(t)) : h;
+    return sequential(x, this.encoder, ...(this.quantConv ? [this.quantConv] : []));
   }
 
   /** latent_dist: mean and log-variance clamped to [-30, 20] as diffusers' DiagonalGaussianDistribution. */
   encode(x: Tensor): { mean: Tensor; logvar: Tensor } {
-    const m = this.encodeMoments(x);
-    const L = this.shape.latentChannels;
-    const mean = ops.slice(m, 1, 0, L);
-    const logvar = chain(ops.slice(m, 1, L, 2 * L), (t) => ops.clamp(t, -30, 20));
-    m.dispose();
-    return { mean, logvar };
+    return this.engine.scope(() => {
+      const m = this.encodeMoments(x);
+      const L = this.shape.latentChannels;
+      return { mean: ops.slice(m, 1, 0, L), logvar: ops.clamp(ops.slice(m, 1, L, 2 * L), -30, 20) };
+    });
   }
 
   /** mean + exp(0.5 logvar) * noise, noise from the seeded generator (or given). */
   sample(dist: { mean: Tensor; logvar: Tensor }, opts: { seed?: number; noise?: Tensor } = {}): Tensor {
-    const noise = opts.noise ?? ops.randn(this.engine, dist.mean.shape, opts.seed ?? 0, { dtype: dist.mean.dtype });
-    const std = ops.exp(dist.logvar, 0.5);
-    const scaled = ops.mul(std, noise);
-    std.dispose();
-    if (!opts.noise) noise.dispose();
-    return chain(scaled, (t) => ops.add(t, dist.mean));
+    return this.engine.scope(() => {
+      const noise = opts.noise ?? ops.randn(this.engine, dist.mean.shape, opts.seed ?? 0, { dtype: dist.mean.dtype });
+      return ops.add(ops.mul(ops.exp(dist.logvar, 0.5), noise), dist.mean);
+    });
   }
 
   /**
@@ -84,28 +101,22 @@ export class AutoencoderKL extends Model {
     const bytes = z.dtype === 'f16' ? 2 : 4;
     const limit = this.engine.limits.maxStorageBufferBindingSize;
     const fits = (b: number, hh: number, ww: number) => Decoder.largestActivationBytes(this.shape, b, hh, ww, bytes) <= limit;
-    if (!opts.tile && fits(B, h, w)) return this.decodeWhole(z);
-    if (!opts.tile && B > 1 && fits(1, h, w)) {
-      const parts = [];
-      for (let b = 0; b < B; b++) {
-        const zb = ops.slice(z, 0, b, b + 1);
-        parts.push(this.decodeWhole(zb));
-        zb.dispose();
+    return this.engine.scope(() => {
+      if (!opts.tile && fits(B, h, w)) return this.decodeWhole(z);
+      if (!opts.tile && B > 1 && fits(1, h, w)) {
+        return ops.concat(
+          Array.from({ length: B }, (_, b) => this.engine.scope(() => this.decodeWhole(ops.slice(z, 0, b, b + 1)))),
+          0,
+        );
       }
-      const out = ops.concat(parts, 0);
-      parts.forEach((t) => t.dispose());
-      return out;
-    }
-    let tile = opts.tile ?? Math.min(h, w);
-    while (!fits(1, tile, tile) && tile > 8) tile = Math.floor(tile / 2);
-    return this.decodeTiled(z, tile, opts.overlap ?? Math.max(2, Math.floor(tile / 4)));
+      let tile = opts.tile ?? Math.min(h, w);
+      while (!fits(1, tile, tile) && tile > 8) tile = Math.floor(tile / 2);
+      return this.decodeTiled(z, tile, opts.overlap ?? Math.max(2, Math.floor(tile / 4)));
+    });
   }
 
   private decodeWhole(z: Tensor): Tensor {
-    const h = this.postQuantConv ? this.postQuantConv.forward(z) : z;
-    const out = this.decoder.forward(h);
-    if (h !== z) h.dispose();
-    return out;
+    return sequential(z, ...(this.postQuantConv ? [this.postQuantConv] : []), this.decoder);
   }
 
   /** Decodes tiles of `tile` latent pixels with `overlap` of context on each inner side, keeping centres. */
@@ -118,24 +129,21 @@ export class AutoencoderKL extends Model {
       const cols: Tensor[] = [];
       for (let x0 = 0; x0 < w; x0 += tile) {
         const x1 = Math.min(w, x0 + tile);
-        // context around the tile, clipped at the borders
+        // context around the tile, clipped at the borders; only the tile's centre is kept
         const cy0 = Math.max(0, y0 - overlap);
         const cy1 = Math.min(h, y1 + overlap);
         const cx0 = Math.max(0, x0 - overlap);
         const cx1 = Math.min(w, x1 + overlap);
-        const a = ops.slice(z, 2, cy0, cy1);
-        const ctx = ops.slice(a, 3, cx0, cx1);
-        a.dispose();
-        const dec = chain(ctx, (t) => this.decodeWhole(t));
-        const b = ops.slice(dec, 2, (y0 - cy0) * f, (y1 - cy0) * f);
-        dec.dispose();
-        cols.push(chain(b, (t) => ops.slice(t, 3, (x0 - cx0) * f, (x1 - cx0) * f)));
+        cols.push(
+          this.engine.scope(() => {
+            const dec = this.decodeWhole(ops.slice(ops.slice(z, 2, cy0, cy1), 3, cx0, cx1));
+            return ops.slice(ops.slice(dec, 2, (y0 - cy0) * f, (y1 - cy0) * f), 3, (x0 - cx0) * f, (x1 - cx0) * f);
+          }),
+        );
       }
       rows.push(cols.length === 1 ? cols[0] : ops.concat(cols, 3));
-      if (cols.length > 1) cols.forEach((t) => t.dispose());
+      if (cols.length > 1) cols.forEach((t) => t.dispose()); // early: the whole image would be held twice
     }
-    const out = rows.length === 1 ? rows[0] : ops.concat(rows, 2);
-    if (rows.length > 1) rows.forEach((t) => t.dispose());
-    return out;
+    return rows.length === 1 ? rows[0] : ops.concat(rows, 2);
   }
 }

@@ -7,9 +7,9 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { Conv2d, ParamLoader, chain, type TensorSource } from './nn.js';
+import { Conv2d, ParamLoader, sequential, type Step, type TensorSource } from './nn.js';
 import { configList, configNumber, requireValues, type Config } from './config.js';
-import { Model } from './model.js';
+import { Model, buildModel } from './model.js';
 import { WeightSource, type LoadOptions } from '../runtime/weights.js';
 
 class TinyBlock {
@@ -24,30 +24,11 @@ class TinyBlock {
   }
   /** relu(conv(relu(conv(relu(conv(x))))) + skip(x)) */
   forward(x: Tensor): Tensor {
-    let h = chain(this.c0.forward(x), (t) => ops.relu(t));
-    h = chain(chain(h, (t) => this.c1.forward(t)), (t) => ops.relu(t));
-    h = chain(h, (t) => this.c2.forward(t));
-    const s = this.skip ? this.skip.forward(x) : x;
-    const sum = ops.add(h, s);
-    h.dispose();
-    if (s !== x) s.dispose();
-    return chain(sum, (t) => ops.relu(t));
+    return x.engine.scope(() => {
+      const h = sequential(x, this.c0, ops.relu, this.c1, ops.relu, this.c2);
+      return ops.relu(ops.add(h, this.skip ? this.skip.forward(x) : x));
+    });
   }
-}
-
-type Layer = { kind: 'conv'; m: Conv2d } | { kind: 'block'; m: TinyBlock } | { kind: 'relu' } | { kind: 'up' };
-
-function runLayers(layers: Layer[], x: Tensor): Tensor {
-  let h = x;
-  for (const l of layers) {
-    const prev = h;
-    if (l.kind === 'conv') h = l.m.forward(h);
-    else if (l.kind === 'block') h = l.m.forward(h);
-    else if (l.kind === 'relu') h = ops.relu(h);
-    else h = ops.upsampleNearest2x(h);
-    if (prev !== x) prev.dispose();
-  }
-  return h;
 }
 
 export interface TinyShape {
@@ -61,10 +42,24 @@ export interface TinyShape {
   latentMagnitude: number;
 }
 
+interface AutoencoderTinyParts {
+  shape: TinyShape;
+  /** the encoder's / decoder's layers in order (nn.Sequential); null when the weights lack that half */
+  enc: Step[] | null;
+  dec: Step[] | null;
+}
+
 export class AutoencoderTiny extends Model {
-  readonly shape!: TinyShape;
-  private enc!: Layer[] | null;
-  private dec!: Layer[] | null;
+  readonly shape: TinyShape;
+  private readonly enc: Step[] | null;
+  private readonly dec: Step[] | null;
+
+  private constructor(engine: Engine, config: Config, L: ParamLoader, p: AutoencoderTinyParts) {
+    super(engine, config, L);
+    this.shape = p.shape;
+    this.enc = p.enc;
+    this.dec = p.dec;
+  }
 
   /**
    * Builds from a source with diffusers names (encoder.layers.N / decoder.layers.N). Either half may be
@@ -95,49 +90,50 @@ export class AutoencoderTiny extends Model {
       decoderBlocks: decBlocks,
       latentMagnitude: configNumber(config, 'latent_magnitude', 3, name),
     };
-    const L = new ParamLoader(engine, source);
-    const m = new AutoencoderTiny(engine, config, L);
-    return m.track(async () => {
-      const hasEnc = source.has('encoder.layers.0.weight');
-      const hasDec = source.has('decoder.layers.0.weight');
-      if (!hasEnc && !hasDec) throw new Error(`${name}: neither encoder.layers.* nor decoder.layers.* weights were found`);
-      Object.assign(m, {
+    const hasEnc = source.has('encoder.layers.0.weight');
+    const hasDec = source.has('decoder.layers.0.weight');
+    if (!hasEnc && !hasDec) throw new Error(`${name}: neither encoder.layers.* nor decoder.layers.* weights were found`);
+    return buildModel(
+      engine,
+      source,
+      async (L): Promise<AutoencoderTinyParts> => ({
         shape: s,
         enc: hasEnc ? await AutoencoderTiny.loadEncoder(L.scope('encoder.layers.'), s) : null,
         dec: hasDec ? await AutoencoderTiny.loadDecoder(L.scope('decoder.layers.'), s) : null,
-      });
-    }, source);
+      }),
+      (L, parts) => new AutoencoderTiny(engine, config, L, parts),
+    );
   }
 
-  private static async loadEncoder(L: ParamLoader, s: TinyShape): Promise<Layer[]> {
-    const layers: Layer[] = [];
+  private static async loadEncoder(L: ParamLoader, s: TinyShape): Promise<Step[]> {
+    const layers: Step[] = [];
     let idx = 0;
     let ch = s.inChannels;
     for (let i = 0; i < s.encoderBlocks.length; i++) {
       const c = s.encoderChannels[i];
-      layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, ch, c, i === 0 ? {} : { stride: 2, bias: false }) });
+      layers.push(await Conv2d.load(L, `${idx++}`, ch, c, i === 0 ? {} : { stride: 2, bias: false }));
       ch = c;
-      for (let b = 0; b < s.encoderBlocks[i]; b++) layers.push({ kind: 'block', m: await TinyBlock.load(L, `${idx++}`, c, c) });
+      for (let b = 0; b < s.encoderBlocks[i]; b++) layers.push(await TinyBlock.load(L, `${idx++}`, c, c));
     }
-    layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, ch, s.latentChannels) });
+    layers.push(await Conv2d.load(L, `${idx++}`, ch, s.latentChannels));
     return layers;
   }
 
-  private static async loadDecoder(L: ParamLoader, s: TinyShape): Promise<Layer[]> {
-    const layers: Layer[] = [];
+  private static async loadDecoder(L: ParamLoader, s: TinyShape): Promise<Step[]> {
+    const layers: Step[] = [];
     let idx = 0;
     const ch = s.decoderChannels;
-    layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, s.latentChannels, ch[0]) });
-    layers.push({ kind: 'relu' });
+    layers.push(await Conv2d.load(L, `${idx++}`, s.latentChannels, ch[0]));
+    layers.push(ops.relu);
     idx++;
     for (let i = 0; i < s.decoderBlocks.length; i++) {
       const final = i === s.decoderBlocks.length - 1;
-      for (let b = 0; b < s.decoderBlocks[i]; b++) layers.push({ kind: 'block', m: await TinyBlock.load(L, `${idx++}`, ch[i], ch[i]) });
+      for (let b = 0; b < s.decoderBlocks[i]; b++) layers.push(await TinyBlock.load(L, `${idx++}`, ch[i], ch[i]));
       if (!final) {
-        layers.push({ kind: 'up' });
+        layers.push(ops.upsampleNearest2x);
         idx++;
       }
-      layers.push({ kind: 'conv', m: await Conv2d.load(L, `${idx++}`, ch[i], final ? s.outChannels : ch[i], { bias: final }) });
+      layers.push(await Conv2d.load(L, `${idx++}`, ch[i], final ? s.outChannels : ch[i], { bias: final }));
     }
     return layers;
   }
@@ -169,19 +165,13 @@ export class AutoencoderTiny extends Model {
   encode(x: Tensor): Tensor {
     if (!this.enc) throw new Error('AutoencoderTiny.encode: this model has no encoder weights');
     this.checkInput('encode', x, this.shape.inChannels);
-    const x01 = ops.scale(x, 0.5, 0.5);
-    const out = runLayers(this.enc, x01);
-    x01.dispose();
-    return out;
+    return sequential(x, (t) => ops.scale(t, 0.5, 0.5), ...this.enc);
   }
 
   /** Diffusion-space latents -> image in [-1, 1]. */
   decode(z: Tensor): Tensor {
     if (!this.dec) throw new Error('AutoencoderTiny.decode: this model has no decoder weights');
     this.checkInput('decode', z, this.shape.latentChannels);
-    const c = ops.softClamp(z, this.shape.latentMagnitude);
-    const y = runLayers(this.dec, c);
-    c.dispose();
-    return chain(y, (t) => ops.scale(t, 2, -1));
+    return sequential(z, (t) => ops.softClamp(t, this.shape.latentMagnitude), ...this.dec, (t) => ops.scale(t, 2, -1));
   }
 }

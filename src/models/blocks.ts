@@ -3,7 +3,7 @@
 // sinusoidal timestep embedding + MLP, and Transformer2DModel with BasicTransformerBlock.
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { Conv2d, GroupNorm, LayerNorm, Linear, ParamLoader, chain } from './nn.js';
+import { Conv2d, GroupNorm, LayerNorm, Linear, ParamLoader, sequential } from './nn.js';
 
 export class ResnetBlock2D {
   private constructor(
@@ -33,22 +33,12 @@ export class ResnetBlock2D {
 
   /** `tembAct` is silu(temb), computed once per UNet call and shared by every block. */
   forward(x: Tensor, tembAct?: Tensor): Tensor {
-    let h = chain(this.norm1.forward(x, true), (t) => this.conv1.forward(t));
-    if (this.timeEmbProj && tembAct) {
-      const t = this.timeEmbProj.forward(tembAct); // [B, C]
-      const t4 = t.reshape([t.shape[0], t.shape[1], 1, 1]);
-      t.dispose();
-      h = chain(h, (hh) => ops.add(hh, t4));
-      t4.dispose();
-    }
-    const n2 = this.norm2.forward(h, true);
-    h.dispose();
-    h = chain(n2, (t) => this.conv2.forward(t));
-    const sc = this.shortcut ? this.shortcut.forward(x) : x;
-    const out = ops.add(sc, h);
-    if (sc !== x) sc.dispose();
-    h.dispose();
-    return out;
+    return x.engine.scope(() => {
+      const t = this.timeEmbProj && tembAct ? this.timeEmbProj.forward(tembAct) : null; // [B, C]
+      const addTemb = (h: Tensor) => ops.add(h, t!.reshape([t!.shape[0], t!.shape[1], 1, 1]));
+      const h = sequential(x, this.norm1.thenSilu, this.conv1, ...(t ? [addTemb] : []), this.norm2.thenSilu, this.conv2);
+      return ops.add(this.shortcut ? this.shortcut.forward(x) : x, h);
+    });
   }
 }
 
@@ -70,7 +60,7 @@ export class Upsample2D {
     return new Upsample2D(await Conv2d.load(L, `${name}.conv`, channels, channels));
   }
   forward(x: Tensor): Tensor {
-    return chain(ops.upsampleNearest2x(x), (u) => this.conv.forward(u));
+    return sequential(x, ops.upsampleNearest2x, this.conv);
   }
 }
 
@@ -99,18 +89,14 @@ export class SpatialAttention {
     );
   }
 
+  /** x + to_out(attention(q, k, v)) over the tokens of norm(x) */
   forward(x: Tensor): Tensor {
     const [, , h, w] = x.shape;
-    const tokens = chain(this.norm.forward(x), (n) => ops.nchwToTokens(n));
-    const q = this.q.forward(tokens);
-    const k = this.k.forward(tokens);
-    const v = this.v.forward(tokens);
-    tokens.dispose();
-    const a = ops.attention(q, k, v, { heads: this.heads });
-    [q, k, v].forEach((t) => t.dispose());
-    const o = chain(a, (t) => this.out.forward(t));
-    const img = chain(o, (t) => ops.tokensToNchw(t, h, w));
-    return chain(img, (t) => ops.add(t, x));
+    return x.engine.scope(() => {
+      const tokens = sequential(x, this.norm, ops.nchwToTokens);
+      const a = ops.attention(this.q.forward(tokens), this.k.forward(tokens), this.v.forward(tokens), { heads: this.heads });
+      return sequential(a, this.out, (t) => ops.tokensToNchw(t, h, w), (t) => ops.add(t, x));
+    });
   }
 }
 
@@ -137,10 +123,11 @@ export class TimestepEmbedding {
   /** timesteps: one per batch item */
   forward(timesteps: number[]): Tensor {
     const engine = this.linear1.weight.engine;
-    const proj = ops.timestepEmbedding(engine, timesteps, this.dim, { flipSinToCos: this.flipSinToCos, downscaleFreqShift: this.freqShift });
-    const projT = this.linear1.weight.dtype === 'f16' ? chain(proj, (p) => ops.cast(p, 'f16')) : proj;
-    const h = chain(projT, (p) => this.linear1.forward(p, 'silu'));
-    return chain(h, (t) => this.linear2.forward(t));
+    return engine.scope(() => {
+      let proj = ops.timestepEmbedding(engine, timesteps, this.dim, { flipSinToCos: this.flipSinToCos, downscaleFreqShift: this.freqShift });
+      if (this.linear1.weight.dtype === 'f16') proj = ops.cast(proj, 'f16');
+      return this.linear2.forward(this.linear1.forward(proj, 'silu'));
+    });
   }
 }
 
@@ -169,12 +156,10 @@ export class CrossAttention {
 
   forward(x: Tensor, context?: Tensor, opts: { causal?: boolean } = {}): Tensor {
     const c = context ?? x;
-    const q = this.q.forward(x);
-    const k = this.k.forward(c);
-    const v = this.v.forward(c);
-    const a = ops.attention(q, k, v, { heads: this.heads, causal: opts.causal });
-    [q, k, v].forEach((t) => t.dispose());
-    return chain(a, (t) => this.out.forward(t));
+    return x.engine.scope(() => {
+      const a = ops.attention(this.q.forward(x), this.k.forward(c), this.v.forward(c), { heads: this.heads, causal: opts.causal });
+      return this.out.forward(a);
+    });
   }
 }
 
@@ -184,8 +169,7 @@ export class FeedForwardGEGLU {
     return new FeedForwardGEGLU(await Linear.load(L, `${name}.net.0.proj`, dim, inner * 2), await Linear.load(L, `${name}.net.2`, inner, dim));
   }
   forward(x: Tensor): Tensor {
-    const h = chain(this.proj.forward(x), (t) => ops.geglu(t));
-    return chain(h, (t) => this.out.forward(t));
+    return sequential(x, this.proj, ops.geglu, this.out);
   }
 }
 
@@ -213,24 +197,14 @@ export class BasicTransformerBlock {
 
   /** h += attn1(norm1 h); h += attn2(norm2 h, context); h += ff(norm3 h) */
   forward(h: Tensor, context?: Tensor): Tensor {
-    let x = h;
-    const a1 = chain(this.norm1.forward(x), (n) => this.attn1.forward(n));
-    x = addOwned(x, a1, h);
-    if (this.attn2 && this.norm2) {
-      const a2 = chain(this.norm2.forward(x), (n) => this.attn2!.forward(n, context));
-      x = addOwned(x, a2, h);
-    }
-    const f = chain(this.norm3.forward(x), (n) => this.ff.forward(n));
-    return addOwned(x, f, h);
+    const residual = (f: (n: Tensor) => Tensor) => (x: Tensor) => ops.add(x, f(x));
+    return sequential(
+      h,
+      residual((x) => this.attn1.forward(this.norm1.forward(x))),
+      ...(this.attn2 && this.norm2 ? [residual((x) => this.attn2!.forward(this.norm2!.forward(x), context))] : []),
+      residual((x) => this.ff.forward(this.norm3.forward(x))),
+    );
   }
-}
-
-/** x + y, disposing y and x unless x is the caller's tensor `keep`. */
-function addOwned(x: Tensor, y: Tensor, keep: Tensor): Tensor {
-  const out = ops.add(x, y);
-  if (x !== keep) x.dispose();
-  y.dispose();
-  return out;
 }
 
 /** Transformer2DModel: GroupNorm -> proj_in (1x1 conv or linear) -> tokens -> blocks -> proj_out -> + input. */
@@ -260,20 +234,16 @@ export class Transformer2DModel {
 
   forward(x: Tensor, context?: Tensor): Tensor {
     const [, , hgt, wid] = x.shape;
-    const n = this.norm.forward(x);
-    let h: Tensor;
-    if (this.projIn instanceof Conv2d) {
-      h = chain(chain(n, (t) => this.projIn.forward(t)), (t) => ops.nchwToTokens(t));
-    } else {
-      h = chain(chain(n, (t) => ops.nchwToTokens(t)), (t) => this.projIn.forward(t));
-    }
-    for (const b of this.blocks) h = chain(h, (t) => b.forward(t, context));
-    let img: Tensor;
-    if (this.projOut instanceof Conv2d) {
-      img = chain(chain(h, (t) => ops.tokensToNchw(t, hgt, wid)), (t) => this.projOut.forward(t));
-    } else {
-      img = chain(chain(h, (t) => this.projOut.forward(t)), (t) => ops.tokensToNchw(t, hgt, wid));
-    }
-    return chain(img, (t) => ops.add(t, x));
+    const toTokens = ops.nchwToTokens;
+    const toImage = (t: Tensor) => ops.tokensToNchw(t, hgt, wid);
+    const conv = this.projIn instanceof Conv2d;
+    return sequential(
+      x,
+      this.norm,
+      ...(conv ? [this.projIn, toTokens] : [toTokens, this.projIn]),
+      ...this.blocks.map((b) => (t: Tensor) => b.forward(t, context)),
+      ...(conv ? [toImage, this.projOut] : [this.projOut, toImage]),
+      (t) => ops.add(t, x),
+    );
   }
 }

@@ -3,7 +3,7 @@
 // a URL, or a config plus safetensors bytes in memory.
 import type { Engine } from '../runtime/engine.js';
 import { Tensor, shapeStr } from '../runtime/tensor.js';
-import type { ParamLoader, TensorSource } from './nn.js';
+import { ParamLoader, type TensorSource } from './nn.js';
 import type { Config } from './config.js';
 import { loadComponentFolder, sourceFromBytes, type LoadOptions } from '../runtime/weights.js';
 
@@ -21,22 +21,6 @@ export abstract class Model {
     readonly config: Config,
     protected loader: ParamLoader,
   ) {}
-
-  /** Runs the layer construction; on failure frees what was uploaded so nothing leaks. */
-  protected async track<T extends Model>(this: T, build: () => Promise<void>, source: TensorSource): Promise<T> {
-    try {
-      await build();
-    } catch (e) {
-      this.dispose();
-      throw e;
-    }
-    const unused = (source as { unusedNames?: () => string[] }).unusedNames?.() ?? [];
-    this.unexpectedWeights = unused;
-    if (unused.length) {
-      console.warn(`${this.constructor.name}: ${unused.length} unexpected weight(s) ignored: ${unused.slice(0, 8).join(', ')}${unused.length > 8 ? ', ...' : ''}`);
-    }
-    return this;
-  }
 
   /** Loads from a diffusers component folder (config.json + diffusion_pytorch_model[.fp16].safetensors),
    * a local path in Node or a base URL. */
@@ -64,9 +48,14 @@ export abstract class Model {
     for (const t of this.loader.params) t.dispose();
   }
 
+  /** Throws when the model was disposed. */
+  protected checkAlive(op: string): void {
+    if (this.disposed) throw new Error(`${this.constructor.name}.${op}: the model was disposed`);
+  }
+
   protected checkInput(op: string, x: Tensor, channels: number, rank = 4): void {
     const name = `${this.constructor.name}.${op}`;
-    if (this.disposed) throw new Error(`${name}: the model was disposed`);
+    this.checkAlive(op);
     if (!(x instanceof Tensor)) throw new Error(`${name}: expected a Tensor`);
     if (x.engine !== this.engine) throw new Error(`${name}: the input belongs to another engine`);
     if (x.rank !== rank || x.shape[1] !== channels) {
@@ -75,6 +64,33 @@ export abstract class Model {
     const want = this.engine.f16 ? 'f16' : 'f32';
     if (x.dtype !== want) throw new Error(`${name}: expected ${want} input (the engine runs in ${want}), got ${x.dtype}`);
   }
+}
+
+/**
+ * Builds a model through its typed constructor: `load` uploads the layers through a ParamLoader
+ * (checking every shape), `make` calls the model's private constructor with them. On failure every
+ * parameter uploaded so far is freed; weights of the file that no layer used are reported.
+ */
+export async function buildModel<P, M extends Model>(
+  engine: Engine,
+  source: TensorSource,
+  load: (L: ParamLoader) => Promise<P>,
+  make: (L: ParamLoader, parts: P) => M,
+): Promise<M> {
+  const L = new ParamLoader(engine, source);
+  let m: M;
+  try {
+    m = make(L, await load(L));
+  } catch (e) {
+    for (const t of L.params) t.dispose();
+    throw e;
+  }
+  const unused = (source as { unusedNames?: () => string[] }).unusedNames?.() ?? [];
+  m.unexpectedWeights = unused;
+  if (unused.length) {
+    console.warn(`${m.constructor.name}: ${unused.length} unexpected weight(s) ignored: ${unused.slice(0, 8).join(', ')}${unused.length > 8 ? ', ...' : ''}`);
+  }
+  return m;
 }
 
 /** Loads `cls` from a diffusers component folder (local path in Node) or base URL. */

@@ -101,6 +101,11 @@ export class GroupNorm {
   forward(x: Tensor, silu = false): Tensor {
     return ops.groupNorm(x, this.gamma, this.beta, { groups: this.groups, eps: this.eps, silu });
   }
+
+  /** GroupNorm followed by SiLU (one fused kernel) as a step of sequential(). */
+  get thenSilu(): Step {
+    return (x) => this.forward(x, true);
+  }
 }
 
 export class LayerNorm {
@@ -115,17 +120,21 @@ export class LayerNorm {
   }
 }
 
-/** Runs f(x) then disposes x: the idiom for chaining layers without leaking intermediates. */
-export function chain(x: Tensor, f: (x: Tensor) => Tensor): Tensor {
-  const y = f(x);
-  x.dispose();
-  return y;
-}
+/** A layer step: a module's forward or a function of one tensor. */
+export type Step = ((x: Tensor) => Tensor) | { forward(x: Tensor): Tensor };
 
-/** a + b, disposing both. */
-export function addInto(a: Tensor, b: Tensor): Tensor {
-  const y = ops.add(a, b);
-  a.dispose();
-  b.dispose();
-  return y;
+/**
+ * PyTorch's nn.Sequential: applies the steps in order. Each step runs in its own scope (what it makes
+ * besides its output is freed when it returns) and each intermediate is freed as soon as the next
+ * step has consumed it, so a long chain holds two activations at a time, not all of them. x itself
+ * is the caller's and stays alive.
+ */
+export function sequential(x: Tensor, ...steps: Step[]): Tensor {
+  let h = x;
+  for (const step of steps) {
+    const prev = h;
+    h = x.engine.scope(() => (typeof step === 'function' ? step(prev) : step.forward(prev)));
+    if (prev !== x && prev !== h) prev.dispose();
+  }
+  return h;
 }

@@ -4,26 +4,37 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { Conv2d, GroupNorm, ParamLoader, chain, type TensorSource } from './nn.js';
-import { TimestepEmbedding } from './blocks.js';
-import { DownBlock, MidBlock, UpBlock, spatialAttention } from './unet_blocks.js';
+import type { ParamLoader, TensorSource } from './nn.js';
+import { spatialAttention } from './unet_blocks.js';
 import { configBool, configList, configNumber, configOptionalNumber, requireValues, type Config } from './config.js';
-import { Model } from './model.js';
-import { timestepList, checkClassLabels } from './unet_common.js';
+import { Model, buildModel } from './model.js';
+import { UNetCore } from './unet_core.js';
+import { timestepList } from './unet_common.js';
+
+interface UNet2DModelParts {
+  inChannels: number;
+  outChannels: number;
+  centerInput: boolean;
+  core: UNetCore;
+}
 
 export class UNet2DModel extends Model {
-  readonly inChannels!: number;
-  readonly outChannels!: number;
-  readonly numClassEmbeds!: number | null;
-  private convIn!: Conv2d;
-  private time!: TimestepEmbedding;
-  private classEmbedding!: Tensor | null;
-  private down!: DownBlock[];
-  private mid!: MidBlock;
-  private up!: UpBlock[];
-  private normOut!: GroupNorm;
-  private convOut!: Conv2d;
-  private centerInput!: boolean;
+  readonly inChannels: number;
+  readonly outChannels: number;
+  private readonly centerInput: boolean;
+  private readonly core: UNetCore;
+
+  private constructor(engine: Engine, config: Config, L: ParamLoader, p: UNet2DModelParts) {
+    super(engine, config, L);
+    this.inChannels = p.inChannels;
+    this.outChannels = p.outChannels;
+    this.centerInput = p.centerInput;
+    this.core = p.core;
+  }
+
+  get numClassEmbeds(): number | null {
+    return this.core.numClassEmbeds;
+  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<UNet2DModel> {
     const name = 'UNet2DModel';
@@ -47,73 +58,42 @@ export class UNet2DModel extends Model {
     const inCh = configNumber(config, 'in_channels', 3, name);
     const outCh = configNumber(config, 'out_channels', 3, name);
     const numClass = configOptionalNumber(config, 'num_class_embeds', name);
-    const tembDim = boc[0] * 4;
-    const r = { temb: tembDim, groups, eps };
     const attn = spatialAttention(headDim, attnGroups, eps);
-    const L = new ParamLoader(engine, source);
-    const m = new UNet2DModel(engine, config, L);
-    return m.track(async () => {
-      const down: DownBlock[] = [];
-      let ch = boc[0];
-      for (let i = 0; i < boc.length; i++) {
-        const final = i === boc.length - 1;
-        down.push(await DownBlock.load(L, `down_blocks.${i}`, ch, boc[i], lpb, r, downTypes[i] === 'AttnDownBlock2D' ? attn : null, final ? null : { padding: configNumber(config, 'downsample_padding', 1, name) }));
-        ch = boc[i];
-      }
-      const mid = await MidBlock.load(L, 'mid_block', ch, r, configBool(config, 'add_attention', true, name) ? spatialAttention(headDim ?? ch, attnGroups, eps) : null);
-      const rev = [...boc].reverse();
-      const up: UpBlock[] = [];
-      let prev = rev[0];
-      for (let i = 0; i < rev.length; i++) {
-        const skipIn = rev[Math.min(i + 1, rev.length - 1)];
-        up.push(await UpBlock.load(L, `up_blocks.${i}`, prev, rev[i], skipIn, lpb + 1, r, upTypes[i] === 'AttnUpBlock2D' ? attn : null, i < rev.length - 1));
-        prev = rev[i];
-      }
-      Object.assign(m, {
-        inChannels: inCh,
-        outChannels: outCh,
-        numClassEmbeds: numClass,
-        centerInput: configBool(config, 'center_input_sample', false, name),
-        convIn: await Conv2d.load(L, 'conv_in', inCh, boc[0]),
-        time: await TimestepEmbedding.load(L, 'time_embedding', boc[0], tembDim, {
-          flipSinToCos: configBool(config, 'flip_sin_to_cos', true, name),
-          freqShift: configNumber(config, 'freq_shift', 0, name),
-        }),
-        classEmbedding: numClass ? await L.get('class_embedding.weight', [numClass, tembDim]) : null,
-        down,
-        mid,
-        up,
-        normOut: await GroupNorm.load(L, 'conv_norm_out', boc[0], configOptionalNumber(config, 'norm_num_groups', name) ?? Math.min(boc[0] / 4, 32), eps),
-        convOut: await Conv2d.load(L, 'conv_out', boc[0], outCh),
-      });
-    }, source);
+    const centerInput = configBool(config, 'center_input_sample', false, name);
+    const spec = {
+      blockOutChannels: boc,
+      layersPerBlock: boc.map(() => lpb),
+      inChannels: inCh,
+      outChannels: outCh,
+      tembDim: boc[0] * 4,
+      flipSinToCos: configBool(config, 'flip_sin_to_cos', true, name),
+      freqShift: configNumber(config, 'freq_shift', 0, name),
+      numClassEmbeds: numClass,
+      groups,
+      normOutGroups: configOptionalNumber(config, 'norm_num_groups', name) ?? Math.min(boc[0] / 4, 32),
+      eps,
+      downsamplePadding: configNumber(config, 'downsample_padding', 1, name),
+      downAttention: (i: number) => (downTypes[i] === 'AttnDownBlock2D' ? attn : null),
+      midAttention: configBool(config, 'add_attention', true, name) ? spatialAttention(headDim ?? boc[boc.length - 1], attnGroups, eps) : null,
+      upAttention: (i: number) => (upTypes[i] === 'AttnUpBlock2D' ? attn : null),
+    };
+    return buildModel(
+      engine,
+      source,
+      async (L): Promise<UNet2DModelParts> => ({ inChannels: inCh, outChannels: outCh, centerInput, core: await UNetCore.load(L, spec) }),
+      (L, parts) => new UNet2DModel(engine, config, L, parts),
+    );
   }
 
   /** The noise (or v / sample) prediction. timestep: one for the batch or one per item. */
   forward(sample: Tensor, timestep: number | readonly number[], opts: { classLabels?: readonly number[] } = {}): Tensor {
+    const op = 'UNet2DModel.forward';
     this.checkInput('forward', sample, this.inChannels);
-    const B = sample.shape[0];
-    const ts = timestepList('UNet2DModel.forward', timestep, B);
-    let emb = this.time.forward(ts);
-    if (this.classEmbedding) {
-      const labels = checkClassLabels('UNet2DModel.forward', opts.classLabels, B, this.numClassEmbeds!);
-      const ce = ops.embedding(this.classEmbedding, labels);
-      emb = chain(emb, (e) => ops.add(e, ce));
-      ce.dispose();
-    } else if (opts.classLabels) {
-      throw new Error('UNet2DModel.forward: classLabels given but the model has no class embedding (num_class_embeds is null)');
-    }
-    const tembAct = chain(emb, (e) => ops.silu(e));
-    const x = this.centerInput ? ops.scale(sample, 2, -1) : sample;
-    const skips: Tensor[] = [];
-    let h = this.convIn.forward(x);
-    if (x !== sample) x.dispose();
-    skips.push(h);
-    for (const d of this.down) h = d.forward(h, tembAct, skips);
-    h = this.mid.forward(h, tembAct);
-    for (const u of this.up) h = u.forward(h, tembAct, skips);
-    tembAct.dispose();
-    h = chain(h, (t) => this.normOut.forward(t, true));
-    return chain(h, (t) => this.convOut.forward(t));
+    const ts = timestepList(op, timestep, sample.shape[0]);
+    if (opts.classLabels && !this.numClassEmbeds) throw new Error(`${op}: classLabels given but the model has no class embedding (num_class_embeds is null)`);
+    return this.engine.scope(() => {
+      const temb = this.core.embed(op, ts, { classLabels: opts.classLabels });
+      return this.core.forward(this.centerInput ? ops.scale(sample, 2, -1) : sample, temb);
+    });
   }
 }

@@ -3,15 +3,14 @@
 // num_attention_heads is set), so dim_head = channels / attention_head_dim.
 import type { Engine } from '../runtime/engine.js';
 import { Tensor, shapeStr } from '../runtime/tensor.js';
-import * as ops from '../kernels/index.js';
-import { Conv2d, GroupNorm, ParamLoader, chain, type TensorSource } from './nn.js';
-import { TimestepEmbedding } from './blocks.js';
-import { DownBlock, MidBlock, UpBlock, transformerAttention } from './unet_blocks.js';
+import type { ParamLoader, TensorSource } from './nn.js';
+import { transformerAttention } from './unet_blocks.js';
+import { UNetCore } from './unet_core.js';
 import { configBool, configList, configNumber, configOptionalNumber, perBlock, requireValues, type Config } from './config.js';
-import { Model } from './model.js';
+import { Model, buildModel } from './model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
-import { checkClassLabels, timestepList } from './unet_common.js';
+import { timestepList } from './unet_common.js';
 
 const NAME = 'UNet2DConditionModel';
 
@@ -22,19 +21,30 @@ function perBlockBool(config: Config, key: string, n: number): boolean[] {
   throw new Error(`${NAME}: config key '${key}' must be a boolean or a list of ${n} booleans, got ${JSON.stringify(v)}`);
 }
 
+interface UNet2DConditionModelParts {
+  inChannels: number;
+  outChannels: number;
+  crossAttentionDim: number;
+  core: UNetCore;
+}
+
 export class UNet2DConditionModel extends Model {
-  readonly inChannels!: number;
-  readonly outChannels!: number;
-  readonly crossAttentionDim!: number;
-  readonly numClassEmbeds!: number | null;
-  private convIn!: Conv2d;
-  private time!: TimestepEmbedding;
-  private classEmbedding!: Tensor | null;
-  private down!: DownBlock[];
-  private mid!: MidBlock;
-  private up!: UpBlock[];
-  private normOut!: GroupNorm;
-  private convOut!: Conv2d;
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly crossAttentionDim: number;
+  private readonly core: UNetCore;
+
+  private constructor(engine: Engine, config: Config, L: ParamLoader, p: UNet2DConditionModelParts) {
+    super(engine, config, L);
+    this.inChannels = p.inChannels;
+    this.outChannels = p.outChannels;
+    this.crossAttentionDim = p.crossAttentionDim;
+    this.core = p.core;
+  }
+
+  get numClassEmbeds(): number | null {
+    return this.core.numClassEmbeds;
+  }
 
   /** Loads the unet part of a Stable Diffusion 1.x single-file checkpoint (CompVis key names). */
   static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<UNet2DConditionModel> {
@@ -81,49 +91,32 @@ export class UNet2DConditionModel extends Model {
     const outCh = configNumber(config, 'out_channels', 4, NAME);
     const numClass = configOptionalNumber(config, 'num_class_embeds', NAME);
     const tembDim = configOptionalNumber(config, 'time_embedding_dim', NAME) ?? boc[0] * 4;
-    const r = { temb: tembDim, groups, eps };
-    const attnFor = (i: number, layers: number) =>
-      transformerAttention({ heads: headsList[i], crossDim: crossDims[i], layers, linearProjection: linearProj, groups, onlyCrossAttention: onlyCross[i] });
-
-    const L = new ParamLoader(engine, source);
-    const m = new UNet2DConditionModel(engine, config, L);
-    return m.track(async () => {
-      const down: DownBlock[] = [];
-      let ch = boc[0];
-      for (let i = 0; i < n; i++) {
-        const attn = downTypes[i] === 'CrossAttnDownBlock2D' ? attnFor(i, tlpb[i]) : null;
-        down.push(await DownBlock.load(L, `down_blocks.${i}`, ch, boc[i], lpb[i], r, attn, i < n - 1 ? { padding: configNumber(config, 'downsample_padding', 1, NAME) } : null));
-        ch = boc[i];
-      }
-      const mid = await MidBlock.load(L, 'mid_block', ch, r, attnFor(n - 1, tlpb[n - 1]));
-      const rev = [...boc].reverse();
-      const up: UpBlock[] = [];
-      let prev = rev[0];
-      for (let i = 0; i < n; i++) {
-        const ri = n - 1 - i; // the per-block lists are reversed for the up path
-        const attn = upTypes[i] === 'CrossAttnUpBlock2D' ? attnFor(ri, tlpb[ri]) : null;
-        const skipIn = rev[Math.min(i + 1, n - 1)];
-        up.push(await UpBlock.load(L, `up_blocks.${i}`, prev, rev[i], skipIn, lpb[ri] + 1, r, attn, i < n - 1));
-        prev = rev[i];
-      }
-      Object.assign(m, {
-        inChannels: inCh,
-        outChannels: outCh,
-        crossAttentionDim: crossDims[0],
-        numClassEmbeds: numClass,
-        convIn: await Conv2d.load(L, 'conv_in', inCh, boc[0]),
-        time: await TimestepEmbedding.load(L, 'time_embedding', boc[0], tembDim, {
-          flipSinToCos: configBool(config, 'flip_sin_to_cos', true, NAME),
-          freqShift: configNumber(config, 'freq_shift', 0, NAME),
-        }),
-        classEmbedding: numClass ? await L.get('class_embedding.weight', [numClass, tembDim]) : null,
-        down,
-        mid,
-        up,
-        normOut: await GroupNorm.load(L, 'conv_norm_out', boc[0], groups, eps),
-        convOut: await Conv2d.load(L, 'conv_out', boc[0], outCh),
-      });
-    }, source);
+    const attnFor = (i: number) =>
+      transformerAttention({ heads: headsList[i], crossDim: crossDims[i], layers: tlpb[i], linearProjection: linearProj, groups, onlyCrossAttention: onlyCross[i] });
+    const spec = {
+      blockOutChannels: boc,
+      layersPerBlock: lpb,
+      inChannels: inCh,
+      outChannels: outCh,
+      tembDim,
+      flipSinToCos: configBool(config, 'flip_sin_to_cos', true, NAME),
+      freqShift: configNumber(config, 'freq_shift', 0, NAME),
+      numClassEmbeds: numClass,
+      groups,
+      normOutGroups: groups,
+      eps,
+      downsamplePadding: configNumber(config, 'downsample_padding', 1, NAME),
+      downAttention: (i: number) => (downTypes[i] === 'CrossAttnDownBlock2D' ? attnFor(i) : null),
+      midAttention: attnFor(n - 1),
+      // the per-block lists are reversed for the up path
+      upAttention: (i: number) => (upTypes[i] === 'CrossAttnUpBlock2D' ? attnFor(n - 1 - i) : null),
+    };
+    return buildModel(
+      engine,
+      source,
+      async (L): Promise<UNet2DConditionModelParts> => ({ inChannels: inCh, outChannels: outCh, crossAttentionDim: crossDims[0], core: await UNetCore.load(L, spec) }),
+      (L, parts) => new UNet2DConditionModel(engine, config, L, parts),
+    );
   }
 
   /** sample [B, in, h, w]; encoderHiddenStates [B, L, cross_attention_dim]. */
@@ -139,21 +132,6 @@ export class UNet2DConditionModel extends Model {
     }
     if (ctx.dtype !== sample.dtype) throw new Error(`${op}: encoderHiddenStates is ${ctx.dtype}, sample is ${sample.dtype}`);
     const ts = timestepList(op, timestep, B);
-    let emb = this.time.forward(ts);
-    if (this.classEmbedding) {
-      const ce = ops.embedding(this.classEmbedding, checkClassLabels(op, opts.classLabels, B, this.numClassEmbeds!));
-      emb = chain(emb, (e) => ops.add(e, ce));
-      ce.dispose();
-    }
-    const tembAct = chain(emb, (e) => ops.silu(e));
-    const skips: Tensor[] = [];
-    let h = this.convIn.forward(sample);
-    skips.push(h);
-    for (const d of this.down) h = d.forward(h, tembAct, skips, ctx);
-    h = this.mid.forward(h, tembAct, ctx);
-    for (const u of this.up) h = u.forward(h, tembAct, skips, ctx);
-    tembAct.dispose();
-    h = chain(h, (t) => this.normOut.forward(t, true));
-    return chain(h, (t) => this.convOut.forward(t));
+    return this.engine.scope(() => this.core.forward(sample, this.core.embed(op, ts, { classLabels: opts.classLabels }), ctx));
   }
 }

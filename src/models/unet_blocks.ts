@@ -3,7 +3,7 @@
 // UNet2DConditionModel) plus an optional down/up sampler. Up blocks concatenate skips [h, skip].
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { ParamLoader, chain } from './nn.js';
+import { ParamLoader, sequential, type Step } from './nn.js';
 import { Downsample2D, ResnetBlock2D, SpatialAttention, Transformer2DModel, Upsample2D } from './blocks.js';
 
 export interface Attn {
@@ -36,14 +36,10 @@ export class DownBlock {
   forward(x: Tensor, temb: Tensor, skips: Tensor[], context?: Tensor): Tensor {
     let h = x;
     this.resnets.forEach((r, j) => {
-      h = r.forward(h, temb);
-      if (this.attns) h = chain(h, (t) => this.attns![j].forward(t, context));
+      h = sequential(h, (t) => r.forward(t, temb), ...(this.attns ? [(t: Tensor) => this.attns![j].forward(t, context)] : []));
       skips.push(h);
     });
-    if (this.down) {
-      h = this.down.forward(h);
-      skips.push(h);
-    }
+    if (this.down) skips.push((h = this.down.forward(h)));
     return h;
   }
 }
@@ -58,9 +54,10 @@ export class MidBlock {
     );
   }
   forward(x: Tensor, temb: Tensor, context?: Tensor): Tensor {
-    let h = this.r0.forward(x, temb);
-    if (this.attn) h = chain(h, (t) => this.attn!.forward(t, context));
-    return chain(h, (t) => this.r1.forward(t, temb));
+    const steps: Step[] = [(t) => this.r0.forward(t, temb)];
+    if (this.attn) steps.push((t) => this.attn!.forward(t, context));
+    steps.push((t) => this.r1.forward(t, temb));
+    return sequential(x, ...steps);
   }
 }
 
@@ -81,20 +78,25 @@ export class UpBlock {
     return new UpBlock(resnets, attn ? attns : null, up);
   }
 
-  /** Pops its skips from the end of `skips` (and disposes them); disposes x. */
+  /** Pops its skips from the end of `skips`; each is freed once used (a skip is read once). */
   forward(x: Tensor, temb: Tensor, skips: Tensor[], context?: Tensor): Tensor {
-    let h = x;
-    this.resnets.forEach((r, j) => {
+    return sequential(x, ...this.steps(temb, skips, context));
+  }
+
+  /** The block as a list of steps for sequential(): per resnet [h, skip] -> resnet -> attention. */
+  steps(temb: Tensor, skips: Tensor[], context?: Tensor): Step[] {
+    const catSkip = (h: Tensor) => {
       const skip = skips.pop();
       if (!skip) throw new Error('UNet: skip connections ran out (down/up block configuration mismatch)');
       const cat = ops.concat([h, skip], 1);
-      h.dispose();
       skip.dispose();
-      h = chain(cat, (t) => r.forward(t, temb));
-      if (this.attns) h = chain(h, (t) => this.attns![j].forward(t, context));
-    });
-    if (this.up) h = chain(h, (t) => this.up!.forward(t));
-    return h;
+      return cat;
+    };
+    return this.resnets.flatMap((r, j): Step[] => [
+      catSkip,
+      (h) => r.forward(h, temb),
+      ...(this.attns ? [(h: Tensor) => this.attns![j].forward(h, context)] : []),
+    ]).concat(this.up ? [this.up] : []);
   }
 }
 

@@ -2,7 +2,7 @@
 // DownEncoderBlock2D / UpDecoderBlock2D stacks around a UNetMidBlock2D with single-head attention.
 // GroupNorm eps is 1e-6 everywhere in these, as in diffusers.
 import type { Tensor } from '../runtime/tensor.js';
-import { Conv2d, GroupNorm, ParamLoader, chain } from './nn.js';
+import { Conv2d, GroupNorm, ParamLoader, sequential, type Step } from './nn.js';
 import { Downsample2D, ResnetBlock2D, SpatialAttention, Upsample2D } from './blocks.js';
 import { configList, configNumber, requireValues } from './config.js';
 
@@ -60,9 +60,7 @@ class MidBlock2D {
     );
   }
   forward(x: Tensor): Tensor {
-    let h = this.r0.forward(x);
-    if (this.attn) h = chain(h, (t) => this.attn!.forward(t));
-    return chain(h, (t) => this.r1.forward(t));
+    return sequential(x, this.r0, ...(this.attn ? [this.attn] : []), this.r1);
   }
 }
 
@@ -98,18 +96,8 @@ export class Encoder {
   }
 
   forward(x: Tensor): Tensor {
-    let h = this.convIn.forward(x);
-    for (const b of this.blocks) {
-      b.resnets.forEach((r, j) => {
-        h = chain(h, (t) => r.forward(t));
-        const a = b.attns[j];
-        if (a) h = chain(h, (t) => a.forward(t));
-      });
-      if (b.down) h = chain(h, (t) => b.down!.forward(t));
-    }
-    h = chain(h, (t) => this.mid.forward(t));
-    h = chain(h, (t) => this.normOut.forward(t, true));
-    return chain(h, (t) => this.convOut.forward(t));
+    const blocks = this.blocks.flatMap((b): Step[] => [...b.resnets.flatMap((r, j): Step[] => (b.attns[j] ? [r, b.attns[j]!] : [r])), ...(b.down ? [b.down] : [])]);
+    return sequential(x, this.convIn, ...blocks, this.mid, this.normOut.thenSilu, this.convOut);
   }
 }
 
@@ -161,17 +149,7 @@ export class Decoder {
   }
 
   forward(z: Tensor): Tensor {
-    let h = this.convIn.forward(z);
-    h = chain(h, (t) => this.mid.forward(t));
-    for (const b of this.blocks) {
-      b.resnets.forEach((r, j) => {
-        h = chain(h, (t) => r.forward(t));
-        const a = b.attns[j];
-        if (a) h = chain(h, (t) => a.forward(t));
-      });
-      if (b.up) h = chain(h, (t) => b.up!.forward(t));
-    }
-    h = chain(h, (t) => this.normOut.forward(t, true));
-    return chain(h, (t) => this.convOut.forward(t));
+    const blocks = this.blocks.flatMap((b): Step[] => [...b.resnets.flatMap((r, j): Step[] => (b.attns[j] ? [r, b.attns[j]!] : [r])), ...(b.up ? [b.up] : [])]);
+    return sequential(z, this.convIn, this.mid, ...blocks, this.normOut.thenSilu, this.convOut);
   }
 }

@@ -4,22 +4,47 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { Conv2d, ParamLoader, chain, type TensorSource } from './nn.js';
+import { Conv2d, ParamLoader, sequential, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
 import { configNumber, requireValues, type Config } from './config.js';
-import { Model } from './model.js';
+import { Model, buildModel } from './model.js';
+
+interface VQModelParts {
+  shape: VaeShape;
+  scalingFactor: number;
+  embedDim: number;
+  numEmbeddings: number;
+  encoder: Encoder;
+  decoder: Decoder;
+  quantConv: Conv2d;
+  postQuantConv: Conv2d;
+  codebook: Tensor;
+}
 
 export class VQModel extends Model {
-  readonly shape!: VaeShape;
-  readonly scalingFactor!: number;
-  readonly embedDim!: number;
-  readonly numEmbeddings!: number;
-  private encoder!: Encoder;
-  private decoder!: Decoder;
-  private quantConv!: Conv2d;
-  private postQuantConv!: Conv2d;
+  readonly shape: VaeShape;
+  readonly scalingFactor: number;
+  readonly embedDim: number;
+  readonly numEmbeddings: number;
+  private readonly encoder: Encoder;
+  private readonly decoder: Decoder;
+  private readonly quantConv: Conv2d;
+  private readonly postQuantConv: Conv2d;
   /** [K, embedDim] */
-  codebook!: Tensor;
+  readonly codebook: Tensor;
+
+  private constructor(engine: Engine, config: Config, L: ParamLoader, p: VQModelParts) {
+    super(engine, config, L);
+    this.shape = p.shape;
+    this.scalingFactor = p.scalingFactor;
+    this.embedDim = p.embedDim;
+    this.numEmbeddings = p.numEmbeddings;
+    this.encoder = p.encoder;
+    this.decoder = p.decoder;
+    this.quantConv = p.quantConv;
+    this.postQuantConv = p.postQuantConv;
+    this.codebook = p.codebook;
+  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<VQModel> {
     const name = 'VQModel';
@@ -27,27 +52,29 @@ export class VQModel extends Model {
     requireValues(name, 'lookup_from_codebook', config.lookup_from_codebook ?? false, [false]);
     const embedDim = configNumber(config, 'vq_embed_dim', s.latentChannels, name);
     const K = configNumber(config, 'num_vq_embeddings', 256, name);
-    const L = new ParamLoader(engine, source);
-    const m = new VQModel(engine, config, L);
-    return m.track(async () => {
-      Object.assign(m, {
+    const scalingFactor = configNumber(config, 'scaling_factor', 0.18215, name);
+    return buildModel(
+      engine,
+      source,
+      async (L): Promise<VQModelParts> => ({
         shape: s,
         embedDim,
         numEmbeddings: K,
-        scalingFactor: configNumber(config, 'scaling_factor', 0.18215, name),
+        scalingFactor,
         encoder: await Encoder.load(L, s, s.latentChannels),
         quantConv: await Conv2d.load(L, 'quant_conv', s.latentChannels, embedDim, { kernel: 1 }),
         codebook: await L.get('quantize.embedding.weight', [K, embedDim]),
         postQuantConv: await Conv2d.load(L, 'post_quant_conv', embedDim, s.latentChannels, { kernel: 1 }),
         decoder: await Decoder.load(L, s),
-      });
-    }, source);
+      }),
+      (L, parts) => new VQModel(engine, config, L, parts),
+    );
   }
 
   /** Pre-quantisation latents h = quant_conv(encoder(x)). */
   encode(x: Tensor): Tensor {
     this.checkInput('encode', x, this.shape.inChannels);
-    return chain(this.encoder.forward(x), (t) => this.quantConv.forward(t));
+    return sequential(x, this.encoder, this.quantConv);
   }
 
   /** Nearest codebook entry per position: { quantized, indices (flat over b, h, w) }. */
@@ -58,14 +85,7 @@ export class VQModel extends Model {
 
   decode(h: Tensor, opts: { forceNotQuantize?: boolean } = {}): Tensor {
     this.checkInput('decode', h, this.embedDim);
-    let q = h;
-    if (!opts.forceNotQuantize) {
-      const r = this.quantize(h);
-      r.indices.dispose();
-      q = r.quantized;
-    }
-    const p = this.postQuantConv.forward(q);
-    if (q !== h) q.dispose();
-    return chain(p, (t) => this.decoder.forward(t));
+    const quantize = (x: Tensor) => this.quantize(x).quantized; // the indices die with the step's scope
+    return sequential(h, ...(opts.forceNotQuantize ? [] : [quantize]), this.postQuantConv, this.decoder);
   }
 }

@@ -5,6 +5,7 @@ import { Tensor, type DType, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
 import { Recorder } from './recorder.js';
 import { Profiler, type ProfileReport } from './profiler.js';
 import { f16BitsToF32, f32ToF16Bits } from './half.js';
+import { openScope, type Scope } from './scope.js';
 
 export interface EngineOptions {
   powerPreference?: GPUPowerPreference;
@@ -68,6 +69,10 @@ export class Engine {
   /** which kind of adapter runs the work, and why it was chosen */
   readonly adapterKind: AdapterKind;
   readonly adapterReason: string;
+  /** @internal the current scopes, innermost last (see scope.ts) */
+  readonly scopeStack: Scope[] = [];
+  /** @internal test hook: the next dispatch() calls counted, and the 1-based call that throws */
+  readonly faults = { dispatches: 0, failAt: 0 };
 
   private constructor(adapter: GPUAdapter, device: GPUDevice, opts: EngineOptions, backend: 'browser' | 'node', choice: { kind: AdapterKind; reason: string }) {
     this.adapter = adapter;
@@ -216,6 +221,25 @@ export class Engine {
     this.pool.trim();
   }
 
+  // ---------------------------------------------------------------- lifetimes
+
+  /**
+   * Runs fn and disposes every tensor created inside it when it returns or throws, except the
+   * tensors it returns (in any nesting of arrays and plain objects; they go to the enclosing scope)
+   * and those passed to keep(). fn may be async: it then owns tensors made in its synchronous start
+   * and, after an await, those made inside `s.run(() => ...)` and child scopes `s.scope(...)`; the
+   * returned Promise settles after the cleanup.
+   */
+  scope<T>(fn: (s: Scope) => T): T {
+    return openScope(this, this.scopeStack[this.scopeStack.length - 1] ?? null, fn);
+  }
+
+  /** Takes t out of every scope: the caller disposes it. */
+  keep<T extends Tensor>(t: T): T {
+    t.owner?.release(t);
+    return t;
+  }
+
   // ---------------------------------------------------------------- recording
 
   /** Compiled (and cached) pipeline for a kernel source. */
@@ -226,6 +250,7 @@ export class Engine {
   /** Records one compute dispatch. Validates bindings against the kernel's reflected WGSL. */
   dispatch(src: KernelSource, args: DispatchArgs): void {
     this.checkAlive(src.name);
+    if (this.faults.failAt && ++this.faults.dispatches === this.faults.failAt) throw new Error(`${src.name}: injected failure at dispatch ${this.faults.failAt}`);
     const first = Object.values(args.bindings).find((t) => t.dtype !== 'i32');
     const dtype: DType = args.dtype ?? first?.dtype ?? 'f32';
     if (dtype === 'f16' && !this.hasShaderF16) throw new Error(`${src.name}: f16 tensors need the shader-f16 feature, which this adapter lacks`);

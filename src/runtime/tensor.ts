@@ -1,5 +1,6 @@
 import type { Engine } from './engine.js';
 import type { PooledBuffer } from './buffer_pool.js';
+import type { Scope } from './scope.js';
 
 export type DType = 'f32' | 'f16' | 'i32';
 
@@ -21,6 +22,10 @@ export class Tensor {
   readonly dtype: DType;
   readonly engine: Engine;
   private buf: PooledBuffer | null;
+  /** @internal the scope that disposes this tensor when it closes (null: the caller owns it) */
+  owner: Scope | null = null;
+  /** @internal lets scopes recognise tensors without importing this class */
+  readonly isTensor = true;
 
   /** @internal use engine.tensor() / engine.empty() */
   constructor(engine: Engine, buf: PooledBuffer, shape: readonly number[], dtype: DType) {
@@ -31,6 +36,8 @@ export class Tensor {
     this.buf = buf;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
+    const stack = engine.scopeStack;
+    if (stack.length) stack[stack.length - 1].adopt(this);
   }
 
   get size(): number {

@@ -5,9 +5,9 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { LayerNorm, Linear, ParamLoader, chain, type TensorSource } from '../models/nn.js';
+import { LayerNorm, Linear, ParamLoader, type TensorSource } from '../models/nn.js';
 import { configNumber, requireValues, type Config } from '../models/config.js';
-import { Model } from '../models/model.js';
+import { Model, buildModel } from '../models/model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
 
@@ -87,21 +87,14 @@ class ClipEncoderLayer {
   /** x + out_proj(causal_attn(ln1(x))), then + fc2(act(fc1(ln2(.)))); x is left alive. The
    * residual adds ride in the GEMM epilogues. */
   forward(x: Tensor): Tensor {
-    const n1 = this.ln1.forward(x);
-    const q = this.q.forward(n1);
-    const k = this.k.forward(n1);
-    const v = this.v.forward(n1);
-    n1.dispose();
-    // ops.attention's default scale is dHead^-0.5, CLIP's; scaling the scores equals scaling q.
-    const a = ops.attention(q, k, v, { heads: this.heads, causal: true });
-    [q, k, v].forEach((t) => t.dispose());
-    const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
-    a.dispose();
-    const m = chain(this.ln2.forward(h), (t) => this.fc1.forward(t, this.act));
-    const y = ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
-    m.dispose();
-    h.dispose();
-    return y;
+    return x.engine.scope(() => {
+      const n1 = this.ln1.forward(x);
+      // ops.attention's default scale is dHead^-0.5, CLIP's; scaling the scores equals scaling q.
+      const a = ops.attention(this.q.forward(n1), this.k.forward(n1), this.v.forward(n1), { heads: this.heads, causal: true });
+      const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
+      const m = this.fc1.forward(this.ln2.forward(h), this.act);
+      return ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
+    });
   }
 }
 
@@ -126,12 +119,29 @@ export interface ClipTextOutput {
 
 export type TokenIds = readonly ArrayLike<number>[];
 
+interface CLIPTextModelParts {
+  shape: ClipTextShape;
+  tokenEmbedding: Tensor;
+  positionEmbedding: Tensor;
+  layers: ClipEncoderLayer[];
+  finalLayerNorm: LayerNorm;
+}
+
 export class CLIPTextModel extends Model {
-  readonly shape!: ClipTextShape;
-  private tokenEmbedding!: Tensor;
-  private positionEmbedding!: Tensor;
-  private layers!: ClipEncoderLayer[];
-  private finalLayerNorm!: LayerNorm;
+  readonly shape: ClipTextShape;
+  private readonly tokenEmbedding: Tensor;
+  private readonly positionEmbedding: Tensor;
+  private readonly layers: ClipEncoderLayer[];
+  private readonly finalLayerNorm: LayerNorm;
+
+  private constructor(engine: Engine, config: Config, L: ParamLoader, p: CLIPTextModelParts) {
+    super(engine, config, L);
+    this.shape = p.shape;
+    this.tokenEmbedding = p.tokenEmbedding;
+    this.positionEmbedding = p.positionEmbedding;
+    this.layers = p.layers;
+    this.finalLayerNorm = p.finalLayerNorm;
+  }
 
   static readonly componentName = NAME;
 
@@ -143,27 +153,29 @@ export class CLIPTextModel extends Model {
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<CLIPTextModel> {
     const s = clipTextShape(config);
-    const L = new ParamLoader(engine, source);
-    const T = L.scope('text_model.');
-    const m = new CLIPTextModel(engine, config, L);
     // Checkpoints saved by transformers < 4.31 carry the arange position_ids buffer; it is implied.
     const ws = source as { has(n: string): boolean; markUsed?: (...n: string[]) => void };
     if (ws.has('text_model.embeddings.position_ids')) ws.markUsed?.('text_model.embeddings.position_ids');
-    return m.track(async () => {
-      const tokenEmbedding = await T.get('embeddings.token_embedding.weight', [s.vocabSize, s.hidden]);
-      const positionEmbedding = await T.get('embeddings.position_embedding.weight', [s.maxPositions, s.hidden]);
-      const layers: ClipEncoderLayer[] = [];
-      for (let i = 0; i < s.layers; i++) layers.push(await ClipEncoderLayer.load(T.scope(`encoder.layers.${i}.`), s));
-      const finalLayerNorm = await LayerNorm.load(T, 'final_layer_norm', s.hidden, s.eps);
-      Object.assign(m, { shape: s, tokenEmbedding, positionEmbedding, layers, finalLayerNorm });
-    }, source);
+    return buildModel(
+      engine,
+      source,
+      async (L): Promise<CLIPTextModelParts> => {
+        const T = L.scope('text_model.');
+        const tokenEmbedding = await T.get('embeddings.token_embedding.weight', [s.vocabSize, s.hidden]);
+        const positionEmbedding = await T.get('embeddings.position_embedding.weight', [s.maxPositions, s.hidden]);
+        const layers: ClipEncoderLayer[] = [];
+        for (let i = 0; i < s.layers; i++) layers.push(await ClipEncoderLayer.load(T.scope(`encoder.layers.${i}.`), s));
+        const finalLayerNorm = await LayerNorm.load(T, 'final_layer_norm', s.hidden, s.eps);
+        return { shape: s, tokenEmbedding, positionEmbedding, layers, finalLayerNorm };
+      },
+      (L, parts) => new CLIPTextModel(engine, config, L, parts),
+    );
   }
 
   /** Checks ids and returns them flattened with the batch size and sequence length. */
   private checkIds(inputIds: TokenIds): { flat: Int32Array; B: number; T: number } {
     const op = `${NAME}.forward`;
-    // Model keeps its disposed flag private and its checkInput() is for image tensors, not ids.
-    if ((this as unknown as { disposed: boolean }).disposed) throw new Error(`${op}: the model was disposed`);
+    this.checkAlive('forward');
     if (!Array.isArray(inputIds) || inputIds.length === 0) throw new Error(`${op}: inputIds must be a non-empty array of token id sequences`);
     const B = inputIds.length;
     const T = inputIds[0]?.length;
@@ -210,41 +222,19 @@ export class CLIPTextModel extends Model {
     }
     const H = this.shape.hidden;
     const engine = this.engine;
-    const ids = engine.tensor(flat, [B, T]);
-    const tok = ops.embedding(this.tokenEmbedding, ids);
-    ids.dispose();
-    const positions = Array.from({ length: T }, (_, t) => t);
-    const pos = ops.embedding(this.positionEmbedding, positions); // [T, H], broadcast over the batch
-    let x = ops.add(tok, pos);
-    tok.dispose();
-    pos.dispose();
-
-    const keep = opts.outputHiddenStates ?? false;
-    const hidden: Tensor[] = keep ? [x] : [];
-    // hidden_states index whose final LayerNorm is the clip-skipped prompt embedding
-    const skipFrom = this.shape.layers - skip;
-    let skipped: Tensor | null = null;
-    for (let i = 0; i < this.layers.length; i++) {
-      const y = this.layers[i].forward(x);
-      if (!keep) x.dispose();
-      x = y;
-      if (keep) hidden.push(x);
-      if (skip && i + 1 === skipFrom) skipped = this.finalLayerNorm.forward(x);
-    }
-    const last = this.finalLayerNorm.forward(x);
-    if (!keep) x.dispose();
-
-    // pooler: gather one row per sequence from the [B*T, H] view
-    const rows = this.poolIndices(inputIds).map((t, b) => b * T + t);
-    const view = last.reshape([B * T, H]);
-    const poolerOutput = ops.embedding(view, rows);
-    view.dispose();
-
-    let lastHiddenState = last;
-    if (skipped) {
-      last.dispose();
-      lastHiddenState = skipped;
-    }
-    return keep ? { lastHiddenState, poolerOutput, hiddenStates: hidden } : { lastHiddenState, poolerOutput };
+    return engine.scope(() => {
+      const ids = engine.tensor(flat, [B, T]);
+      const positions = Array.from({ length: T }, (_, t) => t);
+      // position embeddings [T, H] broadcast over the batch
+      const hidden = [ops.add(ops.embedding(this.tokenEmbedding, ids), ops.embedding(this.positionEmbedding, positions))];
+      for (const layer of this.layers) hidden.push(layer.forward(hidden[hidden.length - 1]));
+      const last = this.finalLayerNorm.forward(hidden[this.layers.length]);
+      // pooler: one row per sequence of the [B*T, H] view, at the position transformers picks
+      const rows = this.poolIndices(inputIds).map((t, b) => b * T + t);
+      const poolerOutput = ops.embedding(last.reshape([B * T, H]), rows);
+      // clip skip: the final LayerNorm applied to hidden_states[-(skip + 1)]
+      const lastHiddenState = skip ? this.finalLayerNorm.forward(hidden[this.layers.length - skip]) : last;
+      return opts.outputHiddenStates ? { lastHiddenState, poolerOutput, hiddenStates: hidden } : { lastHiddenState, poolerOutput };
+    });
   }
 }

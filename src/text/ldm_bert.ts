@@ -7,9 +7,9 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { LayerNorm, Linear, ParamLoader, chain, type TensorSource } from '../models/nn.js';
+import { LayerNorm, Linear, ParamLoader, sequential, type TensorSource } from '../models/nn.js';
 import { configNumber, requireValues, type Config } from '../models/config.js';
-import { Model } from '../models/model.js';
+import { Model, buildModel } from '../models/model.js';
 
 const NAME = 'LDMBertModel';
 
@@ -94,55 +94,68 @@ class LDMBertLayer {
 
   /** x + out(attn(ln1(x))), then + fc2(gelu(fc1(ln2(.)))); x stays alive. */
   forward(x: Tensor): Tensor {
-    const n1 = this.ln1.forward(x);
-    const q = this.q.forward(n1);
-    const k = this.k.forward(n1);
-    const v = this.v.forward(n1);
-    n1.dispose();
-    // default scale head_dim^-0.5: x_transformer scales the scores, diffusers q; same maths
-    const a = ops.attention(q, k, v, { heads: this.heads });
-    [q, k, v].forEach((t) => t.dispose());
-    const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
-    a.dispose();
-    const m = chain(this.ln2.forward(h), (t) => this.fc1.forward(t, 'gelu'));
-    const y = ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
-    m.dispose();
-    h.dispose();
-    return y;
+    return x.engine.scope(() => {
+      const n1 = this.ln1.forward(x);
+      // default scale head_dim^-0.5: x_transformer scales the scores, diffusers q; same maths
+      const a = ops.attention(this.q.forward(n1), this.k.forward(n1), this.v.forward(n1), { heads: this.heads });
+      const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
+      const m = this.fc1.forward(this.ln2.forward(h), 'gelu');
+      return ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
+    });
   }
 }
 
+interface LDMBertModelParts {
+  shape: LDMBertShape;
+  tokens: Tensor;
+  positions: Tensor;
+  layers: LDMBertLayer[];
+  norm: LayerNorm;
+}
+
 export class LDMBertModel extends Model {
-  readonly shape!: LDMBertShape;
-  private tokens!: Tensor;
-  private positions!: Tensor;
-  private layers!: LDMBertLayer[];
-  private norm!: LayerNorm;
+  readonly shape: LDMBertShape;
+  private readonly tokens: Tensor;
+  private readonly positions: Tensor;
+  private readonly layers: LDMBertLayer[];
+  private readonly norm: LayerNorm;
+
+  private constructor(engine: Engine, config: Config, L: ParamLoader, p: LDMBertModelParts) {
+    super(engine, config, L);
+    this.shape = p.shape;
+    this.tokens = p.tokens;
+    this.positions = p.positions;
+    this.layers = p.layers;
+    this.norm = p.norm;
+  }
 
   static readonly componentName = NAME;
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<LDMBertModel> {
     const s = ldmBertShape(config);
-    const L = new ParamLoader(engine, source);
-    const m = new LDMBertModel(engine, config, L);
     // to_logits (the pretraining head) is in the files but unused by the text encoder
     const ws = source as { markUsed?: (...n: string[]) => void };
     ws.markUsed?.('to_logits.weight', 'to_logits.bias');
-    return m.track(async () => {
-      const M = L.scope('model.');
-      const tokens = await M.get('embed_tokens.weight', [s.vocabSize, s.dModel]);
-      const positions = await M.get('embed_positions.weight', [s.maxPositions, s.dModel]);
-      const layers: LDMBertLayer[] = [];
-      for (let i = 0; i < s.layers; i++) layers.push(await LDMBertLayer.load(M.scope(`layers.${i}.`), s));
-      const norm = await LayerNorm.load(M, 'layer_norm', s.dModel, 1e-5);
-      Object.assign(m, { shape: s, tokens, positions, layers, norm });
-    }, source);
+    return buildModel(
+      engine,
+      source,
+      async (L): Promise<LDMBertModelParts> => {
+        const M = L.scope('model.');
+        const tokens = await M.get('embed_tokens.weight', [s.vocabSize, s.dModel]);
+        const positions = await M.get('embed_positions.weight', [s.maxPositions, s.dModel]);
+        const layers: LDMBertLayer[] = [];
+        for (let i = 0; i < s.layers; i++) layers.push(await LDMBertLayer.load(M.scope(`layers.${i}.`), s));
+        const norm = await LayerNorm.load(M, 'layer_norm', s.dModel, 1e-5);
+        return { shape: s, tokens, positions, layers, norm };
+      },
+      (L, parts) => new LDMBertModel(engine, config, L, parts),
+    );
   }
 
   /** inputIds: B sequences of equal length <= max_position_embeddings -> { lastHiddenState [B, T, d_model] }. */
   forward(inputIds: readonly ArrayLike<number>[]): { lastHiddenState: Tensor } {
     const op = `${NAME}.forward`;
-    if ((this as unknown as { disposed: boolean }).disposed) throw new Error(`${op}: the model was disposed`);
+    this.checkAlive('forward');
     if (!Array.isArray(inputIds) || inputIds.length === 0) throw new Error(`${op}: inputIds must be a non-empty array of token id sequences`);
     const B = inputIds.length;
     const T = inputIds[0]?.length ?? 0;
@@ -157,15 +170,11 @@ export class LDMBertModel extends Model {
         flat[b * T + t] = id;
       }
     }
-    const ids = this.engine.tensor(flat, [B, T]);
-    const tok = ops.embedding(this.tokens, ids);
-    ids.dispose();
-    const pos = ops.embedding(this.positions, Array.from({ length: T }, (_, t) => t));
-    let x = ops.add(tok, pos);
-    tok.dispose();
-    pos.dispose();
-    for (const layer of this.layers) x = chain(x, (t) => layer.forward(t));
-    return { lastHiddenState: chain(x, (t) => this.norm.forward(t)) };
+    return this.engine.scope(() => {
+      const ids = this.engine.tensor(flat, [B, T]);
+      const x = ops.add(ops.embedding(this.tokens, ids), ops.embedding(this.positions, Array.from({ length: T }, (_, t) => t)));
+      return { lastHiddenState: sequential(x, ...this.layers, this.norm) };
+    });
   }
 }
 

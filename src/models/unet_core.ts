@@ -1,0 +1,107 @@
+// The skeleton both UNets share (diffusers' UNet2DModel and UNet2DConditionModel): the timestep
+// embedding plus optional class embedding (and, later, SDXL's added embeddings: they enter in
+// embed()), conv_in, the down blocks whose outputs are the skips, the mid block, the up blocks that
+// consume them, and norm_out + SiLU + conv_out. The two models differ only in their config keys,
+// their attention blocks and their input checks.
+import type { Tensor } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { Conv2d, GroupNorm, ParamLoader, sequential } from './nn.js';
+import { TimestepEmbedding } from './blocks.js';
+import { DownBlock, MidBlock, UpBlock, type AttnFactory } from './unet_blocks.js';
+import { checkClassLabels } from './unet_common.js';
+
+export interface UNetCoreSpec {
+  blockOutChannels: number[];
+  /** resnets per down block (the up block at the same level has one more) */
+  layersPerBlock: number[];
+  inChannels: number;
+  outChannels: number;
+  tembDim: number;
+  flipSinToCos: boolean;
+  freqShift: number;
+  numClassEmbeds: number | null;
+  groups: number;
+  normOutGroups: number;
+  eps: number;
+  downsamplePadding: number;
+  /** attention of down block i / up block i (counted from the bottom, diffusers' order), or null */
+  downAttention: (i: number) => AttnFactory | null;
+  midAttention: AttnFactory | null;
+  upAttention: (i: number) => AttnFactory | null;
+}
+
+interface UNetCoreParts {
+  convIn: Conv2d;
+  time: TimestepEmbedding;
+  classEmbedding: Tensor | null;
+  down: DownBlock[];
+  mid: MidBlock;
+  up: UpBlock[];
+  normOut: GroupNorm;
+  convOut: Conv2d;
+}
+
+export class UNetCore {
+  private constructor(
+    private readonly p: UNetCoreParts,
+    readonly numClassEmbeds: number | null,
+  ) {}
+
+  static async load(L: ParamLoader, s: UNetCoreSpec): Promise<UNetCore> {
+    const boc = s.blockOutChannels;
+    const n = boc.length;
+    const r = { temb: s.tembDim, groups: s.groups, eps: s.eps };
+    const down: DownBlock[] = [];
+    let ch = boc[0];
+    for (let i = 0; i < n; i++) {
+      down.push(await DownBlock.load(L, `down_blocks.${i}`, ch, boc[i], s.layersPerBlock[i], r, s.downAttention(i), i < n - 1 ? { padding: s.downsamplePadding } : null));
+      ch = boc[i];
+    }
+    const mid = await MidBlock.load(L, 'mid_block', ch, r, s.midAttention);
+    const rev = [...boc].reverse();
+    const up: UpBlock[] = [];
+    let prev = rev[0];
+    for (let i = 0; i < n; i++) {
+      const skipIn = rev[Math.min(i + 1, n - 1)];
+      up.push(await UpBlock.load(L, `up_blocks.${i}`, prev, rev[i], skipIn, s.layersPerBlock[n - 1 - i] + 1, r, s.upAttention(i), i < n - 1));
+      prev = rev[i];
+    }
+    const parts: UNetCoreParts = {
+      convIn: await Conv2d.load(L, 'conv_in', s.inChannels, boc[0]),
+      time: await TimestepEmbedding.load(L, 'time_embedding', boc[0], s.tembDim, { flipSinToCos: s.flipSinToCos, freqShift: s.freqShift }),
+      classEmbedding: s.numClassEmbeds ? await L.get('class_embedding.weight', [s.numClassEmbeds, s.tembDim]) : null,
+      down,
+      mid,
+      up,
+      normOut: await GroupNorm.load(L, 'conv_norm_out', boc[0], s.normOutGroups, s.eps),
+      convOut: await Conv2d.load(L, 'conv_out', boc[0], s.outChannels),
+    };
+    return new UNetCore(parts, s.numClassEmbeds);
+  }
+
+  /** silu(time_embedding(t) + class_embedding(labels) + extra...), [B, temb]: what every resnet reads. */
+  embed(op: string, timesteps: number[], opts: { classLabels?: readonly number[]; extra?: Tensor[] } = {}): Tensor {
+    const { time, classEmbedding } = this.p;
+    let emb = time.forward(timesteps);
+    if (classEmbedding) emb = ops.add(emb, ops.embedding(classEmbedding, checkClassLabels(op, opts.classLabels, timesteps.length, this.numClassEmbeds!)));
+    for (const e of opts.extra ?? []) emb = ops.add(emb, e);
+    return ops.silu(emb);
+  }
+
+  /** conv_in -> down (each output a skip) -> mid -> up (consuming the skips) -> norm_out, SiLU -> conv_out */
+  forward(x: Tensor, tembAct: Tensor, context?: Tensor): Tensor {
+    const { convIn, down, mid, up, normOut, convOut } = this.p;
+    return x.engine.scope(() => {
+      let h = convIn.forward(x);
+      const skips: Tensor[] = [h];
+      for (const d of down) h = d.forward(h, tembAct, skips, context);
+      return sequential(
+        h,
+        (t) => mid.forward(t, tembAct, context),
+        ...up.flatMap((u) => u.steps(tembAct, skips, context)),
+        normOut.thenSilu,
+        convOut,
+      );
+    });
+  }
+}
