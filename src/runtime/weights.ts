@@ -14,6 +14,22 @@ import {
 } from './safetensors.js';
 import { IOError, fileExists, isUrl, joinPath, readText, toPath, type IOOptions, type ProgressCallback } from './io.js';
 
+/**
+ * A checkpoint that does not fit the model: a missing, misshapen, unconvertible, duplicated or
+ * unused weight. `source` names the file(s) (path, URL or label), `weight` the tensor.
+ */
+export class WeightError extends Error {
+  override readonly name = 'WeightError';
+  readonly source: string;
+  readonly weight?: string;
+
+  constructor(source: string, message: string, weight?: string) {
+    super(`${source}: ${message}`);
+    this.source = source;
+    this.weight = weight;
+  }
+}
+
 export interface WeightInfo {
   name: string;
   /** safetensors dtype: F32, F16, BF16, I64, I32 (others load but cannot be read) */
@@ -77,7 +93,7 @@ export class WeightSource {
       totalBytes += file.dataBytes;
       for (const name of file.names()) {
         const prev = entries.get(name);
-        if (prev) throw new Error(`${label}: tensor '${name}' appears in both ${prev.file.label} and ${file.label}`);
+        if (prev) throw new WeightError(label, `tensor '${name}' appears in both ${prev.file.label} and ${file.label}`, name);
         entries.set(name, { file, info: file.info(name)! });
       }
     }
@@ -144,7 +160,7 @@ export class WeightSource {
       for (const f of src.shared.files) if (!files.includes(f)) files.push(f);
       totalBytes += src.shared.totalBytes;
       for (const [n, k] of src.map) {
-        if (map.has(n)) throw new Error(`${label}: tensor '${n}' is in more than one source`);
+        if (map.has(n)) throw new WeightError(label, `tensor '${n}' is in more than one source`, n);
         const key = `${i}:${k}`;
         entries.set(key, src.shared.entries.get(k)!);
         map.set(n, key);
@@ -171,7 +187,7 @@ export class WeightSource {
       const m = fn(n);
       if (m === null || m === undefined) continue;
       const prev = from.get(m);
-      if (prev !== undefined) throw new Error(`${this.label}: tensors '${prev}' and '${n}' both map to '${m}'`);
+      if (prev !== undefined) throw new WeightError(this.label, `tensors '${prev}' and '${n}' both map to '${m}'`, m);
       from.set(m, n);
       map.set(m, k);
     }
@@ -189,7 +205,7 @@ export class WeightSource {
         : this.map.size
           ? `; the source has ${this.map.size} tensors, e.g. ${this.names().slice(0, 3).join(', ')}`
           : '; the source has no tensors';
-      throw new Error(`${this.label}: missing weight '${name}'${hint}`);
+      throw new WeightError(this.label, `missing weight '${name}'${hint}`, name);
     }
     return { key, e: this.shared.entries.get(key)! };
   }
@@ -220,7 +236,7 @@ export class WeightSource {
     if (expectedShape) {
       const same = stored.length === expectedShape.length && stored.every((d, i) => d === expectedShape[i]);
       if (!same && !(opts.allowReshape && numel(stored) === numel(expectedShape))) {
-        throw new Error(`${this.label}: weight ${this.describe(name, key)} has shape ${shapeStr(stored)}, expected ${shapeStr(expectedShape)}`);
+        throw new WeightError(this.label, `weight ${this.describe(name, key)} has shape ${shapeStr(stored)}, expected ${shapeStr(expectedShape)}`, name);
       }
       shape = expectedShape;
     }
@@ -229,15 +245,17 @@ export class WeightSource {
     const isFloat = src === 'F32' || src === 'F16' || src === 'BF16';
     const isInt = src === 'I32' || src === 'I64';
     if (!(dtype === 'i32' ? isInt : isFloat)) {
-      throw new Error(`${this.label}: weight ${this.describe(name, key)} has dtype ${src}, which cannot be uploaded as ${dtype}`);
+      throw new WeightError(this.label, `weight ${this.describe(name, key)} has dtype ${src}, which cannot be uploaded as ${dtype}`, name);
     }
     // Refused before its bytes are read: otherwise a weight of gigabytes would be read from disk and
     // converted on the host only for engine.empty to reject it.
     const need = numel(shape) * DTYPE_BYTES[dtype];
     const limit = engine.limits.maxStorageBufferBindingSize;
     if (need > limit) {
-      throw new Error(
-        `${this.label}: weight ${this.describe(name, key)} ${shapeStr(shape)} needs ${need} bytes as ${dtype}, over this device's maxStorageBufferBindingSize (${limit}); this model does not fit this device`,
+      throw new WeightError(
+        this.label,
+        `weight ${this.describe(name, key)} ${shapeStr(shape)} needs ${need} bytes as ${dtype}, over this device's maxStorageBufferBindingSize (${limit}); this model does not fit this device`,
+        name,
       );
     }
     const bytes = await this.rawBytes(key, e);
@@ -281,7 +299,7 @@ export class WeightSource {
     if (!expected) return;
     const s = e.info.shape;
     if (s.length !== expected.length || s.some((d, i) => d !== expected[i])) {
-      throw new Error(`${this.label}: weight ${this.describe(name, key)} has shape ${shapeStr(s)}, expected ${shapeStr(expected)}`);
+      throw new WeightError(this.label, `weight ${this.describe(name, key)} has shape ${shapeStr(s)}, expected ${shapeStr(expected)}`, name);
     }
   }
 
@@ -303,7 +321,7 @@ export class WeightSource {
     const left = this.unusedNames();
     if (left.length) {
       const shown = left.slice(0, 8).join(', ');
-      throw new Error(`${this.label}: ${left.length} weight(s) not used by the ${what}: ${shown}${left.length > 8 ? ', ...' : ''}`);
+      throw new WeightError(this.label, `${left.length} weight(s) not used by the ${what}: ${shown}${left.length > 8 ? ', ...' : ''}`);
     }
   }
 
