@@ -3,6 +3,7 @@
 // count and depth, and every failure is a SafetensorsError naming the file (and the tensor).
 import { describe, expect, it } from 'vitest';
 import { SafetensorsFile, SafetensorsError, MAX_HEADER_BYTES, MAX_TENSORS, writeSafetensors } from '../src/runtime/safetensors.js';
+import { IOError } from '../src/runtime/io.js';
 
 const enc = new TextEncoder();
 
@@ -112,5 +113,29 @@ describe('safetensors strictness', () => {
       build(`{"w":${entry('F32', [3], 0, 4)}}`, 4),
     ];
     for (const c of cases) failure(c);
+  });
+  it('a download without Content-Length: trailing bytes are refused, a short one is an IOError', async () => {
+    const file = writeSafetensors({ a: { dtype: 'F32', shape: [3], data: [1, 2, 3] } });
+    const streamed = (body: Uint8Array): typeof fetch =>
+      (async () =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start(c) {
+              for (let i = 0; i < body.length; i += 5) c.enqueue(body.slice(i, i + 5));
+              c.close();
+            },
+          }),
+        )) as typeof fetch;
+    const longer = new Uint8Array(file.length + 3);
+    longer.set(file);
+    const e = await SafetensorsFile.fromUrl('http://x.invalid/long.safetensors', { fetch: streamed(longer) }).catch((x) => x);
+    expect(e).toBeInstanceOf(SafetensorsError);
+    expect(e.message).toMatch(/long\.safetensors: 3 trailing bytes after the last tensor/);
+    const cut = await SafetensorsFile.fromUrl('http://x.invalid/cut.safetensors', { fetch: streamed(file.subarray(0, file.length - 2)) }).catch((x) => x);
+    expect(cut).toBeInstanceOf(IOError);
+    expect(cut.kind).toBe('truncated');
+    expect(cut.message).toMatch(/cut\.safetensors: download truncated/);
+    const ok = await SafetensorsFile.fromUrl('http://x.invalid/ok.safetensors', { fetch: streamed(file) });
+    expect([...(await ok.f32('a'))]).toEqual([1, 2, 3]);
   });
 });

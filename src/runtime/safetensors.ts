@@ -10,7 +10,7 @@
 // duplicate names, gaps, overlaps or trailing bytes. Every such failure is a SafetensorsError.
 
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from './half.js';
-import { openFile, openStream, type IOOptions } from './io.js';
+import { IOError, openFile, openStream, type IOOptions } from './io.js';
 
 export type { ProgressCallback } from './io.js';
 
@@ -481,7 +481,7 @@ async function downloadSafetensors(label: string, opts: IOOptions): Promise<Uint
     buf = new Uint8Array(contentLength ?? 64 * 1024);
   } catch (e) {
     await stream.cancel();
-    throw new Error(`${label}: cannot hold the ${contentLength} bytes of this file in memory (${(e as Error).message})`);
+    throw new SafetensorsError(label, `cannot hold the ${contentLength} bytes of this file in memory (${(e as Error).message})`);
   }
   let filled = 0; // bytes stored in buf
   let received = 0; // bytes that came over the wire
@@ -506,7 +506,7 @@ async function downloadSafetensors(label: string, opts: IOOptions): Promise<Uint
     for (let value = await stream.next(); value; value = await stream.next()) {
       received += value.byteLength;
       if (contentLength !== undefined && received > contentLength) {
-        throw new Error(`${label}: server sent more than its Content-Length of ${contentLength} bytes`);
+        throw new IOError(label, 'network', `server sent more than its Content-Length of ${contentLength} bytes`);
       }
       store(value);
       if (required === undefined && filled >= 8) {
@@ -539,15 +539,19 @@ async function downloadSafetensors(label: string, opts: IOOptions): Promise<Uint
   }
 
   if (contentLength !== undefined && received < contentLength) {
-    throw new Error(`${label}: download truncated: received ${received} of ${contentLength} bytes`);
+    throw new IOError(label, 'truncated', `download truncated: received ${received} of ${contentLength} bytes`);
   }
   if (received < 8) readHeaderLength(buf.subarray(0, received), received, label);
   if (required === undefined) {
     const n = readHeaderLength(buf.subarray(0, 8), undefined, label);
-    throw new Error(`${label}: download truncated: safetensors header length ${n} goes beyond the ${received} bytes received`);
+    throw new IOError(label, 'truncated', `download truncated: safetensors header length ${n} goes beyond the ${received} bytes received`);
   }
   if (filled < required) {
-    throw new Error(`${label}: download truncated: received ${received} bytes, the tensors end at byte ${required}`);
+    throw new IOError(label, 'truncated', `download truncated: received ${received} bytes, the tensors end at byte ${required}`);
+  }
+  if (received > required) {
+    // Without a Content-Length the header tells where the file ends; more bytes break the format.
+    throw new SafetensorsError(label, `${received - required} trailing bytes after the last tensor (which ends at byte ${required}) belong to no tensor`);
   }
   if (opts.onProgress && total !== undefined && lastReported !== total) opts.onProgress(total, total);
   return buf.subarray(0, filled);
