@@ -105,3 +105,28 @@ describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () 
 
   it('report', () => reportWorst('paper models'));
 });
+
+describe('first-stage zoo (models/first_stage_models) vs CompVis', () => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await getEngine();
+  });
+  for (const name of ['kl-f4', 'kl-f8', 'kl-f16', 'kl-f32', 'vq-f4', 'vq-f4-noattn', 'vq-f8', 'vq-f8-n256', 'vq-f16']) {
+    it(name, async () => {
+      const dir = join(FIXTURES, 'paper', 'first_stage', name);
+      const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { tensors: ManifestEntry[] };
+      const refs = readSafetensorsFile(join(dir, 'refs.safetensors'));
+      const fs = await LatentDiffusion.firstStageFromOriginal(engine, { checkpoint: seededSafetensors(manifest.tensors), config: readFileSync(join(dir, 'config.yaml'), 'utf8') });
+      try {
+        const img = engine.tensor(refs.image.data as Float32Array, refs.image.shape);
+        const h = fs instanceof VQModel ? fs.encode(img) : fs.encode(img).mean;
+        expect(track(`${name} encode`, relL2(await h.read(), refs.encode.data))).toBeLessThan(1e-4);
+        const dec = fs.decode(engine.tensor(refs.encode.data as Float32Array, refs.encode.shape));
+        expect(track(`${name} decode`, relL2(await dec.read(), refs.decode.data))).toBeLessThan(1e-4);
+      } finally {
+        fs.dispose();
+      }
+    }, 120_000);
+  }
+  it('report', () => reportWorst('first stages'));
+});

@@ -321,6 +321,28 @@ export class LatentDiffusion {
     }
   }
 
+  /**
+   * A first stage on its own (the zoo in models/first_stage_models: kl-f4..f32, vq-f4..f16): its
+   * config.yaml (target ldm.models.autoencoder.AutoencoderKL / VQModel) and model.ckpt. Keys may
+   * also carry a 'first_stage_model.' prefix (a whole latent-diffusion checkpoint).
+   */
+  static async firstStageFromOriginal(engine: Engine, opts: FromOriginalOptions): Promise<AutoencoderKL | VQModel> {
+    const cfgText = typeof opts.config === 'object' && !(opts.config instanceof URL) ? null : String(opts.config);
+    const node =
+      cfgText === null
+        ? parseReleaseConfig(JSON.stringify(opts.config))
+        : parseReleaseConfig(/\n/.test(cfgText) || /^\s*model\s*:/.test(cfgText) ? cfgText : await readText(cfgText, opts), /\n/.test(cfgText) ? 'config.yaml' : cfgText);
+    const plan = planFirstStage(node);
+    const ckpt = await openCheckpoint(opts.checkpoint, opts);
+    try {
+      const view = ckpt.names().some((n) => n.startsWith('first_stage_model.')) ? ckpt.withPrefix('first_stage_model.') : ckpt;
+      const src = mappedSource(view, mapOriginalFirstStageKeys(view.names(), plan));
+      return plan.kind === 'VQModel' ? await VQModel.load(engine, plan.config, src) : await AutoencoderKL.load(engine, plan.config, src);
+    } finally {
+      await ckpt.close();
+    }
+  }
+
   /** eps_theta(x_t, t, cond) as DiffusionWrapper computes it; cond is the encoder output. */
   applyModel(x: Tensor, t: number | readonly number[], cond: Tensor | null | { concat?: Tensor; crossattn?: Tensor }): Tensor {
     const c = cond instanceof Tensor ? (this.conditioningKey === 'concat' ? { concat: cond } : { crossattn: cond }) : (cond ?? {});

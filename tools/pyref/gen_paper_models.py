@@ -162,3 +162,44 @@ for name, (rel, latent) in CASES.items():
         make(name, rel, latent)
     except Exception as e:
         import traceback; traceback.print_exc(); print('FAILED', name, e)
+
+# ---- the first-stage zoo (models/first_stage_models/*): encode + decode of a 32x32 image
+FIRST_STAGES = ['kl-f4', 'kl-f8', 'kl-f16', 'kl-f32', 'vq-f4', 'vq-f4-noattn', 'vq-f8', 'vq-f8-n256', 'vq-f16']
+
+def make_first_stage(name):
+    g.manual_seed(0)
+    rel = 'models/first_stage_models/%s/config.yaml' % name
+    cfg = OmegaConf.to_container(OmegaConf.load(os.path.join(REL, rel)))
+    cfg.pop('data', None); cfg.pop('lightning', None)
+    p = cfg['model']['params']
+    p['ddconfig']['ch'] = 32
+    if 'n_embed' in p: p['n_embed'] = 64
+    p['lossconfig'] = {'target': 'torch.nn.Identity'}
+    strip(cfg, 'ckpt_path')
+    model = instantiate_from_config(cfg['model'])
+    fill_seeded(model, ('encoder.', 'decoder.', 'quant_conv.', 'post_quant_conv.', 'quantize.'))
+    model.eval()
+    img = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    with torch.no_grad():
+        if hasattr(model, 'quantize'):
+            h = model.encode_to_prequant(img)
+            dec = model.decode(model.quantize(h)[0])   # = VQModelInterface.decode(h)
+        else:
+            h = model.encode(img).mean
+            dec = model.decode(h)
+    out = os.path.join(root, 'test/fixtures/paper/first_stage', name)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'config.yaml'), 'w') as fh:
+        fh.write('# %s shrunk in size by tools/pyref/gen_paper_models.py\n' % rel)
+        fh.write(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    manifest = [{'key': k, 'shape': list(v.shape)} for k, v in model.state_dict().items() if v.is_floating_point()]
+    json.dump({'tensors': manifest}, open(os.path.join(out, 'manifest.json'), 'w'))
+    save_file({'image': img, 'encode': h.contiguous(), 'decode': dec.contiguous()}, os.path.join(out, 'refs.safetensors'))
+    print(name, list(h.shape), list(dec.shape))
+
+for name in FIRST_STAGES:
+    if only and name not in only: continue
+    try:
+        make_first_stage(name)
+    except Exception as e:
+        import traceback; traceback.print_exc(); print('FAILED', name, e)
