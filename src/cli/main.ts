@@ -31,7 +31,7 @@ generate:
   --guidance         classifier-free guidance scale (default 3 for class labels, 7.5 for prompts; 1 = off;
                      negative values are allowed: a class-conditional LDM steers away from the class,
                      Stable Diffusion treats anything <= 1 as off, as diffusers does)
-  --width, --height  image size for Stable Diffusion (multiples of 8); LDM folders have a fixed size
+  --width, --height  image size for Stable Diffusion (multiples of 64 for SD 1.x); LDM folders have a fixed size
   --batch            number of images (default 1, or the number of --class labels)
   --out              output PNG (default out.png); a batch writes out-1.png, out-2.png, ...
                      Every PNG carries its parameters: a tEXt chunk "parameters" (AUTOMATIC1111's

@@ -5,7 +5,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { Conv2d, ParamLoader, sequential, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
-import { configBool, configNumber, type Config } from './config.js';
+import { configBool, configNumber, configPositive, type Config } from './config.js';
 import { Model, buildModel } from './model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
@@ -50,7 +50,7 @@ export class AutoencoderKL extends Model {
     const s = vaeShape(config, name);
     const useQuant = configBool(config, 'use_quant_conv', true, name);
     const usePost = configBool(config, 'use_post_quant_conv', true, name);
-    const scalingFactor = configNumber(config, 'scaling_factor', 0.18215, name);
+    const scalingFactor = configPositive(config, 'scaling_factor', 0.18215, name);
     return buildModel(
       engine,
       source,

@@ -6,7 +6,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { Conv2d, ParamLoader, sequential, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
-import { configNumber, requireValues, type Config } from './config.js';
+import { configNumber, configPositive, requireValues, type Config } from './config.js';
 import { Model, buildModel } from './model.js';
 
 interface VQModelParts {
@@ -52,7 +52,7 @@ export class VQModel extends Model {
     requireValues(name, 'lookup_from_codebook', config.lookup_from_codebook ?? false, [false]);
     const embedDim = configNumber(config, 'vq_embed_dim', s.latentChannels, name);
     const K = configNumber(config, 'num_vq_embeddings', 256, name);
-    const scalingFactor = configNumber(config, 'scaling_factor', 0.18215, name);
+    const scalingFactor = configPositive(config, 'scaling_factor', 0.18215, name);
     return buildModel(
       engine,
       source,

@@ -47,8 +47,11 @@ export const SAMPLER_ALIASES: Record<string, SchedulerName> = {
 /** A scheduler from a diffusers scheduler_config.json (its _class_name) or another class with the
  * same training betas (diffusers' `Scheduler.from_config(pipe.scheduler.config)`). */
 export function createScheduler(config: SchedulerConfig, className?: string): Scheduler {
-  const name = (className ? SAMPLER_ALIASES[className.toLowerCase()] ?? className : config._class_name) as string;
-  const cls = SCHEDULERS[name as SchedulerName];
+  const own = (o: object, k: unknown) => typeof k === 'string' && Object.prototype.hasOwnProperty.call(o, k);
+  const alias = className?.toLowerCase();
+  const name = (className ? (own(SAMPLER_ALIASES, alias) ? SAMPLER_ALIASES[alias!] : className) : config._class_name) as string;
+  // own properties only: 'toString' or '__proto__' must not reach Object.prototype
+  const cls = own(SCHEDULERS, name) ? SCHEDULERS[name as SchedulerName] : undefined;
   if (!cls) {
     throw new Error(`unsupported scheduler ${JSON.stringify(name)} (supported: ${Object.keys(SCHEDULERS).join(', ')}; short names ${Object.keys(SAMPLER_ALIASES).join(', ')})`);
   }
@@ -74,6 +77,46 @@ export function resolveSeed(op: string, seed: number | undefined, B: number): nu
     throw new Error(`${op}: seed must be an integer in [0, 2^53 - batch size), got ${String(seed)}`);
   }
   return seed;
+}
+
+/** A guidance scale: a finite number (NaN used to act silently as 1). */
+export function checkGuidance(op: string, scale: unknown): number {
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new Error(`${op}: guidanceScale must be a finite number, got ${String(scale)}`);
+  return scale;
+}
+
+/** How much a UNet shrinks its input: every block but the last downsamples by 2 (diffusers'
+ * UNet2DModel / UNet2DConditionModel); latent sizes must be multiples of this. */
+export function unetDownFactor(unet: { config: Record<string, unknown> }): number {
+  const boc = unet.config.block_out_channels;
+  return 2 ** ((Array.isArray(boc) ? boc.length : 4) - 1);
+}
+
+/** Refuses a latent size the UNet cannot take, before anything is allocated, naming sizes that work
+ * (`unit` = pixels per latent, `what` = the option names). */
+export function checkLatentSize(op: string, what: string, h: number, w: number, factor: number, unit = 1): void {
+  if (h % factor === 0 && w % factor === 0) return;
+  const m = factor * unit;
+  const near = (v: number) => {
+    const lo = Math.floor(v / m) * m;
+    return lo > 0 ? `${lo} or ${lo + m}` : `${m}`;
+  };
+  throw new Error(
+    `${op}: ${what} ${h * unit}x${w * unit} does not fit the UNet, which downsamples by ${factor}${unit > 1 ? ` (after the VAE's ${unit})` : ''}: ` +
+      `sizes must be multiples of ${m} (${m}, ${2 * m}, ${3 * m}, ...); nearest: height ${near(h * unit)}, width ${near(w * unit)}`,
+  );
+}
+
+/** Throws naming `stage` when `t` holds NaN or Inf (a corrupt weight gives a black image otherwise). */
+export async function assertFinite(op: string, t: Tensor, stage: string): Promise<void> {
+  const c = ops.countNonFinite(t);
+  let n: number;
+  try {
+    n = (await c.read())[0];
+  } finally {
+    c.dispose();
+  }
+  if (n > 0) throw new Error(`${op}: ${stage} produced ${n} NaN/Inf values in ${shapeStr(t.shape)} from finite input; check its weights`);
 }
 
 export interface StepInfo {

@@ -8,7 +8,8 @@ import * as ops from '../kernels/index.js';
 import { VQModel } from '../models/vq_model.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { UNet2DModel } from '../models/unet_2d.js';
-import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
+import { configSampleSize } from '../models/config.js';
+import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 
 export interface LDMGenerateOptions extends LoopOptions {
@@ -90,7 +91,7 @@ export class LDMPipeline {
       throw new Error(`LDMPipeline.generate: batchSize ${opts.batchSize} disagrees with ${opts.classLabels.length} class labels`);
     }
     const steps = opts.steps ?? 50;
-    const scale = opts.guidanceScale ?? 1;
+    const scale = checkGuidance('LDMPipeline.generate', opts.guidanceScale ?? 1);
     const numClasses = this.unet.numClassEmbeds;
     let labels: number[] | undefined;
     if (numClasses) {
@@ -103,20 +104,23 @@ export class LDMPipeline {
     const seed = resolveSeed('LDMPipeline.generate', opts.seed, B);
     // each call owns its scheduler: calls in flight together do not share timesteps or state
     const scheduler = schedulerForCall(this.scheduler, opts.sampler);
-    const size = (this.unet.config.sample_size as number | undefined) ?? 64;
+    const [sh, sw] = configSampleSize(this.unet.config, 64, 'LDMPipeline: UNet2DModel');
     const latentCh = this.latentChannels;
     const dtype = engine.f16 ? 'f16' : 'f32';
     let lowRes: Tensor | null = null;
-    let shape = [B, latentCh, size, size];
+    let shape = [B, latentCh, sh, sw];
     if (opts.lowResImage) {
       const lr = opts.lowResImage;
       if (lr.rank !== 4 || lr.shape[0] !== B || lr.shape[1] + latentCh !== this.unet.inChannels) {
         throw new Error(`LDMPipeline.generate: lowResImage must be [${B}, ${this.unet.inChannels - latentCh}, h, w], got ${shapeStr(lr.shape)}`);
       }
       shape = [B, latentCh, lr.shape[2], lr.shape[3]];
+      checkLatentSize('LDMPipeline.generate', 'lowResImage size', lr.shape[2], lr.shape[3], unetDownFactor(this.unet));
       lowRes = ops.scale(lr, 2, -1);
     } else if (this.unet.inChannels !== latentCh) {
       throw new Error(`LDMPipeline.generate: this UNet takes ${this.unet.inChannels} channels (super-resolution): pass lowResImage`);
+    } else {
+      checkLatentSize('LDMPipeline.generate', "the UNet's sample_size", sh, sw, unetDownFactor(this.unet));
     }
     scheduler.setTimesteps(steps);
     const latents = initialLatents(engine, shape, { latents: opts.latents, seed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
@@ -142,18 +146,31 @@ export class LDMPipeline {
     } finally {
       lowRes?.dispose();
     }
-    const images = this.decodeLatents(final);
+    const decoded = this.decodeRaw(final);
     final.dispose();
+    try {
+      // the loop checked the latents; a NaN here comes from the first stage's weights
+      await assertFinite('LDMPipeline.generate', decoded, `the ${this.vqvae ? 'VQModel' : 'AutoencoderKL'} decoder`);
+    } catch (e) {
+      decoded.dispose();
+      throw e;
+    }
+    const images = toUnitRange(decoded);
     return { images, rgba: await toRgba(images) };
   }
 
   /** Diffusion latents -> images in [0, 1] (the VQ decoder quantises first). */
   decodeLatents(z: Tensor): Tensor {
+    return toUnitRange(this.decodeRaw(z));
+  }
+
+  /** Diffusion latents -> the first stage's output in [-1, 1], unclamped. */
+  private decodeRaw(z: Tensor): Tensor {
     const first = this.vqvae ?? this.vae!;
     const h = ops.scale(z, 1 / first.scalingFactor);
     const decoded = first.decode(h);
     h.dispose();
-    return toUnitRange(decoded);
+    return decoded;
   }
 
   dispose(): void {

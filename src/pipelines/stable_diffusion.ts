@@ -10,13 +10,13 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
-import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
 import { openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
-import type { Config } from '../models/config.js';
+import { configSampleSize, type Config } from '../models/config.js';
 
 export interface SDGenerateOptions extends LoopOptions {
   prompt?: string | string[];
@@ -167,13 +167,23 @@ export class StableDiffusionPipeline {
   async generate(opts: SDGenerateOptions = {}): Promise<PipelineOutput> {
     const op = 'StableDiffusionPipeline.generate';
     const engine = this.engine;
-    const scale = opts.guidanceScale ?? 7.5;
+    const scale = checkGuidance(op, opts.guidanceScale ?? 7.5);
     const guided = scale > 1;
     const steps = opts.steps ?? 50;
     const dtype = engine.f16 ? 'f16' : 'f32';
     const owned: Tensor[] = [];
     const own = <T extends Tensor>(t: T): T => (owned.push(t), t);
     try {
+      // ---- geometry first: a size the UNet cannot take fails before any model runs
+      const f = this.vaeScaleFactor;
+      const [sh, sw] = configSampleSize(this.unet.config, 64, 'StableDiffusionPipeline: UNet2DConditionModel');
+      const H = opts.height ?? opts.image?.shape[2] ?? sh * f;
+      const W = opts.width ?? opts.image?.shape[3] ?? sw * f;
+      for (const [k, v] of [['height', H], ['width', W]] as const) {
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${op}: ${k} must be a positive integer, got ${String(v)}`);
+      }
+      if (H % f || W % f) throw new Error(`${op}: height and width must be multiples of ${f}, got ${H}x${W}`);
+      checkLatentSize(op, 'height x width', H / f, W / f, unetDownFactor(this.unet), f);
       // ---- conditioning
       let cond: Tensor;
       let B: number;
@@ -203,11 +213,6 @@ export class StableDiffusionPipeline {
       }
 
       // ---- geometry and schedule
-      const f = this.vaeScaleFactor;
-      const sample = (this.unet.config.sample_size as number | undefined) ?? 64;
-      const H = opts.height ?? opts.image?.shape[2] ?? sample * f;
-      const W = opts.width ?? opts.image?.shape[3] ?? sample * f;
-      if (H % f || W % f) throw new Error(`${op}: height and width must be multiples of ${f}, got ${H}x${W}`);
       const Lc = this.vae.shape.latentChannels;
       const shape = [B, Lc, H / f, W / f];
       // each call owns its scheduler: calls in flight together do not share timesteps or state
@@ -294,8 +299,16 @@ export class StableDiffusionPipeline {
           }
         : undefined;
       const final = await denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, afterStep, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview });
-      const images = this.decodeLatents(final);
+      const decoded = this.decodeRaw(final);
       final.dispose();
+      try {
+        // the loop checked the latents; a NaN here comes from the VAE decoder's weights
+        await assertFinite(op, decoded, 'the AutoencoderKL decoder');
+      } catch (e) {
+        decoded.dispose();
+        throw e;
+      }
+      const images = toUnitRange(decoded);
       return { images, rgba: await toRgba(images) };
     } finally {
       for (const t of owned) t.dispose();
@@ -324,10 +337,15 @@ export class StableDiffusionPipeline {
   }
 
   decodeLatents(z: Tensor): Tensor {
+    return toUnitRange(this.decodeRaw(z));
+  }
+
+  /** Latents -> the VAE decoder's output in [-1, 1], unclamped. */
+  private decodeRaw(z: Tensor): Tensor {
     const h = ops.scale(z, 1 / this.vae.scalingFactor);
     const d = this.vae.decode(h);
     h.dispose();
-    return toUnitRange(d);
+    return d;
   }
 
   dispose(): void {

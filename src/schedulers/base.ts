@@ -47,9 +47,11 @@ export class ConfigReader {
     this.out[key] = r;
     return r;
   }
-  int(key: string, def: number): number {
+  /** an integer; `max` bounds values that size host or GPU memory (checked before allocating) */
+  int(key: string, def: number, max = Infinity): number {
     const v = this.num(key, def)!;
     if (!Number.isInteger(v)) throw new Error(`${this.cls}: config ${key} must be an integer, got ${v}`);
+    if (v > max) throw new Error(`${this.cls}: config ${key} ${v} exceeds the limit ${max}`);
     return v;
   }
   bool(key: string, def: boolean): boolean {
@@ -120,6 +122,9 @@ function alphaBarCos(t: number): number {
   return Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
 }
 
+/** The largest num_train_timesteps accepted: 1e9 would build gigabytes of tables. */
+export const MAX_TRAIN_TIMESTEPS = 100_000;
+
 export interface BetaConfig {
   numTrainTimesteps: number;
   betaStart: number;
@@ -131,7 +136,8 @@ export interface BetaConfig {
 
 export function readBetaConfig(c: ConfigReader): BetaConfig {
   return {
-    numTrainTimesteps: c.int('num_train_timesteps', 1000),
+    // sizes the beta/alpha/sigma tables (diffusers' models use 1000)
+    numTrainTimesteps: c.int('num_train_timesteps', 1000, MAX_TRAIN_TIMESTEPS),
     betaStart: c.num('beta_start', 0.0001)!,
     betaEnd: c.num('beta_end', 0.02)!,
     betaSchedule: c.oneOf('beta_schedule', ['linear', 'scaled_linear', 'squaredcos_cap_v2'] as const, 'linear'),
