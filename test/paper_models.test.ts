@@ -130,3 +130,31 @@ describe('first-stage zoo (models/first_stage_models) vs CompVis', () => {
   }
   it('report', () => reportWorst('first stages'));
 });
+
+describe('CLI: generate --ckpt --config', () => {
+  it('parses and refuses half-given pairs', async () => {
+    const { parseGenerateArgs, UsageError } = await import('../src/cli/main.js');
+    const a = parseGenerateArgs(['--ckpt', 'm.ckpt', '--config', 'c.yaml', '--class', '3', '--eta', '0.5']);
+    expect([a.ckpt, a.config, a.classLabels, a.eta]).toEqual(['m.ckpt', 'c.yaml', [3], 0.5]);
+    expect(() => parseGenerateArgs(['--ckpt', 'm.ckpt'])).toThrow(UsageError);
+    expect(() => parseGenerateArgs(['--eta', '1'])).toThrow(UsageError);
+  });
+
+  it('runs a release pair from files (celeba256 shrunk) and writes the PNG', async () => {
+    const { mkdtempSync, writeFileSync, existsSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { spawnSync } = await import('node:child_process');
+    const dir = mkdtempSync(join(tmpdir(), 'ldm-ckpt-cli-'));
+    try {
+      const c = load('celeba256');
+      writeFileSync(join(dir, 'model.safetensors'), c.checkpoint);
+      writeFileSync(join(dir, 'config.yaml'), c.config);
+      const root = join(FIXTURES, '..', '..');
+      const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'generate', '--ckpt', join(dir, 'model.safetensors'), '--config', join(dir, 'config.yaml'), '--steps', '2', '--batch', '2', '--out', join(dir, 'x.png')], { cwd: root, encoding: 'utf8', timeout: 240_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(existsSync(join(dir, 'x-1.png')) && existsSync(join(dir, 'x-2.png'))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
+});

@@ -90,6 +90,7 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
   const onSigint = () => abort.abort();
   process.on('SIGINT', onSigint);
   try {
+    if (args.ckpt) return await (await import('./original.js')).generateOriginal(args, abort);
     return await generateWith(args, abort);
   } catch (e) {
     if (abort.signal.aborted) throw Object.assign(new Error('cancelled'), { name: 'AbortError', cause: e });

@@ -16,6 +16,8 @@ export const USAGE = `usage:
                       [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
                       [--batch N] [--out out.png] [--verbose]
   ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
+  ldm-webgpu generate --ckpt model.ckpt --config config.yaml [--class N | --prompt TEXT --tokenizer DIR]
+                      [--steps N] [--eta E] [--seed N] [--guidance S] [--batch N] [--out out.png]
   ldm-webgpu bench [--browser] [--suite ops,models] [--no-tfjs] [--quick] [--filter TEXT] [--out DIR]
   ldm-webgpu help
 
@@ -39,6 +41,10 @@ generate:
   --from             rerun the options stored in a PNG written by this command or the demo page
                      (the same bytes on the same adapter); only --model and --out may be added
   --verbose          also show the GPU driver's messages on stderr (hidden by default)
+  --ckpt, --config   one of the paper's original releases (CompVis latent-diffusion model.ckpt or
+                     .safetensors, and its config.yaml), sampled with CompVis DDIM (--steps dividing 1000)
+  --tokenizer        folder with bert-base-uncased's vocab.txt (text models with --prompt)
+  --eta              DDIM eta for --ckpt (default 0)
 
 bench:
   --browser          run the op benchmarks in headless Chromium (/usr/bin/chromium) on the built library
@@ -129,6 +135,11 @@ export interface GenerateArgs {
   f16?: boolean;
   /** rerun of a PNG: write only this image of the batch */
   batchIndex?: number;
+  /** an original release (LatentDiffusion.fromOriginal): checkpoint + config.yaml */
+  ckpt?: string;
+  config?: string;
+  tokenizer?: string;
+  eta?: number;
 }
 
 export const BUNDLED_MODEL = 'ldm-mnist';
@@ -149,6 +160,10 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     out: { type: 'string' },
     from: { type: 'string' },
     verbose: { type: 'boolean' },
+    ckpt: { type: 'string' },
+    config: { type: 'string' },
+    tokenizer: { type: 'string' },
+    eta: { type: 'string' },
   });
   delete v.verbose; // handled before parsing (src/cli/stderr.ts)
   if (v.from !== undefined) {
@@ -157,6 +172,9 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     return argsFromPng(v.from, v.model, v.out ?? 'out.png');
   }
   if (v.class !== undefined && v.prompt !== undefined) throw new UsageError('give either --class or --prompt, not both');
+  if ((v.ckpt === undefined) !== (v.config === undefined)) throw new UsageError('--ckpt and --config go together (a release model.ckpt and its config.yaml)');
+  if (v.ckpt !== undefined && v.model !== undefined) throw new UsageError('give either --model or --ckpt/--config, not both');
+  if (v.ckpt === undefined && (v.tokenizer !== undefined || v.eta !== undefined)) throw new UsageError('--tokenizer and --eta apply to --ckpt models');
   if (v['negative-prompt'] !== undefined && v.prompt === undefined) throw new UsageError('--negative-prompt needs --prompt');
   let classLabels: number[] | undefined;
   if (v.class !== undefined) {
@@ -183,6 +201,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     height: intArg('height', v.height, 8, 4096),
     batch,
     out,
+    ...(v.ckpt !== undefined ? { ckpt: v.ckpt, config: v.config, tokenizer: v.tokenizer, eta: numArg('eta', v.eta), modelLabel: v.ckpt } : {}),
   };
 }
 
