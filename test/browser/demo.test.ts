@@ -32,7 +32,7 @@ async function openDemo(): Promise<void> {
   if (state !== 'ready') throw new Error(`demo page is ${state}: ${await page.$eval('#error', (e) => e.textContent)}`);
 }
 
-async function setOptions(o: { steps: number; seed: number; guidance: number; classLabel: number }): Promise<void> {
+async function setOptions(o: { steps: number; seed: number; guidance: number; classLabel: number; sampler?: string }): Promise<void> {
   await page.evaluate((o) => {
     const set = (id: string, v: string) => {
       const e = document.getElementById(id) as HTMLInputElement | HTMLSelectElement;
@@ -44,7 +44,7 @@ async function setOptions(o: { steps: number; seed: number; guidance: number; cl
     set('seed', String(o.seed));
     set('guidance', String(o.guidance));
     set('class', String(o.classLabel));
-    set('sampler', '');
+    set('sampler', o.sampler ?? '');
   }, o);
 }
 
@@ -159,6 +159,29 @@ describe('demo page in headless Chromium', () => {
     // Both run the same WGSL on SwiftShader (forced in Node: lavapipe would be the default); the bound allows for a different Vulkan driver build.
     expect(maxDiff).toBeLessThanOrEqual(2);
   }, 120_000);
+
+  it('an ancestral sampler (Euler a: fresh noise every step) draws the same pixels in the browser as in Node', async () => {
+    const o = { ...OPTS, seed: 5, sampler: 'euler-a' };
+    await openDemo();
+    await setOptions(o);
+    await page.click('#generate');
+    expect(await waitState(['done', 'error', 'cancelled'], 240_000), await page.$eval('#error', (e) => e.textContent ?? '')).toBe('done');
+    const browser = await page.evaluate(() => {
+      const c = document.getElementById('result') as HTMLCanvasElement;
+      return Array.from(c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data);
+    });
+    const engine = await Engine.create({ adapterKind: 'swiftshader', f16: false });
+    const pipe = await LDMPipeline.fromPretrained(engine, join(root, 'models', 'ldm-mnist'));
+    const out = await pipe.generate({ classLabels: [o.classLabel], steps: o.steps, guidanceScale: o.guidance, seed: o.seed, sampler: o.sampler });
+    out.images.dispose();
+    pipe.dispose();
+    const node = out.rgba[0].data;
+    let maxDiff = 0;
+    for (let i = 0; i < node.length; i++) maxDiff = Math.max(maxDiff, Math.abs(node[i] - browser[i]));
+    console.log(`browser vs Node, Euler a (ldm-mnist class 3, 4 steps, seed 5): largest difference ${maxDiff}/255`);
+    expect(browser.length).toBe(node.length);
+    expect(maxDiff).toBeLessThanOrEqual(2); // as for the default sampler above
+  }, 300_000);
 
   it('cancels a generation, then generates again (model from Cache Storage, no network request)', async () => {
     await openDemo();
