@@ -656,7 +656,7 @@ describe('f16 weights and activations (needs shader-f16)', () => {
     await close16(`${name} decode_force_not_quantize`, vq.decode(h, { forceNotQuantize: true }), c.output('decode_force_not_quantize'));
     // f32 inputs are refused by an f16 model, with a message saying so
     const x32 = up(engine, c.input('x'));
-    expect(() => vq.encode(x32)).toThrow('VQModel.encode: expected f16 input (the engine runs in f16), got f32');
+    expect(() => vq.encode(x32)).toThrow('VQModel.encode: expected f16 input (the model runs in f16), got f32');
     [x, h, x32].forEach((t) => t.dispose());
     vq.dispose();
     expect(engine.memory().inUseBytes).toBe(base);

@@ -48,6 +48,9 @@ export class AutoencoderKL extends Model {
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<AutoencoderKL> {
     const name = 'AutoencoderKL';
     const s = vaeShape(config, name);
+    // diffusers' force_upcast (default true; false in the "fp16-fix" VAEs): the SD VAE overflows in
+    // f16 at 512x512, so on an f16 engine it keeps f32 weights and runs in f32 beside the f16 UNet.
+    const forceUpcast = configBool(config, 'force_upcast', true, name);
     const useQuant = configBool(config, 'use_quant_conv', true, name);
     const usePost = configBool(config, 'use_post_quant_conv', true, name);
     const scalingFactor = configPositive(config, 'scaling_factor', 0.18215, name);
@@ -63,6 +66,7 @@ export class AutoencoderKL extends Model {
         postQuantConv: usePost ? await Conv2d.load(L, 'post_quant_conv', s.latentChannels, s.latentChannels, { kernel: 1 }) : null,
       }),
       (L, parts) => new AutoencoderKL(engine, config, L, parts),
+      engine.f16 && !forceUpcast ? 'f16' : 'f32',
     );
   }
 

@@ -2,7 +2,8 @@
 // the report of unexpected weights, input checks, and loading from a diffusers component folder,
 // a URL, or a config plus safetensors bytes in memory.
 import type { Engine } from '../runtime/engine.js';
-import { Tensor, shapeStr } from '../runtime/tensor.js';
+import { Tensor, shapeStr, type DType } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
 import { ParamLoader, type TensorSource } from './nn.js';
 import type { Config } from './config.js';
 import { loadComponentFolder, sourceFromBytes, type LoadOptions } from '../runtime/weights.js';
@@ -33,6 +34,22 @@ export abstract class Model {
     return fromConfig(this, engine, config, bytes);
   }
 
+  /** Storage dtype of the weights and of the activations the model takes and returns. */
+  get dtype(): DType {
+    return this.loader.dtype;
+  }
+
+  /**
+   * Converts the weights to f32 in place (one tensor at a time, so there is never a second copy of
+   * the model) and runs in f32 from then on: diffusers' upcast_vae, for an f16 VAE that overflowed.
+   */
+  upcast(): void {
+    if (this.disposed) throw new Error(`${this.constructor.name}.upcast: the model was disposed`);
+    if (this.loader.dtype === 'f32') return;
+    for (const p of this.loader.params) if (p.dtype === 'f16') p.adopt(ops.cast(p, 'f32'));
+    this.loader.dtype = 'f32';
+  }
+
   /** Bytes of GPU memory held by the parameters. */
   get parameterBytes(): number {
     return this.loader.bytes();
@@ -61,8 +78,8 @@ export abstract class Model {
     if (x.rank !== rank || x.shape[1] !== channels) {
       throw new Error(`${name}: expected input [B, ${channels}, H, W], got ${shapeStr(x.shape)}`);
     }
-    const want = this.engine.f16 ? 'f16' : 'f32';
-    if (x.dtype !== want) throw new Error(`${name}: expected ${want} input (the engine runs in ${want}), got ${x.dtype}`);
+    const want = this.dtype;
+    if (x.dtype !== want) throw new Error(`${name}: expected ${want} input (the model runs in ${want}), got ${x.dtype}`);
   }
 }
 
@@ -76,8 +93,10 @@ export async function buildModel<P, M extends Model>(
   source: TensorSource,
   load: (L: ParamLoader) => Promise<P>,
   make: (L: ParamLoader, parts: P) => M,
+  /** storage dtype of the weights (default: f16 on an f16 engine, else f32) */
+  dtype?: DType,
 ): Promise<M> {
-  const L = new ParamLoader(engine, source);
+  const L = new ParamLoader(engine, source, '', dtype);
   let m: M;
   try {
     m = make(L, await load(L));

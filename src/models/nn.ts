@@ -13,14 +13,17 @@ export interface TensorSource {
 
 export class ParamLoader {
   readonly params: Tensor[] = [];
-  readonly dtype: DType;
+  /** storage dtype of the parameters (and of the model's activations) */
+  dtype: DType;
   constructor(
     readonly engine: Engine,
     private source: TensorSource,
     /** prefix prepended to every name, e.g. 'model.diffusion_model.' after key mapping, or '' */
     private prefix = '',
+    /** default: f16 when the engine runs in f16, else f32 */
+    dtype?: DType,
   ) {
-    this.dtype = engine.f16 ? 'f16' : 'f32';
+    this.dtype = dtype ?? (engine.f16 ? 'f16' : 'f32');
   }
 
   async get(name: string, shape: readonly number[]): Promise<Tensor> {

@@ -213,6 +213,29 @@ export async function denoise(args: {
   }
 }
 
+/** t in `dtype`: t itself when it already is, else a cast copy (the caller disposes it if !== t). */
+export function asDtype(t: Tensor, dtype: 'f32' | 'f16' | string): Tensor {
+  return t.dtype === dtype ? t : ops.cast(t, dtype as 'f32' | 'f16');
+}
+
+/**
+ * Runs a first-stage decode; when the model is f16 and the result holds NaN/Inf (the SD VAE
+ * overflows in f16), upcasts the model's weights to f32 in place and decodes again, as diffusers
+ * does for force_upcast VAEs. The raw decode is checked before any clamping hides an Inf.
+ */
+export async function decodeWithUpcast(model: { dtype: string; upcast(): void }, decode: () => Tensor, label: string): Promise<Tensor> {
+  const out = decode();
+  if (model.dtype !== 'f16') return out;
+  const bad = ops.countNonFinite(out);
+  const n = (await bad.read())[0];
+  bad.dispose();
+  if (n === 0) return out;
+  out.dispose();
+  console.warn(`${label}: the f16 decode overflowed (${n} NaN/Inf values); upcasting the decoder to f32 and decoding again`);
+  model.upcast();
+  return decode();
+}
+
 /** decoded in [-1, 1] -> clamp(decoded / 2 + 0.5, 0, 1) (consumes decoded). */
 export function toUnitRange(decoded: Tensor): Tensor {
   const s = ops.scale(decoded, 0.5, 0.5);

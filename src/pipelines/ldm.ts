@@ -9,7 +9,7 @@ import { VQModel } from '../models/vq_model.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { UNet2DModel } from '../models/unet_2d.js';
 import { configSampleSize } from '../models/config.js';
-import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
+import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 
 export interface LDMGenerateOptions extends LoopOptions {
@@ -106,7 +106,7 @@ export class LDMPipeline {
     const scheduler = schedulerForCall(this.scheduler, opts.sampler);
     const [sh, sw] = configSampleSize(this.unet.config, 64, 'LDMPipeline: UNet2DModel');
     const latentCh = this.latentChannels;
-    const dtype = engine.f16 ? 'f16' : 'f32';
+    const dtype = this.unet.dtype as 'f32' | 'f16';
     let lowRes: Tensor | null = null;
     let shape = [B, latentCh, sh, sw];
     if (opts.lowResImage) {
@@ -146,8 +146,13 @@ export class LDMPipeline {
     } finally {
       lowRes?.dispose();
     }
-    const decoded = this.decodeRaw(final);
-    final.dispose();
+    let decoded: Tensor;
+    try {
+      // an f16 first stage that overflows is upcast to f32 and run again
+      decoded = await decodeWithUpcast(this.vqvae ?? this.vae!, () => this.decodeRaw(final), 'LDMPipeline');
+    } finally {
+      final.dispose();
+    }
     try {
       // the loop checked the latents; a NaN here comes from the first stage's weights
       await assertFinite('LDMPipeline.generate', decoded, `the ${this.vqvae ? 'VQModel' : 'AutoencoderKL'} decoder`);
@@ -164,10 +169,12 @@ export class LDMPipeline {
     return toUnitRange(this.decodeRaw(z));
   }
 
-  /** Diffusion latents -> the first stage's output in [-1, 1], unclamped. */
+  /** Diffusion latents -> the first stage's output in [-1, 1], unclamped, in the first stage's own dtype. */
   private decodeRaw(z: Tensor): Tensor {
     const first = this.vqvae ?? this.vae!;
-    const h = ops.scale(z, 1 / first.scalingFactor);
+    const zs = asDtype(z, first.dtype);
+    const h = ops.scale(zs, 1 / first.scalingFactor);
+    if (zs !== z) zs.dispose();
     const decoded = first.decode(h);
     h.dispose();
     return decoded;

@@ -10,7 +10,7 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
-import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
@@ -170,7 +170,7 @@ export class StableDiffusionPipeline {
     const scale = checkGuidance(op, opts.guidanceScale ?? 7.5);
     const guided = scale > 1;
     const steps = opts.steps ?? 50;
-    const dtype = engine.f16 ? 'f16' : 'f32';
+    const dtype = this.unet.dtype as 'f32' | 'f16';
     const owned: Tensor[] = [];
     const own = <T extends Tensor>(t: T): T => (owned.push(t), t);
     try {
@@ -299,8 +299,13 @@ export class StableDiffusionPipeline {
           }
         : undefined;
       const final = await denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, afterStep, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview });
-      const decoded = this.decodeRaw(final);
-      final.dispose();
+      let decoded: Tensor;
+      try {
+        // an f16 VAE (force_upcast off) that overflows is upcast to f32 and run again
+        decoded = await decodeWithUpcast(this.vae, () => this.decodeRaw(final), 'StableDiffusionPipeline');
+      } finally {
+        final.dispose();
+      }
       try {
         // the loop checked the latents; a NaN here comes from the VAE decoder's weights
         await assertFinite(op, decoded, 'the AutoencoderKL decoder');
@@ -318,7 +323,10 @@ export class StableDiffusionPipeline {
   /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior: item i with
    * the noise of seed + i at `stream` (generate() uses NOISE_STREAM.image for its `image`). */
   encodeImage(image: Tensor, seed: number, stream: number = NOISE_STREAM.image): Tensor {
-    const x = ops.scale(image, 2, -1);
+    // the VAE may run in f32 beside an f16 UNet (force_upcast): in and out through its own dtype
+    const img = asDtype(image, this.vae.dtype);
+    const x = ops.scale(img, 2, -1);
+    if (img !== image) img.dispose();
     const dist = this.vae.encode(x);
     x.dispose();
     let noise: Tensor | null = null;
@@ -333,16 +341,21 @@ export class StableDiffusionPipeline {
     dist.logvar.dispose();
     const s = ops.scale(z, this.vae.scalingFactor);
     z.dispose();
-    return s;
+    const out = asDtype(s, this.unet.dtype);
+    if (out !== s) s.dispose();
+    return out;
   }
 
+  /** Diffusion latents -> images in [0, 1] (in the VAE's dtype). */
   decodeLatents(z: Tensor): Tensor {
     return toUnitRange(this.decodeRaw(z));
   }
 
-  /** Latents -> the VAE decoder's output in [-1, 1], unclamped. */
+  /** Latents -> the VAE decoder's output in [-1, 1], unclamped, in the VAE's own dtype. */
   private decodeRaw(z: Tensor): Tensor {
-    const h = ops.scale(z, 1 / this.vae.scalingFactor);
+    const zs = asDtype(z, this.vae.dtype);
+    const h = ops.scale(zs, 1 / this.vae.scalingFactor);
+    if (zs !== z) zs.dispose();
     const d = this.vae.decode(h);
     h.dispose();
     return d;

@@ -86,6 +86,17 @@ export class Tensor {
     return new Tensor(this.engine, pb, shape, this.dtype);
   }
 
+  /** @internal Takes over `other`'s buffer and dtype (other is left disposed), so every holder of
+   * this object sees the new storage: how a model's weights are upcast in place. */
+  adopt(other: Tensor): void {
+    if (other.engine !== this.engine || numel(other.shape) !== this.size) throw new Error('Tensor.adopt: another engine or size');
+    const buf = other.pooled('adopt');
+    other.buf = null;
+    this.dispose();
+    this.buf = buf;
+    (this as { dtype: DType }).dtype = other.dtype;
+  }
+
   dispose(): void {
     if (!this.buf) return;
     this.engine.releaseBuffer(this.buf);
