@@ -50,6 +50,9 @@ export async function benchModels(engine: Engine, opts: { quick?: boolean; full?
   const reps = software ? 1 : 5;
   const rows: ModelRow[] = [];
   const dtype = engine.f16 ? 'f16' : 'f32';
+  // In an f16 run the VAE row measures the VAE in f16 (force_upcast off, as the fp16-fix VAEs);
+  // text-to-image keeps the config's force_upcast, so its VAE runs in f32 beside the f16 UNet.
+  const vaeRowConfig = (c: Record<string, unknown>) => (engine.f16 ? { ...c, force_upcast: false } : c);
   const add = (r: ModelRow) => {
     rows.push(r);
     log(`${r.name.padEnd(70)} ${r.msPerForward.toFixed(1).padStart(10)} ms   peak ${(r.peakBytes / 2 ** 20).toFixed(0)} MiB`);
@@ -68,11 +71,11 @@ export async function benchModels(engine: Engine, opts: { quick?: boolean; full?
   await unetRow('UNet2DConditionModel 1/4 width, batch 2, 32x32 latents, 77 tokens', quarter(SD15_UNET, 'block_out_channels'), 32);
 
   const vaeRow = async (label: string, config: Record<string, unknown>, size: number) => {
-    const vae = await AutoencoderKL.load(engine, config, randomTensorSource(2));
-    const z = ops.randn(engine, [1, 4, size, size], 7, { dtype });
+    const vae = await AutoencoderKL.load(engine, vaeRowConfig(config), randomTensorSource(2));
+    const z = ops.randn(engine, [1, 4, size, size], 7, { dtype: vae.dtype as 'f32' | 'f16' });
     const t = await timed(engine, async () => vae.decode(z), reps);
     const limit = engine.limits.maxStorageBufferBindingSize;
-    add({ name: label, msPerForward: t.ms, peakBytes: t.peak, note: `binding limit ${(limit / 2 ** 20).toFixed(0)} MiB, ${dtype}` });
+    add({ name: label, msPerForward: t.ms, peakBytes: t.peak, note: `binding limit ${(limit / 2 ** 20).toFixed(0)} MiB, ${vae.dtype}` });
     z.dispose();
     vae.dispose();
   };
@@ -95,7 +98,7 @@ export async function benchModels(engine: Engine, opts: { quick?: boolean; full?
       },
       software ? 1 : 3,
     );
-    add({ name: label, msPerForward: t.ms, peakBytes: t.peak, note: `${steps} PNDM steps, guidance 7.5, tokenizer + CLIP + UNet + VAE, ${dtype}` });
+    add({ name: label, msPerForward: t.ms, peakBytes: t.peak, note: `${steps} PNDM steps, guidance 7.5, tokenizer + CLIP + UNet + VAE, ${dtype}${vae.dtype !== dtype ? ` (VAE ${vae.dtype}: force_upcast)` : ''}` });
     pipe.dispose();
   };
   if (full) await t2iRow('text-to-image SD 1.5 (CLIP 12x768), 512x512, 20 steps', SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, 64, 20);

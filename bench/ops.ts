@@ -2,6 +2,9 @@
 // in TensorFlow.js's WebGPU backend written the way a TF.js user would (its native NHWC layout,
 // its fused conv2d, attention as matMul/softmax/matMul since TF.js has no fused attention).
 import { ops, type Engine, type Tensor } from '../src/index.js';
+
+/** storage dtype of our side of a case (TF.js's WebGPU backend has no f16 tensors: it stays f32) */
+type Dt = 'f32' | 'f16';
 import { timeIt, type Timing } from './timing.js';
 
 type TF = typeof import('@tensorflow/tfjs-core');
@@ -15,7 +18,7 @@ export interface OpCase {
   bytes: number;
   /** which figure says more about this op */
   bound: 'compute' | 'memory';
-  ours(engine: Engine): { run: () => Tensor; dispose: () => void };
+  ours(engine: Engine, dtype: Dt): { run: () => Tensor; dispose: () => void };
   tfjs(tf: TF): { run: () => TFTensor; dispose: () => void };
 }
 
@@ -35,10 +38,10 @@ function conv3x3(n: number, c: number, h: number, cout: number): OpCase {
     name: `conv2d 3x3 ${n}x${c}x${h}x${h} -> ${cout}`,
     ...ops.conv2dCost({ x: [n, c, h, h], w: [cout, c, 3, 3], bias: true, padding: 1 }),
     bound: 'compute',
-    ours(engine) {
-      const x = engine.tensor(rand(n * c * h * h, 1), [n, c, h, h]);
-      const w = engine.tensor(rand(cout * c * 9, 2).map((v) => v * 0.05), [cout, c, 3, 3]);
-      const b = engine.tensor(rand(cout, 3), [cout]);
+    ours(engine, dtype) {
+      const x = engine.tensor(rand(n * c * h * h, 1), [n, c, h, h], dtype);
+      const w = engine.tensor(rand(cout * c * 9, 2).map((v) => v * 0.05), [cout, c, 3, 3], dtype);
+      const b = engine.tensor(rand(cout, 3), [cout], dtype);
       return { run: () => ops.conv2d(x, w, b, { padding: 1 }), dispose: () => [x, w, b].forEach((t) => t.dispose()) };
     },
     tfjs(tf) {
@@ -55,9 +58,9 @@ function matmul(m: number, k: number, n: number): OpCase {
     name: `matmul ${m}x${k} @ ${k}x${n}`,
     ...ops.matmulCost({ a: [m, k], b: [k, n] }),
     bound: 'compute',
-    ours(engine) {
-      const a = engine.tensor(rand(m * k, 4), [m, k]);
-      const b = engine.tensor(rand(k * n, 5), [k, n]);
+    ours(engine, dtype) {
+      const a = engine.tensor(rand(m * k, 4), [m, k], dtype);
+      const b = engine.tensor(rand(k * n, 5), [k, n], dtype);
       return { run: () => ops.matmul(a, b), dispose: () => [a, b].forEach((t) => t.dispose()) };
     },
     tfjs(tf) {
@@ -74,10 +77,10 @@ function attention(tokens: number, heads: number, dHead: number): OpCase {
     name: `attention ${heads} heads x ${dHead}, ${tokens} tokens`,
     ...ops.attentionCost({ batch: 1, lq: tokens, lk: tokens, channels: c, heads }),
     bound: 'compute',
-    ours(engine) {
-      const q = engine.tensor(rand(tokens * c, 6), [1, tokens, c]);
-      const k = engine.tensor(rand(tokens * c, 7), [1, tokens, c]);
-      const v = engine.tensor(rand(tokens * c, 8), [1, tokens, c]);
+    ours(engine, dtype) {
+      const q = engine.tensor(rand(tokens * c, 6), [1, tokens, c], dtype);
+      const k = engine.tensor(rand(tokens * c, 7), [1, tokens, c], dtype);
+      const v = engine.tensor(rand(tokens * c, 8), [1, tokens, c], dtype);
       return { run: () => ops.attention(q, k, v, { heads }), dispose: () => [q, k, v].forEach((t) => t.dispose()) };
     },
     tfjs(tf) {
@@ -105,10 +108,10 @@ function groupNorm(n: number, c: number, h: number, groups: number): OpCase {
     name: `groupNorm ${groups} groups ${n}x${c}x${h}x${h}`,
     ...ops.groupNormCost({ shape: [n, c, h, h], groups }),
     bound: 'memory',
-    ours(engine) {
-      const x = engine.tensor(rand(elems, 9), [n, c, h, h]);
-      const g = engine.tensor(rand(c, 10), [c]);
-      const b = engine.tensor(rand(c, 11), [c]);
+    ours(engine, dtype) {
+      const x = engine.tensor(rand(elems, 9), [n, c, h, h], dtype);
+      const g = engine.tensor(rand(c, 10), [c], dtype);
+      const b = engine.tensor(rand(c, 11), [c], dtype);
       return { run: () => ops.groupNorm(x, g, b, { groups, eps: 1e-5 }), dispose: () => [x, g, b].forEach((t) => t.dispose()) };
     },
     tfjs(tf) {
@@ -159,14 +162,15 @@ export interface OpRow {
   speedup: number | null;
 }
 
-function rates(t: Timing, c: OpCase) {
-  return { ...t, gflops: c.flops / (t.medianMs * 1e6), gbps: c.bytes / (t.medianMs * 1e6) };
+/** bytesScale: 0.5 for our f16 rows (every tensor of these cases is a float tensor) */
+function rates(t: Timing, c: OpCase, bytesScale = 1) {
+  return { ...t, gflops: c.flops / (t.medianMs * 1e6), gbps: (c.bytes * bytesScale) / (t.medianMs * 1e6) };
 }
 
-export async function benchOps(engine: Engine, tf: TF | null, cases = OP_CASES, log = console.log): Promise<OpRow[]> {
+export async function benchOps(engine: Engine, tf: TF | null, cases = OP_CASES, log = console.log, dtype: Dt = 'f32'): Promise<OpRow[]> {
   const rows: OpRow[] = [];
   for (const c of cases) {
-    const o = c.ours(engine);
+    const o = c.ours(engine, dtype);
     let last: Tensor | null = null;
     const ours = await timeIt(
       () => {
@@ -196,16 +200,16 @@ export async function benchOps(engine: Engine, tf: TF | null, cases = OP_CASES, 
       t.dispose();
     }
     const row: OpRow = {
-      name: c.name,
+      name: dtype === 'f32' ? c.name : `${c.name} ${dtype}`,
       flops: c.flops,
       bytes: c.bytes,
       bound: c.bound,
-      ours: rates(ours, c),
+      ours: rates(ours, c, dtype === 'f16' ? 0.5 : 1),
       tfjs: tfT ? rates(tfT, c) : null,
       speedup: tfT ? tfT.medianMs / ours.medianMs : null,
     };
     log(
-      `${c.name.padEnd(42)} ours ${ours.medianMs.toFixed(3).padStart(9)} ms` +
+      `${row.name.padEnd(42)} ours ${ours.medianMs.toFixed(3).padStart(9)} ms` +
         (tfT ? `   tfjs ${tfT.medianMs.toFixed(3).padStart(9)} ms   x${row.speedup!.toFixed(2)}` : ''),
     );
     rows.push(row);

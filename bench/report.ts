@@ -25,7 +25,7 @@ export function writeResultsMarkdown(dir: string, out: string): void {
   ];
   for (const f of files) {
     const r = JSON.parse(readFileSync(join(dir, f), 'utf8'));
-    parts.push(`## ${r.suite === 'ops' ? 'Kernels' : 'Models'} on ${r.adapter}`, '', `${r.backend}, Node ${r.node}, ${r.date.slice(0, 10)}${r.tfjs ? `, TF.js ${r.tfjs} WebGPU backend` : ''}`, '');
+    parts.push(`## ${r.suite === 'ops' ? 'Kernels' : 'Models'} on ${r.adapter}${r.dtype ? `, ${r.dtype}` : ''}`, '', `${r.backend}, Node ${r.node}, ${r.date.slice(0, 10)}${r.tfjs ? `, TF.js ${r.tfjs} WebGPU backend` : ''}`, '');
     if (r.suite === 'ops') {
       parts.push('| op | ours ms | ours GFLOP/s | ours GB/s | TF.js ms | TF.js GFLOP/s | speedup | >= 2x |', '|---|---:|---:|---:|---:|---:|---:|:---:|');
       for (const row of r.rows as OpRow[]) {

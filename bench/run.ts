@@ -1,10 +1,11 @@
 // Headless benchmarks in Node (Dawn). Usage: npm run bench -- [--suite ops,models] [--no-tfjs] [--quick]
-// Writes bench/results/<adapter>-<suite>.json and regenerates bench/RESULTS.md from every JSON there.
+//   [--dtype f32,f16] [--adapter hardware|lavapipe|swiftshader]
+// Writes bench/results/<adapter>-<suite>[-f16].json and regenerates bench/RESULTS.md from every JSON there.
 import { parseArgs } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Engine } from '../src/index.js';
+import { Engine, type NodeAdapterKind } from '../src/index.js';
 import { benchOps, selectOpCases, type OpRow } from './ops.js';
 import { writeResultsMarkdown } from './report.js';
 
@@ -45,6 +46,10 @@ export interface BenchOptions {
   /** folder for the JSON results (default bench/results) */
   out?: string;
   log?: (line: string) => void;
+  /** storage dtypes to run, each on its own engine (default ['f32']); f16 needs shader-f16 (lavapipe, GPUs) */
+  dtypes?: ('f32' | 'f16')[];
+  /** force an adapter (else LDM_WEBGPU_ADAPTER, else hardware -> lavapipe -> SwiftShader) */
+  adapter?: NodeAdapterKind;
 }
 
 export function parseBenchOptions(args: string[]): BenchOptions {
@@ -56,37 +61,55 @@ export function parseBenchOptions(args: string[]): BenchOptions {
       quick: { type: 'boolean', default: false },
       filter: { type: 'string' },
       out: { type: 'string', default: join(here, 'results') },
+      dtype: { type: 'string', default: 'f32' },
+      adapter: { type: 'string' },
     },
   });
-  return { suite: values.suite!.split(','), tfjs: !values['no-tfjs'], quick: values.quick!, filter: values.filter, out: values.out };
+  const dtypes = values.dtype!.split(',').map((d) => d.trim());
+  for (const d of dtypes) if (d !== 'f32' && d !== 'f16') throw new Error(`--dtype: '${d}' is not f32 or f16`);
+  const adapter = values.adapter as NodeAdapterKind | undefined;
+  if (adapter !== undefined && !['hardware', 'lavapipe', 'swiftshader'].includes(adapter)) throw new Error(`--adapter: '${adapter}' is not hardware, lavapipe or swiftshader`);
+  return { suite: values.suite!.split(','), tfjs: !values['no-tfjs'], quick: values.quick!, filter: values.filter, out: values.out, dtypes: dtypes as ('f32' | 'f16')[], adapter };
 }
 
 /** Runs the suites in Node (Dawn), writes <out>/<adapter>-<suite>.json and regenerates bench/RESULTS.md. */
 export async function runBench(opts: BenchOptions): Promise<{ ops?: OpRow[]; models?: unknown[] }> {
   const log = opts.log ?? console.log;
   const outDir = opts.out ?? join(here, 'results');
-  const engine = await Engine.create();
-  const info = engine.info();
-  log(`adapter: ${info.name} (${info.backend}), f16: ${info.f16}, timestamp-query: ${info.timestampQuery}`);
   const suites = opts.suite;
   mkdirSync(outDir, { recursive: true });
-  const meta = { adapter: info.name, backend: `node (Dawn ${process.env.VK_ICD_FILENAMES?.includes('swiftshader') ? 'Vulkan/SwiftShader' : 'Vulkan'})`, date: new Date().toISOString(), node: process.version };
   const result: { ops?: OpRow[]; models?: unknown[] } = {};
-  if (suites.includes('ops')) {
-    const tf = opts.tfjs ? await loadTfjs() : null;
-    const rows = await benchOps(engine, tf, selectOpCases(opts.filter), log);
-    const file = join(outDir, `${slug(info.name)}-ops.json`);
-    writeFileSync(file, JSON.stringify({ ...meta, suite: 'ops', tfjs: tf ? tf.version_core : null, rows }, null, 2));
-    log(`wrote ${file}`);
-    result.ops = rows;
-  }
-  if (suites.includes('models')) {
-    const { benchModels } = await import('./models.js');
-    const rows = await benchModels(engine, { quick: opts.quick });
-    const file = join(outDir, `${slug(info.name)}-models.json`);
-    writeFileSync(file, JSON.stringify({ ...meta, suite: 'models', rows }, null, 2));
-    log(`wrote ${file}`);
-    result.models = rows;
+  let tf: Awaited<ReturnType<typeof loadTfjs>> | undefined;
+  for (const dtype of opts.dtypes ?? ['f32']) {
+    const engine = await Engine.create({ f16: dtype === 'f16', adapterKind: opts.adapter });
+    const info = engine.info();
+    log(`adapter: ${info.name} (${info.backend}, ${info.adapterKind}: ${info.adapterReason}), f16: ${info.f16}, timestamp-query: ${info.timestampQuery}`);
+    if (dtype === 'f16' && !engine.f16) {
+      log(`skipping the f16 rows: this adapter (${info.adapterKind}) has no shader-f16; try --adapter lavapipe`);
+      engine.destroy();
+      continue;
+    }
+    const kindName = { hardware: 'Vulkan', lavapipe: 'Vulkan/lavapipe', swiftshader: 'Vulkan/SwiftShader', browser: 'browser' }[info.adapterKind];
+    const meta = { adapter: info.name, adapterKind: info.adapterKind, dtype, backend: `node (Dawn ${kindName})`, date: new Date().toISOString(), node: process.version };
+    const suffix = dtype === 'f32' ? '' : `-${dtype}`;
+    if (suites.includes('ops')) {
+      // TF.js gets its Dawn instance once, on the ICD the first engine chose (the same adapter)
+      if (tf === undefined) tf = opts.tfjs ? await loadTfjs() : null;
+      const rows = await benchOps(engine, tf, selectOpCases(opts.filter), log, dtype);
+      const file = join(outDir, `${slug(info.name)}-ops${suffix}.json`);
+      writeFileSync(file, JSON.stringify({ ...meta, suite: 'ops', tfjs: tf ? tf.version_core : null, rows }, null, 2));
+      log(`wrote ${file}`);
+      result.ops = [...(result.ops ?? []), ...rows];
+    }
+    if (suites.includes('models')) {
+      const { benchModels } = await import('./models.js');
+      const rows = await benchModels(engine, { quick: opts.quick });
+      const file = join(outDir, `${slug(info.name)}-models${suffix}.json`);
+      writeFileSync(file, JSON.stringify({ ...meta, suite: 'models', rows }, null, 2));
+      log(`wrote ${file}`);
+      result.models = [...(result.models ?? []), ...rows];
+    }
+    engine.destroy();
   }
   // RESULTS.md sits next to the results folder (bench/RESULTS.md for the default bench/results).
   const md = join(dirname(outDir), 'RESULTS.md');
