@@ -80,8 +80,11 @@ export async function runBench(opts: BenchOptions): Promise<{ ops?: OpRow[]; mod
   mkdirSync(outDir, { recursive: true });
   const result: { ops?: OpRow[]; models?: unknown[] } = {};
   let tf: Awaited<ReturnType<typeof loadTfjs>> | undefined;
-  for (const dtype of opts.dtypes ?? ['f32']) {
-    const engine = await Engine.create({ f16: dtype === 'f16', adapterKind: opts.adapter });
+  // Every engine is made before TF.js puts a navigator.gpu on globalThis (after that, Engine.create
+  // would take the browser path).
+  const engines: [('f32' | 'f16'), Engine][] = [];
+  for (const dtype of opts.dtypes ?? ['f32']) engines.push([dtype, await Engine.create({ f16: dtype === 'f16', adapterKind: opts.adapter })]);
+  for (const [dtype, engine] of engines) {
     const info = engine.info();
     log(`adapter: ${info.name} (${info.backend}, ${info.adapterKind}: ${info.adapterReason}), f16: ${info.f16}, timestamp-query: ${info.timestampQuery}`);
     if (dtype === 'f16' && !engine.f16) {
