@@ -95,6 +95,28 @@ describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () 
     }, 300_000);
   }
 
+  it('seed rule: image i of a batch equals a single run with seed + i (eta 1: per-step noise too)', async () => {
+    const { config, checkpoint } = load('cin256-v2');
+    const ldm = await LatentDiffusion.fromOriginal(engine, { checkpoint, config, tokenizer });
+    try {
+      const run = async (classLabels: number[], seed: number) => {
+        const out = await ldm.generate({ classLabels, seed, steps: 2, eta: 1 });
+        const v = await out.latents.read();
+        out.latents.dispose();
+        out.images.dispose();
+        return v;
+      };
+      const batch = await run([3, 5], 10);
+      const a = await run([3], 10);
+      const b = await run([5], 11);
+      expect(Array.from(batch.subarray(0, a.length))).toEqual(Array.from(a));
+      expect(Array.from(batch.subarray(a.length))).toEqual(Array.from(b));
+      await expect(ldm.generate({ classLabels: [3], seed: -1, steps: 2 })).rejects.toThrow(/LatentDiffusion.generate: seed must be an integer/);
+    } finally {
+      ldm.dispose();
+    }
+  }, 300_000);
+
   it('refuses what it does not support yet, naming the option', async () => {
     const churches = load('lsun_churches256');
     await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: churches.checkpoint, config: churches.config })).rejects.toThrow(/use_scale_shift_norm/);

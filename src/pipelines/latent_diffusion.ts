@@ -26,7 +26,7 @@ import {
   subConfig,
   type TargetConfig,
 } from '../loaders/original.js';
-import { toRgba, type RgbaImage } from './common.js';
+import { resolveSeed, toRgba, type RgbaImage } from './common.js';
 
 const LD_TARGET = 'ldm.models.diffusion.ddpm.LatentDiffusion';
 
@@ -144,6 +144,7 @@ export interface LatentDiffusionGenerateOptions {
   steps?: number;
   eta?: number;
   guidanceScale?: number;
+  /** image i of the batch draws its noise from seed + i (default 0) */
   seed?: number;
   /** x_T [B, C, h, w] instead of seeded noise */
   latents?: Tensor | Float32Array;
@@ -443,7 +444,6 @@ export class LatentDiffusion {
     const steps = o.steps ?? 50;
     const eta = o.eta ?? 0;
     const scale = o.guidanceScale ?? 1;
-    const seed = o.seed ?? 0;
     if (!Number.isFinite(eta) || eta < 0) throw new Error(`LatentDiffusion.generate: eta must be >= 0, got ${eta}`);
     const ts = this.ddimTimesteps(steps);
     const ac = this.alphasCumprod;
@@ -455,13 +455,15 @@ export class LatentDiffusion {
     try {
       const latentSize = this.latentSize(cond);
       const shape = [B, this.channels, latentSize[0], latentSize[1]];
+      // the engine's seed rule: image i draws all its noise from seed + i (see LDMPipeline)
+      const seed = resolveSeed('LatentDiffusion.generate', o.seed ?? 0, B);
       if (o.latents instanceof Tensor) {
         if (shapeStr(o.latents.shape) !== shapeStr(shape)) throw new Error(`LatentDiffusion.generate: latents must be ${shapeStr(shape)}, got ${shapeStr(o.latents.shape)}`);
         x = ops.scale(o.latents, 1);
       } else if (o.latents) x = engine.tensor(o.latents, shape, engine.f16 ? 'f16' : 'f32');
-      else x = ops.randn(engine, shape, seed, { dtype: engine.f16 ? 'f16' : 'f32' });
+      else x = ops.randnItems(engine, shape, seed, { dtype: engine.f16 ? 'f16' : 'f32' });
       cin = guided ? ops.concat([uncond!, cond!], 0) : cond;
-      const n = shape.reduce((a, b) => a * b, 1);
+      const n = shape.slice(1).reduce((a, b) => a * b, 1); // per image
       for (let i = ts.length - 1, step = 0; i >= 0; i--, step++) {
         if (o.signal?.aborted) throw new Error('LatentDiffusion.generate: aborted');
         const t = ts[i];
@@ -486,7 +488,7 @@ export class LatentDiffusion {
         xs.dispose();
         es.dispose();
         if (sigma > 0) {
-          const z = ops.randn(engine, shape, seed, { offset: n * (step + 1), dtype: x.dtype });
+          const z = ops.randnItems(engine, shape, seed, { offset: n * (step + 1), dtype: x.dtype });
           const zs = ops.scale(z, sigma);
           z.dispose();
           const y = ops.add(next, zs);
