@@ -37,7 +37,7 @@ function load(name: string) {
   };
 }
 
-const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256'];
+const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256', 'lsun_churches256'];
 
 describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () => {
   let engine: Engine;
@@ -119,7 +119,10 @@ describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () 
 
   it('refuses what it does not support yet, naming the option', async () => {
     const churches = load('lsun_churches256');
-    await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: churches.checkpoint, config: churches.config })).rejects.toThrow(/use_scale_shift_norm/);
+    const cin = load('cin256-v2');
+    const st = cin.config.replace('use_spatial_transformer: true', 'use_spatial_transformer: true\n        use_scale_shift_norm: true');
+    expect(st).not.toBe(cin.config);
+    await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: cin.checkpoint, config: st })).rejects.toThrow(/use_scale_shift_norm/);
     const bad = churches.config.replace('ldm.models.diffusion.ddpm.LatentDiffusion', 'ldm.models.diffusion.ddpm.DDPM');
     await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: churches.checkpoint, config: bad })).rejects.toThrow(OriginalConfigError);
     await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: churches.checkpoint, config: bad })).rejects.toThrow(/ldm\.models\.diffusion\.ddpm\.DDPM/);

@@ -88,9 +88,10 @@ export function planUNet(t: TargetConfig): UNetPlan {
   const where = t.target;
   if (t.target !== UNET_TARGET) throw new OriginalConfigError(`unet_config target '${t.target}' is not supported (expected ${UNET_TARGET})`);
   const p = t.params;
+  const st = p.use_spatial_transformer === true;
+  // scale-shift norm and resampling ResBlocks run in UNet2DModel (lsun_churches, inpainting_big)
   for (const [k, ok] of [
-    ['use_scale_shift_norm', false],
-    ['resblock_updown', false],
+    ...(st ? [['use_scale_shift_norm', false], ['resblock_updown', false]] : []),
     ['use_new_attention_order', false],
     ['dims', 2],
     ['conv_resample', true],
@@ -107,7 +108,6 @@ export function planUNet(t: TargetConfig): UNetPlan {
   const headsUp = num(p, 'num_heads_upsample', -1, where);
   if (headsUp !== -1 && headsUp !== numHeads) refuse(where, 'num_heads_upsample', headsUp);
   if (headCh === -1 && numHeads === -1) throw new OriginalConfigError(`${where}: either num_heads or num_head_channels must be set`);
-  const st = p.use_spatial_transformer === true;
   const boc = mult.map((m) => m * mc);
   const n = boc.length;
   const attnLevels = boc.map((_, i) => ar.includes(2 ** i));
@@ -146,18 +146,22 @@ export function planUNet(t: TargetConfig): UNetPlan {
       midHeads,
     };
   }
-  // AttentionBlock UNets: UNet2DModel's attention_head_dim is channels per head, one value for all
-  const dims = new Set<number>([boc[n - 1] / midHeads]);
-  boc.forEach((ch, i) => attnLevels[i] && dims.add(ch / heads[i]));
-  if (dims.size !== 1) refuse(where, 'num_heads (a different head width per level without spatial transformer)', numHeads);
+  // AttentionBlock UNets: UNet2DModel's attention_head_dim is channels per head, per block here
+  // (num_heads fixes the count, so the width changes with the channels); the mid block's is the last
+  const dims = boc.map((ch, i) => ch / heads[i]);
+  if (boc[n - 1] / midHeads !== dims[n - 1]) throw new OriginalConfigError(`${where}: the middle block's heads do not match the last level's`);
+  const updown = p.resblock_updown === true;
   return {
     kind: 'UNet2DModel',
     config: {
       ...common,
       down_block_types: attnLevels.map((a) => (a ? 'AttnDownBlock2D' : 'DownBlock2D')),
       up_block_types: [...attnLevels].reverse().map((a) => (a ? 'AttnUpBlock2D' : 'UpBlock2D')),
-      attention_head_dim: [...dims][0],
+      attention_head_dim: dims,
       add_attention: true,
+      resnet_time_scale_shift: p.use_scale_shift_norm === true ? 'scale_shift' : 'default',
+      downsample_type: updown ? 'resnet' : 'conv',
+      upsample_type: updown ? 'resnet' : 'conv',
     },
     numResBlocks: nrb,
     attnLevels,
@@ -201,6 +205,7 @@ export function mapOriginalUNetKeys(keys: readonly string[], plan: UNetPlan): Ma
   const L = n.length;
   const nrb = plan.numResBlocks;
   const legacy = plan.kind === 'UNet2DModel';
+  const updown = plan.config.downsample_type === 'resnet';
   const out = new Map<string, MappedKey>();
   const put = (to: string, from: MappedKey) => out.set(to, from);
   const putAttn = (base: string, rest: string, heads: number, key: string) => {
@@ -230,6 +235,7 @@ export function mapOriginalUNetKeys(keys: readonly string[], plan: UNetPlan): Ma
       if (level >= L) ok = false;
       else if (j === nrb) {
         if (level < L - 1 && m[2] === '0' && m[3].startsWith('op.')) put(`down_blocks.${level}.downsamplers.0.conv.${m[3].slice(3)}`, key);
+        else if (level < L - 1 && m[2] === '0' && updown) put(`down_blocks.${level}.downsamplers.0.${resnet(m[3])}`, key); // a ResBlock(down)
         else ok = false;
       } else if (m[2] === '0') put(`down_blocks.${level}.resnets.${j}.${resnet(m[3])}`, key);
       else if (m[2] === '1' && plan.attnLevels[level]) ok = putAttn(`down_blocks.${level}.attentions.${j}`, m[3], plan.attentionHeads[level], key);
@@ -244,7 +250,8 @@ export function mapOriginalUNetKeys(keys: readonly string[], plan: UNetPlan): Ma
       if (i >= L) ok = false;
       else if (sub === 0) put(`up_blocks.${i}.resnets.${j}.${resnet(m[3])}`, key);
       else if (sub === 1 && hasAttn) ok = putAttn(`up_blocks.${i}.attentions.${j}`, m[3], plan.attentionHeads[level], key);
-      else if (j === nrb && level > 0 && sub === (hasAttn ? 2 : 1) && m[3].startsWith('conv.')) put(`up_blocks.${i}.upsamplers.0.${m[3]}`, key);
+      else if (j === nrb && level > 0 && sub === (hasAttn ? 2 : 1) && m[3].startsWith('conv.') && !updown) put(`up_blocks.${i}.upsamplers.0.${m[3]}`, key);
+      else if (j === nrb && level > 0 && sub === (hasAttn ? 2 : 1) && updown) put(`up_blocks.${i}.upsamplers.0.${resnet(m[3])}`, key); // a ResBlock(up)
       else ok = false;
     } else ok = false;
     if (!ok) put(`unmapped:${key}`, key);

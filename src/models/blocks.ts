@@ -3,7 +3,20 @@
 // sinusoidal timestep embedding + MLP, and Transformer2DModel with BasicTransformerBlock.
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { Conv2d, GroupNorm, LayerNorm, Linear, ParamLoader, sequential } from './nn.js';
+import { Conv2d, GroupNorm, LayerNorm, Linear, ParamLoader, sequential, type Step } from './nn.js';
+
+export interface ResnetBlockOptions {
+  temb: number | null;
+  groups: number;
+  eps: number;
+  groupsOut?: number;
+  /** diffusers' resnet_time_scale_shift 'scale_shift' (CompVis use_scale_shift_norm): the time
+   * embedding gives 2C values, h = norm2(h) * (1 + scale) + shift before the SiLU */
+  scaleShift?: boolean;
+  /** resample inside the block (CompVis resblock_updown, diffusers ResnetDownsample/Upsample): 2x2
+   * average pool or nearest x2, applied to the residual branch after norm1 + SiLU and to the skip */
+  resample?: 'down' | 'up';
+}
 
 export class ResnetBlock2D {
   private constructor(
@@ -13,31 +26,57 @@ export class ResnetBlock2D {
     private norm2: GroupNorm,
     private conv2: Conv2d,
     private shortcut: Conv2d | null,
+    private scaleShift: boolean,
+    private resample: 'down' | 'up' | null,
+    /** [C, 1, 2, 2] of 0.25 for the depthwise average pool (resample 'down') */
+    private pool: Tensor | null,
   ) {}
 
   /**
    * h = conv1(silu(norm1(x))); h += time_emb_proj(silu(temb)); h = conv2(silu(norm2(h)));
    * out = shortcut(x) + h, with a 1x1 conv shortcut only when channels change.
    */
-  static async load(L: ParamLoader, name: string, cin: number, cout: number, opts: { temb: number | null; groups: number; eps: number; groupsOut?: number }): Promise<ResnetBlock2D> {
+  static async load(L: ParamLoader, name: string, cin: number, cout: number, opts: ResnetBlockOptions): Promise<ResnetBlock2D> {
     const s = L.scope(`${name}.`);
+    let pool: Tensor | null = null;
+    if (opts.resample === 'down') {
+      pool = L.engine.tensor(new Float32Array(cin * 4).fill(0.25), [cin, 1, 2, 2], L.dtype);
+      L.params.push(pool); // freed with the model's parameters
+    }
     return new ResnetBlock2D(
       await GroupNorm.load(s, 'norm1', cin, opts.groups, opts.eps),
       await Conv2d.load(s, 'conv1', cin, cout),
-      opts.temb ? await Linear.load(s, 'time_emb_proj', opts.temb, cout) : null,
+      opts.temb ? await Linear.load(s, 'time_emb_proj', opts.temb, opts.scaleShift ? 2 * cout : cout) : null,
       await GroupNorm.load(s, 'norm2', cout, opts.groupsOut ?? opts.groups, opts.eps),
       await Conv2d.load(s, 'conv2', cout, cout),
       cin !== cout || s.has('conv_shortcut.weight') ? await Conv2d.load(s, 'conv_shortcut', cin, cout, { kernel: 1 }) : null,
+      opts.scaleShift ?? false,
+      opts.resample ?? null,
+      pool,
     );
+  }
+
+  private resampled(x: Tensor): Tensor {
+    if (this.resample === 'up') return ops.upsampleNearest2x(x);
+    return ops.conv2d(x, this.pool!, undefined, { stride: 2, padding: 0, groups: x.shape[1] });
   }
 
   /** `tembAct` is silu(temb), computed once per UNet call and shared by every block. */
   forward(x: Tensor, tembAct?: Tensor): Tensor {
     return x.engine.scope(() => {
-      const t = this.timeEmbProj && tembAct ? this.timeEmbProj.forward(tembAct) : null; // [B, C]
-      const addTemb = (h: Tensor) => ops.add(h, t!.reshape([t!.shape[0], t!.shape[1], 1, 1]));
-      const h = sequential(x, this.norm1.thenSilu, this.conv1, ...(t ? [addTemb] : []), this.norm2.thenSilu, this.conv2);
-      return ops.add(this.shortcut ? this.shortcut.forward(x) : x, h);
+      const t = this.timeEmbProj && tembAct ? this.timeEmbProj.forward(tembAct) : null; // [B, C] or [B, 2C]
+      const B = t?.shape[0] ?? 0;
+      const C = this.conv2.weight.shape[0];
+      const col = (v: Tensor) => v.reshape([B, C, 1, 1]);
+      const addTemb = (h: Tensor) => ops.add(h, col(t!));
+      // scale_shift: norm2(h) * (1 + scale) + shift, scale = emb[:, :C], shift = emb[:, C:]
+      const scaleShift = (h: Tensor) => ops.add(ops.mul(h, ops.scale(col(ops.slice(t!, 1, 0, C)), 1, 1)), col(ops.slice(t!, 1, C, 2 * C)));
+      const inRest: Step[] = [this.norm1.thenSilu, ...(this.resample ? [(h: Tensor) => this.resampled(h)] : []), this.conv1];
+      const h = this.scaleShift && t
+        ? sequential(x, ...inRest, (hh) => this.norm2.forward(hh), scaleShift, ops.silu, this.conv2)
+        : sequential(x, ...inRest, ...(t ? [addTemb] : []), this.norm2.thenSilu, this.conv2);
+      const skipIn = this.resample ? this.resampled(x) : x;
+      return ops.add(this.shortcut ? this.shortcut.forward(skipIn) : skipIn, h);
     });
   }
 }

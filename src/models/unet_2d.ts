@@ -46,19 +46,24 @@ export class UNet2DModel extends Model {
     upTypes.forEach((t, i) => requireValues(name, `up_block_types[${i}]`, t, ['UpBlock2D', 'AttnUpBlock2D']));
     requireValues(name, 'time_embedding_type', config.time_embedding_type ?? 'positional', ['positional']);
     requireValues(name, 'act_fn', config.act_fn ?? 'silu', ['silu']);
-    requireValues(name, 'resnet_time_scale_shift', config.resnet_time_scale_shift ?? 'default', ['default']);
+    requireValues(name, 'resnet_time_scale_shift', config.resnet_time_scale_shift ?? 'default', ['default', 'scale_shift']);
     requireValues(name, 'class_embed_type', config.class_embed_type ?? null, [null]);
-    requireValues(name, 'downsample_type', config.downsample_type ?? 'conv', ['conv']);
-    requireValues(name, 'upsample_type', config.upsample_type ?? 'conv', ['conv']);
+    requireValues(name, 'downsample_type', config.downsample_type ?? 'conv', ['conv', 'resnet']);
+    requireValues(name, 'upsample_type', config.upsample_type ?? 'conv', ['conv', 'resnet']);
+    if ((config.downsample_type ?? 'conv') !== (config.upsample_type ?? 'conv')) throw new Error(`${name}: downsample_type and upsample_type must both be 'conv' or both 'resnet'`);
     const lpb = configNumber(config, 'layers_per_block', 2, name);
     const groups = configNumber(config, 'norm_num_groups', 32, name);
     const eps = configNumber(config, 'norm_eps', 1e-5, name);
-    const headDim = configOptionalNumber(config, 'attention_head_dim', name);
+    // channels per head: one value, or (as CompVis num_heads UNets need) one per block, the mid block
+    // taking the last
+    const headDims = Array.isArray(config.attention_head_dim) ? configList(config, 'attention_head_dim', [1], name) : null;
+    if (headDims && headDims.length !== boc.length) throw new Error(`${name}: attention_head_dim as a list needs one entry per block_out_channels`);
+    const headDim = headDims ? headDims[headDims.length - 1] : configOptionalNumber(config, 'attention_head_dim', name);
     const attnGroups = configOptionalNumber(config, 'attn_norm_num_groups', name) ?? groups;
     const inCh = configNumber(config, 'in_channels', 3, name);
     const outCh = configNumber(config, 'out_channels', 3, name);
     const numClass = configOptionalNumber(config, 'num_class_embeds', name);
-    const attn = spatialAttention(headDim, attnGroups, eps);
+    const attnAt = (level: number) => spatialAttention(headDims ? headDims[level] : headDim, attnGroups, eps);
     const centerInput = configBool(config, 'center_input_sample', false, name);
     const spec = {
       blockOutChannels: boc,
@@ -73,9 +78,11 @@ export class UNet2DModel extends Model {
       normOutGroups: configOptionalNumber(config, 'norm_num_groups', name) ?? Math.min(boc[0] / 4, 32),
       eps,
       downsamplePadding: configNumber(config, 'downsample_padding', 1, name),
-      downAttention: (i: number) => (downTypes[i] === 'AttnDownBlock2D' ? attn : null),
+      scaleShift: config.resnet_time_scale_shift === 'scale_shift',
+      resnetSamplers: config.downsample_type === 'resnet',
+      downAttention: (i: number) => (downTypes[i] === 'AttnDownBlock2D' ? attnAt(i) : null),
       midAttention: configBool(config, 'add_attention', true, name) ? spatialAttention(headDim ?? boc[boc.length - 1], attnGroups, eps) : null,
-      upAttention: (i: number) => (upTypes[i] === 'AttnUpBlock2D' ? attn : null),
+      upAttention: (i: number) => (upTypes[i] === 'AttnUpBlock2D' ? attnAt(boc.length - 1 - i) : null),
     };
     return buildModel(
       engine,

@@ -16,10 +16,17 @@ export interface ResnetOpts {
   temb: number;
   groups: number;
   eps: number;
+  /** resnet_time_scale_shift 'scale_shift' */
+  scaleShift?: boolean;
+  /** samplers are ResnetBlock2Ds that resample (CompVis resblock_updown; diffusers 'resnet' sampler types) */
+  resnetSamplers?: boolean;
 }
 
+/** A down/up sampler slot: a conv sampler, or a resampling ResnetBlock2D that also reads temb. */
+type Sampler = { forward(x: Tensor, temb?: Tensor): Tensor };
+
 export class DownBlock {
-  private constructor(private resnets: ResnetBlock2D[], private attns: Attn[] | null, private down: Downsample2D | null) {}
+  private constructor(private resnets: ResnetBlock2D[], private attns: Attn[] | null, private down: Sampler | null) {}
 
   static async load(L: ParamLoader, name: string, cin: number, cout: number, layers: number, r: ResnetOpts, attn: AttnFactory | null, downsample: { padding: number } | null): Promise<DownBlock> {
     const resnets: ResnetBlock2D[] = [];
@@ -28,7 +35,11 @@ export class DownBlock {
       resnets.push(await ResnetBlock2D.load(L, `${name}.resnets.${j}`, j === 0 ? cin : cout, cout, r));
       if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout));
     }
-    const down = downsample ? await Downsample2D.load(L, `${name}.downsamplers.0`, cout, downsample.padding) : null;
+    const down = !downsample
+      ? null
+      : r.resnetSamplers
+        ? await ResnetBlock2D.load(L, `${name}.downsamplers.0`, cout, cout, { ...r, resample: 'down' })
+        : await Downsample2D.load(L, `${name}.downsamplers.0`, cout, downsample.padding);
     return new DownBlock(resnets, attn ? attns : null, down);
   }
 
@@ -39,7 +50,7 @@ export class DownBlock {
       h = sequential(h, (t) => r.forward(t, temb), ...(this.attns ? [(t: Tensor) => this.attns![j].forward(t, context)] : []));
       skips.push(h);
     });
-    if (this.down) skips.push((h = this.down.forward(h)));
+    if (this.down) skips.push((h = this.down.forward(h, temb)));
     return h;
   }
 }
@@ -62,7 +73,7 @@ export class MidBlock {
 }
 
 export class UpBlock {
-  private constructor(private resnets: ResnetBlock2D[], private attns: Attn[] | null, private up: Upsample2D | null) {}
+  private constructor(private resnets: ResnetBlock2D[], private attns: Attn[] | null, private up: Sampler | null) {}
 
   /** prev: channels coming from below; cout: this block's channels; skipIn: channels of the block's last skip */
   static async load(L: ParamLoader, name: string, prev: number, cout: number, skipIn: number, layers: number, r: ResnetOpts, attn: AttnFactory | null, upsample: boolean): Promise<UpBlock> {
@@ -74,7 +85,11 @@ export class UpBlock {
       resnets.push(await ResnetBlock2D.load(L, `${name}.resnets.${j}`, resIn + resSkip, cout, r));
       if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout));
     }
-    const up = upsample ? await Upsample2D.load(L, `${name}.upsamplers.0`, cout) : null;
+    const up = !upsample
+      ? null
+      : r.resnetSamplers
+        ? await ResnetBlock2D.load(L, `${name}.upsamplers.0`, cout, cout, { ...r, resample: 'up' })
+        : await Upsample2D.load(L, `${name}.upsamplers.0`, cout);
     return new UpBlock(resnets, attn ? attns : null, up);
   }
 
@@ -96,7 +111,7 @@ export class UpBlock {
       catSkip,
       (h) => r.forward(h, temb),
       ...(this.attns ? [(h: Tensor) => this.attns![j].forward(h, context)] : []),
-    ]).concat(this.up ? [this.up] : []);
+    ]).concat(this.up ? [(h: Tensor) => this.up!.forward(h, temb)] : []);
   }
 }
 

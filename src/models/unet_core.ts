@@ -24,6 +24,10 @@ export interface UNetCoreSpec {
   normOutGroups: number;
   eps: number;
   downsamplePadding: number;
+  /** resnet_time_scale_shift 'scale_shift' */
+  scaleShift?: boolean;
+  /** down/up samplers are resampling ResnetBlock2Ds (downsample_type / upsample_type 'resnet') */
+  resnetSamplers?: boolean;
   /** attention of down block i / up block i (counted from the bottom, diffusers' order), or null */
   downAttention: (i: number) => AttnFactory | null;
   midAttention: AttnFactory | null;
@@ -50,7 +54,7 @@ export class UNetCore {
   static async load(L: ParamLoader, s: UNetCoreSpec): Promise<UNetCore> {
     const boc = s.blockOutChannels;
     const n = boc.length;
-    const r = { temb: s.tembDim, groups: s.groups, eps: s.eps };
+    const r = { temb: s.tembDim, groups: s.groups, eps: s.eps, scaleShift: s.scaleShift, resnetSamplers: s.resnetSamplers };
     const down: DownBlock[] = [];
     let ch = boc[0];
     for (let i = 0; i < n; i++) {

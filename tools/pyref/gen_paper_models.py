@@ -95,6 +95,8 @@ def make(name, rel, latent):
     fill_seeded(model, ('model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.'))
     model.eval()
     p = cfg['model']['params']
+    if p.get('scale_by_std'):
+        model.scale_factor.fill_(0.5)  # learned from data in training; a value != 1 the loader must read from the checkpoint
     C = p['unet_config']['params']['out_channels']
     refs, meta = {}, {'case': name, 'release_config': rel}
     ckey = model.model.conditioning_key
