@@ -6,6 +6,7 @@ export { Tensor, type DType } from './runtime/tensor.js';
 export type { Scope } from './runtime/scope.js';
 export * as ops from './kernels/index.js';
 export { SafetensorsFile, SafetensorsError, writeSafetensors } from './runtime/safetensors.js';
+export { openSafetensors } from './runtime/safetensors_sources.js';
 export { IOError, type IOErrorKind, type IOOptions, type ProgressCallback } from './runtime/io.js';
 export { WeightSource, WeightError, loadComponentFolder } from './runtime/weights.js';
 export { AutoencoderKL } from './models/autoencoder_kl.js';

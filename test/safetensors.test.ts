@@ -10,6 +10,7 @@ import {
   parseSafetensorsHeader,
   MAX_HEADER_BYTES,
 } from '../src/runtime/safetensors.js';
+import { downloadSafetensorsFile, openSafetensorsFile } from '../src/runtime/safetensors_sources.js';
 import { WeightSource, loadComponentFolder, fromConfigBytes, configValue, closeNames } from '../src/runtime/weights.js';
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/runtime/half.js';
 import { getEngine, randn, readF32 } from './helpers.js';
@@ -307,7 +308,7 @@ describe('fixture files', () => {
   it('reads ops/linear weights (F32) from bytes and from a file', async () => {
     const ref = readSafetensorsFile(LINEAR);
     const mem = SafetensorsFile.fromBytes(readFileSync(LINEAR), 'linear');
-    const file = await SafetensorsFile.fromFile(LINEAR);
+    const file = await openSafetensorsFile(LINEAR);
     try {
       for (const f of [mem, file]) {
         expect(f.names()).toEqual(['bias', 'weight']);
@@ -324,7 +325,7 @@ describe('fixture files', () => {
 
   it('reads the BF16 TAESD decoder from a file, one tensor at a time', async () => {
     const raw = readFileSync(TAESD_DEC);
-    const f = await SafetensorsFile.fromFile(TAESD_DEC);
+    const f = await openSafetensorsFile(TAESD_DEC);
     try {
       expect(f.names().length).toBe(67);
       const info = f.info('1.weight')!;
@@ -418,13 +419,13 @@ describe('header validation', () => {
     const d = tmp();
     const p = join(d, 'broken.safetensors');
     writeFileSync(p, build(f32('w', [2, 3], [0, 20]), new Uint8Array(20)));
-    await expect(SafetensorsFile.fromFile(p)).rejects.toThrow(/broken\.safetensors: tensor 'w': 20 bytes/);
+    await expect(openSafetensorsFile(p)).rejects.toThrow(/broken\.safetensors: tensor 'w': 20 bytes/);
     const q = join(d, 'short.safetensors');
     writeFileSync(q, new Uint8Array(3));
-    await expect(SafetensorsFile.fromFile(q)).rejects.toThrow(/short\.safetensors.*3 bytes, shorter than the 8-byte/);
+    await expect(openSafetensorsFile(q)).rejects.toThrow(/short\.safetensors.*3 bytes, shorter than the 8-byte/);
     const r = join(d, 'long.safetensors');
     writeFileSync(r, build('{}', undefined, 1000));
-    await expect(SafetensorsFile.fromFile(r)).rejects.toThrow(/long\.safetensors.*header length 1000 goes beyond/);
+    await expect(openSafetensorsFile(r)).rejects.toThrow(/long\.safetensors.*header length 1000 goes beyond/);
     expect(() => parseSafetensorsHeader(new Uint8Array(4))).toThrow(/safetensors bytes/);
   });
 });
@@ -436,12 +437,12 @@ describe('fetch from a URL', () => {
     const bytes = new Uint8Array(readFileSync(TAESD_DEC));
     serveBytes('/taesd.safetensors', bytes);
     const calls: [number, number][] = [];
-    const f = await SafetensorsFile.fromUrl(`${baseUrl}/taesd.safetensors`, { onProgress: (l, t) => calls.push([l, t]) });
+    const f = await downloadSafetensorsFile(`${baseUrl}/taesd.safetensors`, { onProgress: (l, t) => calls.push([l, t]) });
     expect(calls.length).toBeGreaterThan(2);
     for (let i = 1; i < calls.length; i++) expect(calls[i][0]).toBeGreaterThan(calls[i - 1][0]);
     expect(calls.every(([, t]) => t === bytes.byteLength)).toBe(true);
     expect(calls[calls.length - 1]).toEqual([bytes.byteLength, bytes.byteLength]);
-    const ref = await SafetensorsFile.fromFile(TAESD_DEC);
+    const ref = await openSafetensorsFile(TAESD_DEC);
     try {
       expect(f.names()).toEqual(ref.names());
       expect(await f.f32('19.weight')).toEqual(await ref.f32('19.weight'));
@@ -454,7 +455,7 @@ describe('fetch from a URL', () => {
     const bytes = new Uint8Array(readFileSync(TAESD_DEC));
     serveBytes('/chunked.safetensors', bytes, 'chunked');
     const calls: [number, number][] = [];
-    const f = await SafetensorsFile.fromUrl(new URL(`${baseUrl}/chunked.safetensors`), { onProgress: (l, t) => calls.push([l, t]) });
+    const f = await downloadSafetensorsFile(new URL(`${baseUrl}/chunked.safetensors`), { onProgress: (l, t) => calls.push([l, t]) });
     for (let i = 1; i < calls.length; i++) expect(calls[i][0]).toBeGreaterThan(calls[i - 1][0]);
     expect(calls[calls.length - 1]).toEqual([bytes.byteLength, bytes.byteLength]);
     expect((await f.f32('1.bias')).length).toBe(64);
@@ -464,30 +465,30 @@ describe('fetch from a URL', () => {
     const bytes = new Uint8Array(readFileSync(TAESD_DEC));
     serveBytes('/cut-length.safetensors', bytes, 'truncated-length');
     serveBytes('/cut-chunked.safetensors', bytes, 'truncated-chunked');
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/cut-length.safetensors`)).rejects.toThrow(/cut-length\.safetensors: (download failed|download truncated)/);
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/cut-chunked.safetensors`)).rejects.toThrow(
+    await expect(downloadSafetensorsFile(`${baseUrl}/cut-length.safetensors`)).rejects.toThrow(/cut-length\.safetensors: (download failed|download truncated)/);
+    await expect(downloadSafetensorsFile(`${baseUrl}/cut-chunked.safetensors`)).rejects.toThrow(
       /cut-chunked\.safetensors: download truncated: received 1225295 bytes, the tensors end at byte 2450590/,
     );
     // cut inside the header
     serveBytes('/cut-header.safetensors', bytes.subarray(0, 200), 'chunked');
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/cut-header.safetensors`)).rejects.toThrow(/cut-header\.safetensors: download truncated: safetensors header length 5520 goes beyond the 200 bytes/);
+    await expect(downloadSafetensorsFile(`${baseUrl}/cut-header.safetensors`)).rejects.toThrow(/cut-header\.safetensors: download truncated: safetensors header length 5520 goes beyond the 200 bytes/);
     serveBytes('/tiny.safetensors', Uint8Array.of(1, 2, 3), 'chunked');
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/tiny.safetensors`)).rejects.toThrow(/tiny\.safetensors.*3 bytes, shorter than the 8-byte/);
+    await expect(downloadSafetensorsFile(`${baseUrl}/tiny.safetensors`)).rejects.toThrow(/tiny\.safetensors.*3 bytes, shorter than the 8-byte/);
     // a huge header length is refused from the first 8 bytes
     serveBytes('/huge.safetensors', build('{}', new Uint8Array(100000), 2 ** 33), 'length');
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/huge.safetensors`)).rejects.toThrow(/huge\.safetensors.*exceeds the 16777216-byte limit/);
+    await expect(downloadSafetensorsFile(`${baseUrl}/huge.safetensors`)).rejects.toThrow(/huge\.safetensors.*exceeds the 16777216-byte limit/);
     serveBytes('/bad-offsets.safetensors', build(f32('w', [4], [0, 16]), new Uint8Array(8)), 'length');
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/bad-offsets.safetensors`)).rejects.toThrow(/bad-offsets\.safetensors: tensor 'w'.*outside the data section \(8 bytes\)/);
+    await expect(downloadSafetensorsFile(`${baseUrl}/bad-offsets.safetensors`)).rejects.toThrow(/bad-offsets\.safetensors: tensor 'w'.*outside the data section \(8 bytes\)/);
     serveBytes('/bad-offsets2.safetensors', build(f32('w', [4], [0, 16]), new Uint8Array(8)), 'chunked');
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/bad-offsets2.safetensors`)).rejects.toThrow(/bad-offsets2\.safetensors: download truncated/);
-    await expect(SafetensorsFile.fromUrl(`${baseUrl}/missing.safetensors`)).rejects.toThrow(/missing\.safetensors: HTTP 404/);
-    await expect(SafetensorsFile.fromUrl('http://127.0.0.1:1/x.safetensors')).rejects.toThrow(/x\.safetensors: fetch failed/);
+    await expect(downloadSafetensorsFile(`${baseUrl}/bad-offsets2.safetensors`)).rejects.toThrow(/bad-offsets2\.safetensors: download truncated/);
+    await expect(downloadSafetensorsFile(`${baseUrl}/missing.safetensors`)).rejects.toThrow(/missing\.safetensors: HTTP 404/);
+    await expect(downloadSafetensorsFile('http://127.0.0.1:1/x.safetensors')).rejects.toThrow(/x\.safetensors: fetch failed/);
   });
 
   it('a stalled download stops when its signal aborts', async () => {
     serveBytes('/stall.safetensors', new Uint8Array(readFileSync(TAESD_DEC)), 'stall');
     const ac = new AbortController();
-    const p = SafetensorsFile.fromUrl(`${baseUrl}/stall.safetensors`, { signal: ac.signal });
+    const p = downloadSafetensorsFile(`${baseUrl}/stall.safetensors`, { signal: ac.signal });
     setTimeout(() => ac.abort(), 200);
     await expect(p).rejects.toThrow(/stall\.safetensors/);
   });

@@ -3,6 +3,7 @@
 // count and depth, and every failure is a SafetensorsError naming the file (and the tensor).
 import { describe, expect, it } from 'vitest';
 import { SafetensorsFile, SafetensorsError, MAX_HEADER_BYTES, MAX_TENSORS, writeSafetensors } from '../src/runtime/safetensors.js';
+import { downloadSafetensorsFile } from '../src/runtime/safetensors_sources.js';
 import { IOError } from '../src/runtime/io.js';
 
 const enc = new TextEncoder();
@@ -128,14 +129,14 @@ describe('safetensors strictness', () => {
         )) as typeof fetch;
     const longer = new Uint8Array(file.length + 3);
     longer.set(file);
-    const e = await SafetensorsFile.fromUrl('http://x.invalid/long.safetensors', { fetch: streamed(longer) }).catch((x) => x);
+    const e = await downloadSafetensorsFile('http://x.invalid/long.safetensors', { fetch: streamed(longer) }).catch((x) => x);
     expect(e).toBeInstanceOf(SafetensorsError);
     expect(e.message).toMatch(/long\.safetensors: 3 trailing bytes after the last tensor/);
-    const cut = await SafetensorsFile.fromUrl('http://x.invalid/cut.safetensors', { fetch: streamed(file.subarray(0, file.length - 2)) }).catch((x) => x);
+    const cut = await downloadSafetensorsFile('http://x.invalid/cut.safetensors', { fetch: streamed(file.subarray(0, file.length - 2)) }).catch((x) => x);
     expect(cut).toBeInstanceOf(IOError);
     expect(cut.kind).toBe('truncated');
     expect(cut.message).toMatch(/cut\.safetensors: download truncated/);
-    const ok = await SafetensorsFile.fromUrl('http://x.invalid/ok.safetensors', { fetch: streamed(file) });
+    const ok = await downloadSafetensorsFile('http://x.invalid/ok.safetensors', { fetch: streamed(file) });
     expect([...(await ok.f32('a'))]).toEqual([1, 2, 3]);
   });
 });

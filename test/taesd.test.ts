@@ -10,6 +10,7 @@ import { getEngine, randArray, relL2 } from './helpers.js';
 import { FIXTURES } from './fixture.js';
 import { conv2dRef } from './ref/conv2d.js';
 import { bytesToF32 } from '../src/runtime/safetensors.js';
+import { openSafetensorsFile } from '../src/runtime/safetensors_sources.js';
 
 const TAESD = join(FIXTURES, 'models', 'taesd');
 const VARIANTS = join(FIXTURES, 'models', 'taesd-variants');
@@ -55,7 +56,7 @@ async function roundTrip(taesd: AutoencoderTiny, engine: Engine, size: number): 
 // must equal it on the real weights.
 type Img = { d: ArrayLike<number>; s: number[] };
 async function loadF64(path: string): Promise<Map<string, { d: Float32Array; s: number[] }>> {
-  const f = await SafetensorsFile.fromFile(path);
+  const f = await openSafetensorsFile(path);
   const m = new Map<string, { d: Float32Array; s: number[] }>();
   for (const n of f.names()) {
     const i = f.info(n)!;
@@ -137,7 +138,7 @@ describe('AutoencoderTiny (TAESD) on real trained weights', () => {
     mkdirSync(join(dir, 'vae'));
     const tensors: Record<string, { dtype: 'BF16'; shape: number[]; data: Uint8Array }> = {};
     for (const [part, shift] of [['encoder', 0], ['decoder', 1]] as const) {
-      const f = await SafetensorsFile.fromFile(join(TAESD, `taesd_${part}.safetensors`));
+      const f = await openSafetensorsFile(join(TAESD, `taesd_${part}.safetensors`));
       for (const n of f.names()) {
         const m = /^(\d+)\.(.*)$/.exec(n)!;
         const info = f.info(n)!;

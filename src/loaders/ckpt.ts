@@ -5,6 +5,7 @@
 
 import type { SafetensorsTensorInfo } from '../runtime/safetensors.js';
 import { SafetensorsFile } from '../runtime/safetensors.js';
+import { openSafetensorsFile } from '../runtime/safetensors_sources.js';
 import { isUrl, toPath, type IOOptions } from '../runtime/io.js';
 import { WeightSource, type TensorFile } from '../runtime/weights.js';
 import { PyObject, STORAGE_DTYPES, type StorageRef, type TensorRef, PyGlobal, unpickle } from './pickle.js';
@@ -180,7 +181,7 @@ export async function openCheckpoint(source: CheckpointSource, opts: IOOptions &
     if (source instanceof Uint8Array || source instanceof ArrayBuffer) return WeightSource.fromBytes(source, reader.label);
     if (typeof source === 'string' && !isUrl(source)) {
       await reader.close();
-      return WeightSource.fromFiles([await SafetensorsFile.fromFile(toPath(source))], source, opts.onProgress);
+      return WeightSource.fromFiles([await openSafetensorsFile(toPath(source))], source, opts.onProgress);
     }
     const all = await reader.read(0, reader.size);
     await reader.close();

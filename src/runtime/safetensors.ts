@@ -1,5 +1,5 @@
-// safetensors I/O: a strict header parser, tensor access from memory, a local file (Node) or a URL
-// (streamed fetch), host-side dtype conversion and a writer.
+// The safetensors format: a strict header parser, tensor access over any byte source (in memory
+// here; local files and URLs in safetensors_sources.ts), host-side dtype conversion and a writer.
 //
 // Format: 8-byte little-endian u64 N, N bytes of UTF-8 JSON {name: {dtype, shape, data_offsets:
 // [begin, end]}, "__metadata__"?: {string: string}}, then the data section; offsets are relative to
@@ -10,7 +10,6 @@
 // duplicate names, gaps, overlaps or trailing bytes. Every such failure is a SafetensorsError.
 
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from './half.js';
-import { IOError, openFile, openStream, type IOOptions } from './io.js';
 
 export type { ProgressCallback } from './io.js';
 
@@ -355,7 +354,7 @@ export function bytesToI32(bytes: Uint8Array, info: SafetensorsTensorInfo, label
 // ---------------------------------------------------------------- sources
 
 /** Reads bytes [begin, end) of the data section. */
-type RangeReader = (begin: number, end: number) => Promise<Uint8Array>;
+export type RangeReader = (begin: number, end: number) => Promise<Uint8Array>;
 
 /**
  * An opened safetensors file. Tensor bytes are read on demand (a file) or viewed in place (memory,
@@ -433,6 +432,15 @@ export class SafetensorsFile {
     if (c) await c();
   }
 
+  /**
+   * A file over any byte source: `header` parsed with parseHeader (dataOffset set), `readRange`
+   * reading [begin, end) of the data section, `close` releasing the source. safetensors_sources.ts
+   * opens local files and URLs with it.
+   */
+  static fromReader(label: string, header: SafetensorsHeader, readRange: RangeReader, close: (() => Promise<void>) | null = null): SafetensorsFile {
+    return new SafetensorsFile(label, header, readRange, close);
+  }
+
   /** An in-memory file (no copy: tensors are views of these bytes). */
   static fromBytes(bytes: Uint8Array | ArrayBuffer, label = 'safetensors bytes'): SafetensorsFile {
     // a plain Uint8Array view, also of a Node Buffer (whose slice() returns a view)
@@ -441,120 +449,6 @@ export class SafetensorsFile {
     const base = header.dataOffset;
     return new SafetensorsFile(label, header, async (b, e) => u8.subarray(base + b, base + e), null);
   }
-
-  /** A local file (Node): reads the header now and each tensor's bytes when asked. Call close(). */
-  static async fromFile(path: string): Promise<SafetensorsFile> {
-    const file = await openFile(path);
-    try {
-      const n = readHeaderLength(await file.read(0, Math.min(8, file.size)), file.size, path);
-      const header = parseHeader(await file.read(8, n), file.size - 8 - n, path);
-      header.dataOffset = 8 + n;
-      const base = header.dataOffset;
-      return new SafetensorsFile(path, header, (b, e) => file.read(base + b, e - b), () => file.close());
-    } catch (e) {
-      await file.close();
-      throw e;
-    }
-  }
-
-  /**
-   * Downloads a file with a streaming fetch (browser and Node), validating the header as soon as it
-   * arrives. onProgress gets (loaded, total) per chunk once the total is known (Content-Length, else
-   * the size the header implies) and a last call with loaded === total.
-   */
-  static async fromUrl(url: string | URL, opts: IOOptions = {}): Promise<SafetensorsFile> {
-    const label = String(url);
-    const bytes = await downloadSafetensors(label, opts);
-    return SafetensorsFile.fromBytes(bytes, label);
-  }
-}
-
-/**
- * Streams a safetensors file into one buffer. Fails early on a bad header, and on a stream that
- * ends before its Content-Length or before the end of the last tensor.
- */
-async function downloadSafetensors(label: string, opts: IOOptions): Promise<Uint8Array> {
-  const stream = await openStream(label, { ...opts, onProgress: undefined });
-  const contentLength = stream.length;
-  let buf: Uint8Array;
-  try {
-    buf = new Uint8Array(contentLength ?? 64 * 1024);
-  } catch (e) {
-    await stream.cancel();
-    throw new SafetensorsError(label, `cannot hold the ${contentLength} bytes of this file in memory (${(e as Error).message})`);
-  }
-  let filled = 0; // bytes stored in buf
-  let received = 0; // bytes that came over the wire
-  let total = contentLength; // what onProgress reports as total
-  let required: number | undefined; // end of the last tensor, once the header is parsed
-  let lastReported = -1;
-
-  const store = (chunk: Uint8Array) => {
-    const limit = required ?? contentLength ?? Infinity;
-    const n = Math.min(chunk.byteLength, Math.max(0, limit - filled));
-    if (filled + n > buf.byteLength) {
-      // Only while the header is incomplete and the length unknown: grow geometrically.
-      const grown = new Uint8Array(Math.max(filled + n, buf.byteLength * 2));
-      grown.set(buf.subarray(0, filled));
-      buf = grown;
-    }
-    buf.set(chunk.subarray(0, n), filled);
-    filled += n;
-  };
-
-  try {
-    for (let value = await stream.next(); value; value = await stream.next()) {
-      received += value.byteLength;
-      if (contentLength !== undefined && received > contentLength) {
-        throw new IOError(label, 'network', `server sent more than its Content-Length of ${contentLength} bytes`);
-      }
-      store(value);
-      if (required === undefined && filled >= 8) {
-        const n = readHeaderLength(buf.subarray(0, 8), contentLength, label);
-        if (filled >= 8 + n) {
-          const header = parseHeader(buf.subarray(8, 8 + n), contentLength !== undefined ? contentLength - 8 - n : undefined, label);
-          required = 8 + n + header.dataEnd;
-          if (contentLength === undefined) {
-            // Now the size is known: move into an exact buffer; bytes past the last tensor are never used.
-            total = required;
-            const exact = new Uint8Array(required);
-            const keep = Math.min(filled, required);
-            exact.set(buf.subarray(0, keep));
-            buf = exact;
-            filled = keep;
-          }
-        }
-      }
-      if (total !== undefined && opts.onProgress) {
-        const loaded = Math.min(received, total);
-        if (loaded !== lastReported) {
-          lastReported = loaded;
-          opts.onProgress(loaded, total);
-        }
-      }
-    }
-  } catch (e) {
-    await stream.cancel();
-    throw e;
-  }
-
-  if (contentLength !== undefined && received < contentLength) {
-    throw new IOError(label, 'truncated', `download truncated: received ${received} of ${contentLength} bytes`);
-  }
-  if (received < 8) readHeaderLength(buf.subarray(0, received), received, label);
-  if (required === undefined) {
-    const n = readHeaderLength(buf.subarray(0, 8), undefined, label);
-    throw new IOError(label, 'truncated', `download truncated: safetensors header length ${n} goes beyond the ${received} bytes received`);
-  }
-  if (filled < required) {
-    throw new IOError(label, 'truncated', `download truncated: received ${received} bytes, the tensors end at byte ${required}`);
-  }
-  if (received > required) {
-    // Without a Content-Length the header tells where the file ends; more bytes break the format.
-    throw new SafetensorsError(label, `${received - required} trailing bytes after the last tensor (which ends at byte ${required}) belong to no tensor`);
-  }
-  if (opts.onProgress && total !== undefined && lastReported !== total) opts.onProgress(total, total);
-  return buf.subarray(0, filled);
 }
 
 // ---------------------------------------------------------------- writer

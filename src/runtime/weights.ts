@@ -12,6 +12,7 @@ import {
   bytesToF32,
   bytesToI32,
 } from './safetensors.js';
+import { downloadSafetensorsFile, openSafetensorsFile } from './safetensors_sources.js';
 import { IOError, fileExists, isUrl, joinPath, readText, toPath, type IOOptions, type ProgressCallback } from './io.js';
 
 /**
@@ -108,12 +109,12 @@ export class WeightSource {
 
   /** A local safetensors file (Node), read tensor by tensor; onProgress follows the reads. */
   static async fromFile(path: string, opts: { onProgress?: ProgressCallback } = {}): Promise<WeightSource> {
-    return WeightSource.fromFiles([await SafetensorsFile.fromFile(path)], path, opts.onProgress);
+    return WeightSource.fromFiles([await openSafetensorsFile(path)], path, opts.onProgress);
   }
 
   /** A safetensors file downloaded with a streaming fetch; onProgress follows the download. */
   static async fromUrl(url: string | URL, opts: IOOptions = {}): Promise<WeightSource> {
-    return WeightSource.fromFiles([await SafetensorsFile.fromUrl(url, opts)], String(url));
+    return WeightSource.fromFiles([await downloadSafetensorsFile(url, opts)], String(url));
   }
 
   /** A safetensors file at a URL (downloaded) or a local path (read tensor by tensor). */
@@ -479,11 +480,11 @@ export async function loadComponentFolder(pathOrUrl: string | URL, opts: Compone
     try {
       for (const n of names) {
         if (!remote) {
-          files.push(await SafetensorsFile.fromFile(toPath(joinPath(base, n))));
+          files.push(await openSafetensorsFile(toPath(joinPath(base, n))));
           continue;
         }
         const onProgress: ProgressCallback | undefined = opts.onProgress && ((l, t) => opts.onProgress!(done + l, done + t));
-        const file = await SafetensorsFile.fromUrl(joinPath(base, n), { ...opts, onProgress });
+        const file = await downloadSafetensorsFile(joinPath(base, n), { ...opts, onProgress });
         done += file.dataBytes + file.header.dataOffset;
         files.push(file);
       }
