@@ -59,6 +59,11 @@ describe('LDMTextToImagePipeline vs diffusers', () => {
       out.images.dispose();
       expect(engine.memory().inUseBytes).toBe(before);
       await expect(pipe.generate({ prompt: m.prompt, height: 60 })).rejects.toThrow(/multiples of 8/);
+      // checked before anything runs: guidance NaN, and a latent size the UNet cannot halve often enough
+      await expect(pipe.generate({ prompt: m.prompt, guidanceScale: NaN })).rejects.toThrow(/guidanceScale must be a finite number/);
+      const f = 2 ** ((pipe.components.unet.config.block_out_channels as number[]).length - 1);
+      if (f > 1) await expect(pipe.generate({ prompt: m.prompt, height: 8 * (f + 1) })).rejects.toThrow(/does not fit the UNet, which downsamples by/);
+      expect(engine.memory().inUseBytes).toBe(before);
     } finally {
       pipe.dispose();
     }

@@ -9,10 +9,11 @@ import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { LDMBertModel } from '../text/ldm_bert.js';
 import { BertTokenizer } from '../text/bert_tokenizer.js';
-import { createScheduler, denoise, initialLatents, resolveSeed, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise, initialLatents, resolveSeed, unetDownFactor, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
 import type { PipelineOutput } from './ldm.js';
+import { configSampleSize } from '../models/config.js';
 
 export interface LDMText2ImgOptions extends LoopOptions {
   prompt: string | readonly string[];
@@ -63,11 +64,15 @@ export class LDMTextToImagePipeline {
     if (!prompts.length) throw new Error('LDMTextToImagePipeline.generate: prompt is empty');
     const B = prompts.length;
     const vaeScale = 2 ** (vqvae.shape.blockOutChannels.length - 1);
-    const sample = (unet.config.sample_size as number | undefined) ?? 32;
-    const height = o.height ?? sample * vaeScale;
-    const width = o.width ?? sample * vaeScale;
+    const [sh, sw] = configSampleSize(unet.config, 32, 'LDMTextToImagePipeline: UNet2DConditionModel');
+    const height = o.height ?? sh * vaeScale;
+    const width = o.width ?? sw * vaeScale;
+    for (const [k, v] of [['height', height], ['width', width]] as const) {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`LDMTextToImagePipeline.generate: ${k} must be a positive integer, got ${String(v)}`);
+    }
     if (height % 8 || width % 8) throw new Error(`LDMTextToImagePipeline.generate: height and width must be multiples of 8, got ${height}x${width}`);
-    const scale = o.guidanceScale ?? 1;
+    checkLatentSize('LDMTextToImagePipeline.generate', 'height x width', height / 8, width / 8, unetDownFactor(unet), 8);
+    const scale = checkGuidance('LDMTextToImagePipeline.generate', o.guidanceScale ?? 1);
     const guided = scale !== 1;
     const seed = resolveSeed('LDMTextToImagePipeline.generate', o.seed, B);
     const scheduler = schedulerForCall(this.components.scheduler, o.sampler);
@@ -99,6 +104,12 @@ export class LDMTextToImagePipeline {
       final.dispose();
       const decoded = vqvae.decode(h);
       h.dispose();
+      try {
+        await assertFinite('LDMTextToImagePipeline.generate', decoded, 'the first stage (vqvae) decoder');
+      } catch (e) {
+        decoded.dispose();
+        throw e;
+      }
       const images = toUnitRange(decoded);
       return { images, rgba: await toRgba(images) };
     } finally {
