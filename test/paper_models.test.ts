@@ -20,6 +20,7 @@ import { OriginalConfigError } from '../src/loaders/original.js';
 interface Meta {
   class_labels?: number[];
   prompts?: string[];
+  tokens?: number[][];
   unet_t: number[];
   guidance_scale: number;
   steps: number;
@@ -37,7 +38,7 @@ function load(name: string) {
   };
 }
 
-const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256', 'lsun_churches256'];
+const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256', 'lsun_churches256', 'text2img256', 'layout2img-openimages256'];
 
 describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () => {
   let engine: Engine;
@@ -60,6 +61,7 @@ describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () 
         const cs = ldm.condStage;
         if (meta.class_labels) cond = (cs as ClassEmbedder).encode(meta.class_labels);
         else if (meta.prompts) cond = (cs as BERTEmbedder).encode(meta.prompts);
+        else if (meta.tokens) cond = (cs as BERTEmbedder).encode(meta.tokens);
         else if (refs.seg_labels) {
           const lab = refs.seg_labels;
           const [, H, W] = lab.shape;
@@ -81,6 +83,7 @@ describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () 
         const out = await ldm.generate({
           classLabels: meta.class_labels?.slice(0, 1),
           prompt: meta.prompts?.slice(0, 1),
+          tokens: meta.tokens?.slice(0, 1),
           segmentation: onehot ?? undefined,
           lowRes: refs.low_res ? T('low_res') : undefined,
           steps: meta.steps,

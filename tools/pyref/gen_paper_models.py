@@ -61,6 +61,8 @@ CASES = {
     'semantic_synthesis256': ('models/ldm/semantic_synthesis256/config.yaml', 8),
     'lsun_churches256': ('models/ldm/lsun_churches256/config.yaml', 16),
     'cin256': ('models/ldm/cin256/config.yaml', 8),
+    'text2img256': ('models/ldm/text2img256/config.yaml', 8),
+    'layout2img-openimages256': ('models/ldm/layout2img-openimages256/config.yaml', 8),
 }
 
 def strip(node, key):
@@ -111,6 +113,13 @@ def make(name, rel, latent):
             refs['cond'] = cc; meta['class_labels'] = labels
             # cin256-v2's last class is its null class; models/ldm/cin256 (1000 classes) has none: no guidance
             cond, uc = cc[:1], (cc[1:] if n == 1001 else None)
+        elif ct.endswith('BERTEmbedder') and p['cond_stage_config']['params'].get('use_tokenizer', True) is False:
+            # layout2img: the bounding-box token sequence goes to the encoder as it is; no guidance
+            cp = p['cond_stage_config']['params']
+            tokens = torch.randint(0, cp['vocab_size'], (2, cp['max_seq_len']), generator=g)
+            cc = model.get_learned_conditioning(tokens)
+            refs['cond'] = cc; meta['tokens'] = tokens.tolist()
+            cond, uc = cc[:1], None
         elif ct.endswith('BERTEmbedder'):
             prompts = ['a painting of a virus monster playing guitar', '']
             cc = model.get_learned_conditioning(prompts)
