@@ -107,6 +107,30 @@ describe('CLI: output files', () => {
   }, 120_000);
 });
 
+/** A server with the bundled model's JSON files whose safetensors requests never get an answer. */
+async function hangingServer() {
+  const model = defaultModel();
+  const requests: string[] = [];
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
+    requests.push(path);
+    if (path.endsWith('.safetensors')) return; // never answers
+    const file = join(model, path);
+    if (!existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(readFileSync(file));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const close = () => {
+    server.closeAllConnections();
+    server.close();
+  };
+  return { url, requests, close };
+}
+
 describe('CLI: stderr and Ctrl-C', () => {
   it('filters driver lines and keeps its own', () => {
     for (const l of [
@@ -123,24 +147,10 @@ describe('CLI: stderr and Ctrl-C', () => {
   });
 
   it('a download that hangs: says what it waits for, Ctrl-C exits 130, no driver noise on stderr', async () => {
-    const model = defaultModel();
-    const requests: string[] = [];
-    const server = createServer((req, res) => {
-      const path = decodeURIComponent(new URL(req.url!, 'http://x').pathname);
-      requests.push(path);
-      if (path.endsWith('.safetensors')) return; // never answers
-      const file = join(model, path);
-      if (!existsSync(file)) {
-        res.writeHead(404).end();
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(readFileSync(file));
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as { port: number }).port;
+    const srv = await hangingServer();
     try {
       const out = join(tmpdir(), `hang-${process.pid}.png`);
-      const r = await runCli(['generate', '--model', `http://127.0.0.1:${port}`, '--class', '3', '--steps', '2', '--out', out], (p, stderr) => {
+      const r = await runCli(['generate', '--model', srv.url, '--class', '3', '--steps', '2', '--out', out], (p, stderr) => {
         const poll = setInterval(() => {
           if (/waiting for http:\/\/127\.0\.0\.1:\d+\/\w+\/diffusion_pytorch_model\.safetensors/.test(stderr())) {
             clearInterval(poll);
@@ -151,12 +161,25 @@ describe('CLI: stderr and Ctrl-C', () => {
       });
       expect(r.status, r.stderr).toBe(130);
       expect(r.stderr).toMatch(/cancelled/);
-      expect(requests).toContain('/model_index.json');
+      expect(srv.requests).toContain('/model_index.json');
       for (const line of r.stderr.split('\n')) expect(isDriverNoise(line), line).toBe(false);
       expect(existsSync(out)).toBe(false);
     } finally {
-      server.closeAllConnections();
-      server.close();
+      srv.close();
+    }
+  }, 120_000);
+
+  it('--timeout: a download without progress fails after that many seconds, naming the URL', async () => {
+    expect(parseGenerateArgs([]).timeoutMs).toBe(30_000);
+    expect(parseGenerateArgs(['--timeout', '0']).timeoutMs).toBe(0);
+    expect(() => parseGenerateArgs(['--timeout', '-2'])).toThrow(/--timeout must be 0/);
+    const srv = await hangingServer();
+    try {
+      const r = await runCli(['generate', '--model', srv.url, '--class', '3', '--timeout', '1.5', '--out', join(tmpdir(), `to-${process.pid}.png`)]);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/http:\/\/127\.0\.0\.1:\d+\/\w+\/diffusion_pytorch_model\.safetensors: no progress for 1500 ms/);
+    } finally {
+      srv.close();
     }
   }, 120_000);
 });

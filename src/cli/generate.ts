@@ -102,9 +102,9 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
 
 async function generateWith(args: GenerateArgs, abort: AbortController): Promise<number> {
   const fetch = announcingFetch();
-  const index = await readJson(joinPath(args.model, 'model_index.json'), { fetch, signal: abort.signal });
+  const index = await readJson(joinPath(args.model, 'model_index.json'), { fetch, signal: abort.signal, timeoutMs: args.timeoutMs });
   const kind = String(index._class_name ?? '');
-  const schedulerConfig = await readJson(joinPath(args.model, 'scheduler', 'scheduler_config.json'), { fetch, signal: abort.signal });
+  const schedulerConfig = await readJson(joinPath(args.model, 'scheduler', 'scheduler_config.json'), { fetch, signal: abort.signal, timeoutMs: args.timeoutMs });
   const badSteps = stepsProblem(schedulerConfig, args.sampler, args.steps);
   if (badSteps) throw new Error(badSteps);
   if (args.seedWasRandom) process.stderr.write(`seed: ${args.seed} (random)\n`);
@@ -141,7 +141,7 @@ async function generateWith(args: GenerateArgs, abort: AbortController): Promise
     if (kind === 'StableDiffusionPipeline') {
       if (args.classLabels) throw new Error(`${args.model} is a StableDiffusionPipeline: give --prompt, not --class`);
       const SD = await loadStableDiffusion();
-      const pipe = await SD.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch });
+      const pipe = await SD.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs });
       if (loadStarted) load.stop();
       try {
         // A batch is one prompt per image.
@@ -167,7 +167,7 @@ async function generateWith(args: GenerateArgs, abort: AbortController): Promise
       }
     } else if (kind === 'LDMPipeline' || kind === '') {
       if (args.prompt !== undefined) throw new Error(`${args.model} is an ${kind || 'LDM'} folder (no text encoder): use --class, not --prompt`);
-      const pipe = await LDMPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch });
+      const pipe = await LDMPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs });
       if (loadStarted) load.stop();
       try {
         const latent = (pipe.unet.config.sample_size as number | undefined) ?? 64;

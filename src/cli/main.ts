@@ -14,7 +14,7 @@ import { readGenerationParameters, type GenerationParameters } from '../image/pn
 export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
                       [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
-                      [--batch N] [--out out.png] [--verbose]
+                      [--batch N] [--out out.png] [--timeout S] [--verbose]
   ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
   ldm-webgpu generate --ckpt model.ckpt --config config.yaml [--class N | --prompt TEXT --tokenizer DIR]
                       [--steps N] [--eta E] [--seed N] [--guidance S] [--batch N] [--out out.png]
@@ -41,6 +41,7 @@ generate:
   --from             rerun the options stored in a PNG written by this command or the demo page
                      (the same bytes on the same adapter); only --model and --out may be added
   --verbose          also show the GPU driver's messages on stderr (hidden by default)
+  --timeout          seconds a download may go without progress before it fails (default 30; 0 = no limit)
   --ckpt, --config   one of the paper's original releases (CompVis latent-diffusion model.ckpt or
                      .safetensors, and its config.yaml), sampled with CompVis DDIM (--steps dividing 1000)
   --tokenizer        folder with bert-base-uncased's vocab.txt (text models with --prompt)
@@ -124,6 +125,8 @@ export interface GenerateArgs {
   steps: number;
   sampler?: string;
   seed: number;
+  /** no-progress timeout of downloads in ms (--timeout seconds; 0 = none) */
+  timeoutMs?: number;
   /** --seed -1: the seed was drawn at random (the CLI prints it) */
   seedWasRandom?: boolean;
   guidance?: number;
@@ -160,16 +163,19 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     out: { type: 'string' },
     from: { type: 'string' },
     verbose: { type: 'boolean' },
+    timeout: { type: 'string' },
     ckpt: { type: 'string' },
     config: { type: 'string' },
     tokenizer: { type: 'string' },
     eta: { type: 'string' },
   });
   delete v.verbose; // handled before parsing (src/cli/stderr.ts)
+  const timeoutMs = timeoutArg(v.timeout);
+  delete v.timeout;
   if (v.from !== undefined) {
     const extra = Object.keys(v).filter((k) => !['from', 'model', 'out'].includes(k));
     if (extra.length) throw new UsageError(`--from reruns the options stored in the PNG; only --model and --out may be added (got --${extra.join(', --')})`);
-    return argsFromPng(v.from, v.model, v.out ?? 'out.png');
+    return { ...argsFromPng(v.from, v.model, v.out ?? 'out.png'), timeoutMs };
   }
   if (v.class !== undefined && v.prompt !== undefined) throw new UsageError('give either --class or --prompt, not both');
   if ((v.ckpt === undefined) !== (v.config === undefined)) throw new UsageError('--ckpt and --config go together (a release model.ckpt and its config.yaml)');
@@ -196,6 +202,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     steps: intArg('steps', v.steps, 1, 1000) ?? 20,
     sampler: v.sampler,
     ...seedArg(v.seed),
+    timeoutMs,
     guidance: numArg('guidance', v.guidance),
     width: intArg('width', v.width, 8, 4096),
     height: intArg('height', v.height, 8, 4096),
@@ -252,6 +259,14 @@ export function argsFromPng(file: string, model: string | undefined, out: string
     f16: p.f16 === false ? false : undefined,
     batchIndex: int('batchIndex', 0) ?? 0,
   };
+}
+
+/** --timeout in seconds (default 30; 0 waits forever) -> the loaders' no-progress timeoutMs. */
+function timeoutArg(v: string | undefined): number {
+  if (v === undefined) return 30_000;
+  const s = numArg('timeout', v)!;
+  if (s < 0) throw new UsageError(`--timeout must be 0 (no limit) or a number of seconds, got ${v}`);
+  return s * 1000;
 }
 
 function seedArg(v: string | undefined): { seed: number; seedWasRandom?: boolean } {
