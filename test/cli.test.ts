@@ -23,6 +23,8 @@ describe('CLI arguments', () => {
     expect(parseGenerateArgs([]).model).toBe(defaultModel());
     expect(existsSync(join(defaultModel(), 'model_index.json'))).toBe(true);
     expect(parseBenchArgs(['--browser', '--no-tfjs', '--suite', 'ops'])).toMatchObject({ browser: true, tfjs: false, suite: ['ops'] });
+    expect(parseBenchArgs(['--dtype', 'f32,f16', '--adapter', 'lavapipe'])).toMatchObject({ dtypes: ['f32', 'f16'], adapter: 'lavapipe' });
+    expect(parseBenchArgs([]).dtypes).toEqual(['f32']);
   });
 
   it('rejects bad arguments with a UsageError', () => {
@@ -30,6 +32,8 @@ describe('CLI arguments', () => {
       expect(() => parseGenerateArgs(bad), bad.join(' ')).toThrow(UsageError);
     }
     expect(() => parseBenchArgs(['--suite', 'gpu'])).toThrow(UsageError);
+    expect(() => parseBenchArgs(['--dtype', 'bf16'])).toThrow(UsageError);
+    expect(() => parseBenchArgs(['--adapter', 'cpu'])).toThrow(UsageError);
   });
 
   it('names batch outputs out-1.png, out-2.png, ...', () => {

@@ -19,6 +19,7 @@ export const USAGE = `usage:
   ldm-webgpu generate --ckpt model.ckpt --config config.yaml [--class N | --prompt TEXT --tokenizer DIR]
                       [--steps N] [--eta E] [--seed N] [--guidance S] [--batch N] [--out out.png]
   ldm-webgpu bench [--browser] [--suite ops,models] [--no-tfjs] [--quick] [--filter TEXT] [--out DIR]
+                   [--dtype f32,f16] [--adapter hardware|lavapipe|swiftshader]
   ldm-webgpu help
 
 generate:
@@ -283,6 +284,9 @@ export interface BenchArgs {
   quick: boolean;
   filter?: string;
   out?: string;
+  /** storage dtypes of the Node runs (default f32) */
+  dtypes?: ('f32' | 'f16')[];
+  adapter?: 'hardware' | 'lavapipe' | 'swiftshader';
 }
 
 export function parseBenchArgs(args: string[]): BenchArgs {
@@ -294,11 +298,19 @@ export function parseBenchArgs(args: string[]): BenchArgs {
     filter: { type: 'string' },
     out: { type: 'string' },
     verbose: { type: 'boolean' },
+    dtype: { type: 'string', default: 'f32' },
+    adapter: { type: 'string' },
   });
   const suite = v.suite!.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of suite) if (s !== 'ops' && s !== 'models') throw new UsageError(`--suite takes ops and/or models, got ${JSON.stringify(s)}`);
   if (suite.length === 0) throw new UsageError('--suite is empty');
-  return { browser: v.browser!, suite, tfjs: !v['no-tfjs'], quick: v.quick!, filter: v.filter, out: v.out };
+  const dtypes = v.dtype!.split(',').map((d) => d.trim());
+  for (const d of dtypes) if (d !== 'f32' && d !== 'f16') throw new UsageError(`--dtype takes f32 and/or f16, got ${JSON.stringify(d)}`);
+  const adapter = v.adapter;
+  if (adapter !== undefined && adapter !== 'hardware' && adapter !== 'lavapipe' && adapter !== 'swiftshader') {
+    throw new UsageError(`--adapter takes hardware, lavapipe or swiftshader, got ${JSON.stringify(adapter)}`);
+  }
+  return { browser: v.browser!, suite, tfjs: !v['no-tfjs'], quick: v.quick!, filter: v.filter, out: v.out, dtypes: dtypes as ('f32' | 'f16')[], adapter };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -320,7 +332,7 @@ export async function main(argv: string[]): Promise<number> {
         const { runBench } = await import('../../bench/run.js');
         // bench/results in a checkout; ./bench-results where the package is installed without bench/.
         const out = args.out ?? (existsSync(resolve(packageRoot(), 'bench')) ? resolve(packageRoot(), 'bench', 'results') : resolve('bench-results'));
-        await runBench({ suite: args.suite, tfjs: args.tfjs, quick: args.quick, filter: args.filter, out });
+        await runBench({ suite: args.suite, tfjs: args.tfjs, quick: args.quick, filter: args.filter, out, dtypes: args.dtypes, adapter: args.adapter });
       }
       return 0;
     }
