@@ -90,7 +90,7 @@ describe('config values', () => {
   it('num_train_timesteps 1e9 fails at once naming the key and the limit (every scheduler)', () => {
     for (const C of ALL) {
       const t0 = Date.now();
-      expect(() => new C({ num_train_timesteps: 1e9 }), C.name).toThrow(/num_train_timesteps[^]*100000/); // names the key and the limit
+      expect(() => new C({ num_train_timesteps: 1e9 }), C.name).toThrow(/config key 'num_train_timesteps' must be an integer in \[1, 100000\], got 1000000000/);
       expect(Date.now() - t0).toBeLessThan(1000); // not a timing benchmark: 1e9 used to abort the process
     }
     expect(new DDIMScheduler({ num_train_timesteps: 100000 }).numTrainTimesteps).toBe(100000);
@@ -108,8 +108,8 @@ describe('config values', () => {
 
   it('string-typed numbers in a list are refused naming the key', async () => {
     const engine = await getEngine();
-    await expect(ldm(engine, null, NaN, { unet: { block_out_channels: ['16', '32'] } })).rejects.toThrow(/'block_out_channels' must be/);
-    await expect(ldm(engine, null, NaN, { vqvae: { block_out_channels: [16, '32', 32] } })).rejects.toThrow(/'block_out_channels' must be/);
+    await expect(ldm(engine, null, NaN, { unet: { block_out_channels: ['16', '32'] } })).rejects.toThrow(/'block_out_channels\[0\]' must be an integer, got "16"/);
+    await expect(ldm(engine, null, NaN, { vqvae: { block_out_channels: [16, '32', 32] } })).rejects.toThrow(/'block_out_channels\[1\]' must be an integer, got "32"/);
   });
 
   it('sample_size: a list [h, w] works (also non-square), "8" and [8] are refused naming the key', async () => {

@@ -11,7 +11,7 @@ import {
   MAX_HEADER_BYTES,
 } from '../src/runtime/safetensors.js';
 import { downloadSafetensorsFile, openSafetensorsFile } from '../src/runtime/safetensors_sources.js';
-import { WeightSource, loadComponentFolder, fromConfigBytes, configValue, closeNames } from '../src/runtime/weights.js';
+import { WeightSource, loadComponentFolder, fromConfigBytes, closeNames } from '../src/runtime/weights.js';
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/runtime/half.js';
 import { getEngine, randn, readF32 } from './helpers.js';
 import { FIXTURES, readSafetensorsFile } from './fixture.js';
@@ -630,9 +630,9 @@ describe('loadComponentFolder', () => {
     const noConfig = folder({ 'diffusion_pytorch_model.safetensors': weights });
     await expect(loadComponentFolder(noConfig)).rejects.toThrow(/config\.json: cannot read the component config/);
     const badConfig = folder({ 'config.json': '{"a": ', 'diffusion_pytorch_model.safetensors': weights });
-    await expect(loadComponentFolder(badConfig)).rejects.toThrow(/config\.json: not valid JSON/);
+    await expect(loadComponentFolder(badConfig)).rejects.toThrow(/config\.json: invalid JSON/);
     const arrConfig = folder({ 'config.json': '[1]', 'diffusion_pytorch_model.safetensors': weights });
-    await expect(loadComponentFolder(arrConfig)).rejects.toThrow(/config\.json: the config must be a JSON object/);
+    await expect(loadComponentFolder(arrConfig)).rejects.toThrow(/config\.json: invalid JSON \(expected an object, got an array\)/);
     const badWeights = folder({ 'config.json': '{}', 'diffusion_pytorch_model.safetensors': new Uint8Array(4) });
     await expect(loadComponentFolder(badWeights)).rejects.toThrow(/diffusion_pytorch_model\.safetensors.*shorter than the 8-byte/);
   });
@@ -668,20 +668,11 @@ describe('loadComponentFolder', () => {
     await expect(loadComponentFolder(`${baseUrl}/broken`)).rejects.toThrow(/broken\/diffusion_pytorch_model\.safetensors: download truncated/);
   });
 
-  it('fromConfigBytes and configValue', async () => {
+  it('fromConfigBytes', async () => {
     const c = fromConfigBytes(JSON.stringify(config), weights);
     expect(c.config.latent_channels).toBe(4);
     expect(c.weights.names()).toEqual(['conv.weight']);
     expect(fromConfigBytes(config, weights.buffer as ArrayBuffer).config).toBe(config);
-    expect(() => fromConfigBytes('nope', weights)).toThrow(/config: not valid JSON/);
-    expect(configValue(config, 'latent_channels', 8)).toBe(4);
-    expect(configValue(config, 'scaling_factor', 0.18215)).toBe(0.18215);
-    expect(configValue({ x: null }, 'x', 3)).toBe(null);
-    expect(configValue(config, 'act_fn', 'silu', ['silu', 'swish'])).toBe('silu');
-    expect(() => configValue({ ...config, act_fn: 'mish' }, 'act_fn', 'silu', ['silu', 'swish'])).toThrow(
-      'unsupported value "mish" for config key act_fn of AutoencoderKL (supported: "silu", "swish")',
-    );
-    expect(() => configValue({ n: 3 }, 'n', 1, (v) => v === 1 || v === 2)).toThrow(/^unsupported value 3 for config key n$/);
-    expect(configValue({ l: [1, 2] }, 'l', [0], [[1, 2]])).toEqual([1, 2]);
+    expect(() => fromConfigBytes('nope', weights)).toThrow(/config: invalid JSON/);
   });
 });

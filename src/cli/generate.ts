@@ -1,6 +1,7 @@
 // `ldm-webgpu generate`: loads a pipeline folder (LDMPipeline, or StableDiffusionPipeline when the
 // folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs that
 // carry their generation parameters (src/image/png_metadata.ts), so `--from x.png` reruns one.
+import { ConfigReader } from '../runtime/config.js';
 import { PNG } from 'pngjs';
 import cliProgress from 'cli-progress';
 import { Engine } from '../runtime/engine.js';
@@ -170,7 +171,7 @@ async function generateWith(args: GenerateArgs, abort: AbortController): Promise
       const pipe = await LDMPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs });
       if (loadStarted) load.stop();
       try {
-        const latent = (pipe.unet.config.sample_size as number | undefined) ?? 64;
+        const latent = new ConfigReader('UNet2DModel', pipe.unet.config).sampleSize(64)[0];
         const first = (pipe.vqvae ?? pipe.vae)!;
         const factor = 2 ** ((first.config.block_out_channels as number[] | undefined)?.length ?? 4) / 2;
         const native = latent * factor;

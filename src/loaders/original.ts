@@ -9,7 +9,7 @@ import type { DType, Tensor } from '../runtime/tensor.js';
 import { f32ToF16Bits } from '../runtime/half.js';
 import type { WeightSource } from '../runtime/weights.js';
 import type { TensorSource } from '../models/nn.js';
-import type { Config } from '../models/config.js';
+import type { Config } from '../runtime/config.js';
 import { mapVaeKey } from './single_file.js';
 
 export class OriginalConfigError extends Error {

@@ -7,7 +7,7 @@ import type { DType, Tensor } from '../runtime/tensor.js';
 import { WeightSource } from '../runtime/weights.js';
 import type { IOOptions } from '../runtime/io.js';
 import type { TensorSource } from '../models/nn.js';
-import { configList, perBlock, type Config } from '../models/config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 
 export type SingleFileSource = string | Uint8Array | ArrayBuffer | WeightSource;
 
@@ -33,9 +33,10 @@ function renameResnet(rest: string): string {
 
 /** CompVis UNet key (without 'model.diffusion_model.') -> diffusers key, or null when unknown. */
 export function mapUNetKey(key: string, config: Config): string | null {
-  const n = configList(config, 'block_out_channels', [320, 640, 1280, 1280], 'UNet2DConditionModel').length;
-  const lpb = perBlock(config, 'layers_per_block', 2, n, 'UNet2DConditionModel');
-  const upTypes = configList<string>(config, 'up_block_types', ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], 'UNet2DConditionModel');
+  const c = new ConfigReader('UNet2DConditionModel', config);
+  const n = c.intList('block_out_channels', [320, 640, 1280, 1280]).length;
+  const lpb = c.perBlock('layers_per_block', 2, n);
+  const upTypes = c.oneOfList('up_block_types', ['CrossAttnUpBlock2D', 'UpBlock2D'], ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], n);
   let m: RegExpExecArray | null;
   if ((m = /^time_embed\.(0|2)\.(.*)$/.exec(key))) return `time_embedding.linear_${m[1] === '0' ? 1 : 2}.${m[2]}`;
   if ((m = /^label_emb\.0\.(.*)$/.exec(key))) return `class_embedding.${m[1]}`;
@@ -82,7 +83,7 @@ export function mapUNetKey(key: string, config: Config): string | null {
 
 /** CompVis VAE key (without 'first_stage_model.') -> diffusers key, or null. */
 export function mapVaeKey(key: string, config: Config): string | null {
-  const n = configList(config, 'block_out_channels', [128, 256, 512, 512], 'AutoencoderKL').length;
+  const n = new ConfigReader('AutoencoderKL', config).intList('block_out_channels', [128, 256, 512, 512]).length;
   const res = (s: string) => s.replace(/^nin_shortcut\./, 'conv_shortcut.');
   const attn = (s: string) =>
     s.replace(/^norm\./, 'group_norm.').replace(/^q\./, 'to_q.').replace(/^k\./, 'to_k.').replace(/^v\./, 'to_v.').replace(/^proj_out\./, 'to_out.0.');

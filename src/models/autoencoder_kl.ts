@@ -5,7 +5,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { Conv2d, ParamLoader, sequential, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
-import { configBool, configNumber, configPositive, type Config } from './config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
@@ -48,12 +48,13 @@ export class AutoencoderKL extends Model {
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<AutoencoderKL> {
     const name = 'AutoencoderKL';
     const s = vaeShape(config, name);
+    const c = new ConfigReader(name, config);
     // diffusers' force_upcast (default true; false in the "fp16-fix" VAEs): the SD VAE overflows in
     // f16 at 512x512, so on an f16 engine it keeps f32 weights and runs in f32 beside the f16 UNet.
-    const forceUpcast = configBool(config, 'force_upcast', true, name);
-    const useQuant = configBool(config, 'use_quant_conv', true, name);
-    const usePost = configBool(config, 'use_post_quant_conv', true, name);
-    const scalingFactor = configPositive(config, 'scaling_factor', 0.18215, name);
+    const forceUpcast = c.bool('force_upcast', true);
+    const useQuant = c.bool('use_quant_conv', true);
+    const usePost = c.bool('use_post_quant_conv', true);
+    const scalingFactor = c.positive('scaling_factor', 0.18215);
     return buildModel(
       engine,
       source,

@@ -8,7 +8,7 @@ import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { Conv2d, ParamLoader, sequential, type Step, type TensorSource } from './nn.js';
-import { configList, configNumber, requireValues, type Config } from './config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
 import { WeightSource, type LoadOptions } from '../runtime/weights.js';
 
@@ -67,19 +67,20 @@ export class AutoencoderTiny extends Model {
    */
   static async load(engine: Engine, config: Config, source: TensorSource & { info?(n: string): { shape: number[] } | undefined }): Promise<AutoencoderTiny> {
     const name = 'AutoencoderTiny';
-    requireValues(name, 'act_fn', config.act_fn ?? 'relu', ['relu']);
-    requireValues(name, 'upsampling_scaling_factor', config.upsampling_scaling_factor ?? 2, [2]);
-    const encCh = configList(config, 'encoder_block_out_channels', [64, 64, 64, 64], name);
-    const decCh = configList(config, 'decoder_block_out_channels', [64, 64, 64, 64], name);
-    const encBlocks = configList(config, 'num_encoder_blocks', [1, 3, 3, 3], name);
-    const decBlocks = configList(config, 'num_decoder_blocks', [3, 3, 3, 1], name);
-    const inCh = configNumber(config, 'in_channels', 3, name);
-    const outCh = configNumber(config, 'out_channels', 3, name);
+    const c = new ConfigReader(name, config);
+    c.oneOf('act_fn', ['relu'], 'relu');
+    c.oneOf('upsampling_scaling_factor', [2], 2);
+    const encCh = c.intList('encoder_block_out_channels', [64, 64, 64, 64]);
+    const decCh = c.intList('decoder_block_out_channels', [64, 64, 64, 64]);
+    const encBlocks = c.intList('num_encoder_blocks', [1, 3, 3, 3]);
+    const decBlocks = c.intList('num_decoder_blocks', [3, 3, 3, 1]);
+    const inCh = c.int('in_channels', 3);
+    const outCh = c.int('out_channels', 3);
     // The weights decide the latent width (4 for SD/SDXL, 16 for SD3/FLUX.1).
     const decIn = source.info?.('decoder.layers.0.weight')?.shape[1];
     const encLayers = encCh.length + encBlocks.reduce((a, b) => a + b, 0);
     const encOut = source.info?.(`encoder.layers.${encLayers}.weight`)?.shape[0];
-    const latent = decIn ?? encOut ?? configNumber(config, 'latent_channels', 4, name);
+    const latent = decIn ?? encOut ?? c.int('latent_channels', 4);
     const s: TinyShape = {
       inChannels: inCh,
       outChannels: outCh,
@@ -88,7 +89,7 @@ export class AutoencoderTiny extends Model {
       decoderChannels: decCh,
       encoderBlocks: encBlocks,
       decoderBlocks: decBlocks,
-      latentMagnitude: configNumber(config, 'latent_magnitude', 3, name),
+      latentMagnitude: c.num('latent_magnitude', 3),
     };
     const hasEnc = source.has('encoder.layers.0.weight');
     const hasDec = source.has('decoder.layers.0.weight');

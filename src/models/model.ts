@@ -5,7 +5,7 @@ import type { Engine } from '../runtime/engine.js';
 import { Tensor, shapeStr, type DType } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { ParamLoader, type TensorSource } from './nn.js';
-import type { Config } from './config.js';
+import type { Config } from '../runtime/config.js';
 import { loadComponentFolder, sourceFromBytes, type LoadOptions } from '../runtime/weights.js';
 
 export interface Loadable<T> {

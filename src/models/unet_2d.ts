@@ -6,7 +6,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import type { ParamLoader, TensorSource } from './nn.js';
 import { spatialAttention } from './unet_blocks.js';
-import { configBool, configList, configNumber, configOptionalNumber, requireValues, type Config } from './config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
 import { UNetCore } from './unet_core.js';
 import { timestepList } from './unet_common.js';
@@ -37,51 +37,46 @@ export class UNet2DModel extends Model {
   }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<UNet2DModel> {
-    const name = 'UNet2DModel';
-    const boc = configList(config, 'block_out_channels', [224, 448, 672, 896], name);
-    const downTypes = configList<string>(config, 'down_block_types', undefined, name);
-    const upTypes = configList<string>(config, 'up_block_types', undefined, name);
-    if (downTypes.length !== boc.length || upTypes.length !== boc.length) throw new Error(`${name}: down_block_types and up_block_types need one entry per block_out_channels`);
-    downTypes.forEach((t, i) => requireValues(name, `down_block_types[${i}]`, t, ['DownBlock2D', 'AttnDownBlock2D']));
-    upTypes.forEach((t, i) => requireValues(name, `up_block_types[${i}]`, t, ['UpBlock2D', 'AttnUpBlock2D']));
-    requireValues(name, 'time_embedding_type', config.time_embedding_type ?? 'positional', ['positional']);
-    requireValues(name, 'act_fn', config.act_fn ?? 'silu', ['silu']);
-    requireValues(name, 'resnet_time_scale_shift', config.resnet_time_scale_shift ?? 'default', ['default', 'scale_shift']);
-    requireValues(name, 'class_embed_type', config.class_embed_type ?? null, [null]);
-    requireValues(name, 'downsample_type', config.downsample_type ?? 'conv', ['conv', 'resnet']);
-    requireValues(name, 'upsample_type', config.upsample_type ?? 'conv', ['conv', 'resnet']);
-    if ((config.downsample_type ?? 'conv') !== (config.upsample_type ?? 'conv')) throw new Error(`${name}: downsample_type and upsample_type must both be 'conv' or both 'resnet'`);
-    const lpb = configNumber(config, 'layers_per_block', 2, name);
-    const groups = configNumber(config, 'norm_num_groups', 32, name);
-    const eps = configNumber(config, 'norm_eps', 1e-5, name);
+    const c = new ConfigReader('UNet2DModel', config);
+    const boc = c.intList('block_out_channels', [224, 448, 672, 896]);
+    const downTypes = c.oneOfList('down_block_types', ['DownBlock2D', 'AttnDownBlock2D'], undefined, boc.length);
+    const upTypes = c.oneOfList('up_block_types', ['UpBlock2D', 'AttnUpBlock2D'], undefined, boc.length);
+    c.oneOf('time_embedding_type', ['positional'], 'positional');
+    c.oneOf('act_fn', ['silu'], 'silu');
+    const timeScaleShift = c.oneOf('resnet_time_scale_shift', ['default', 'scale_shift'], 'default');
+    c.oneOf('class_embed_type', [null], null);
+    const downsampleType = c.oneOf('downsample_type', ['conv', 'resnet'], 'conv');
+    if (c.oneOf('upsample_type', ['conv', 'resnet'], 'conv') !== downsampleType) throw c.fail('upsample_type', c.raw('upsample_type'), `downsample_type and upsample_type must both be 'conv' or both 'resnet'`);
+    const lpb = c.int('layers_per_block', 2);
+    const groups = c.int('norm_num_groups', 32);
+    const eps = c.num('norm_eps', 1e-5);
     // channels per head: one value, or (as CompVis num_heads UNets need) one per block, the mid block
     // taking the last
-    const headDims = Array.isArray(config.attention_head_dim) ? configList(config, 'attention_head_dim', [1], name) : null;
-    if (headDims && headDims.length !== boc.length) throw new Error(`${name}: attention_head_dim as a list needs one entry per block_out_channels`);
-    const headDim = headDims ? headDims[headDims.length - 1] : configOptionalNumber(config, 'attention_head_dim', name);
-    const attnGroups = configOptionalNumber(config, 'attn_norm_num_groups', name) ?? groups;
-    const inCh = configNumber(config, 'in_channels', 3, name);
-    const outCh = configNumber(config, 'out_channels', 3, name);
-    const numClass = configOptionalNumber(config, 'num_class_embeds', name);
+    const headDims = Array.isArray(c.raw('attention_head_dim')) ? c.intList('attention_head_dim', undefined, undefined, boc.length) : null;
+    const headDim = headDims ? headDims[headDims.length - 1] : c.int('attention_head_dim', null);
+    const attnGroups = c.int('attn_norm_num_groups', null) ?? groups;
+    const inCh = c.int('in_channels', 3);
+    const outCh = c.int('out_channels', 3);
+    const numClass = c.int('num_class_embeds', null);
     const attnAt = (level: number) => spatialAttention(headDims ? headDims[level] : headDim, attnGroups, eps);
-    const centerInput = configBool(config, 'center_input_sample', false, name);
+    const centerInput = c.bool('center_input_sample', false);
     const spec = {
       blockOutChannels: boc,
       layersPerBlock: boc.map(() => lpb),
       inChannels: inCh,
       outChannels: outCh,
       tembDim: boc[0] * 4,
-      flipSinToCos: configBool(config, 'flip_sin_to_cos', true, name),
-      freqShift: configNumber(config, 'freq_shift', 0, name),
+      flipSinToCos: c.bool('flip_sin_to_cos', true),
+      freqShift: c.num('freq_shift', 0),
       numClassEmbeds: numClass,
       groups,
-      normOutGroups: configOptionalNumber(config, 'norm_num_groups', name) ?? Math.min(boc[0] / 4, 32),
+      normOutGroups: c.int('norm_num_groups', null) ?? Math.min(boc[0] / 4, 32),
       eps,
-      downsamplePadding: configNumber(config, 'downsample_padding', 1, name),
-      scaleShift: config.resnet_time_scale_shift === 'scale_shift',
-      resnetSamplers: config.downsample_type === 'resnet',
+      downsamplePadding: c.int('downsample_padding', 1),
+      scaleShift: timeScaleShift === 'scale_shift',
+      resnetSamplers: downsampleType === 'resnet',
       downAttention: (i: number) => (downTypes[i] === 'AttnDownBlock2D' ? attnAt(i) : null),
-      midAttention: configBool(config, 'add_attention', true, name) ? spatialAttention(headDim ?? boc[boc.length - 1], attnGroups, eps) : null,
+      midAttention: c.bool('add_attention', true) ? spatialAttention(headDim ?? boc[boc.length - 1], attnGroups, eps) : null,
       upAttention: (i: number) => (upTypes[i] === 'AttnUpBlock2D' ? attnAt(boc.length - 1 - i) : null),
     };
     return buildModel(

@@ -6,20 +6,13 @@ import { Tensor, shapeStr } from '../runtime/tensor.js';
 import type { ParamLoader, TensorSource } from './nn.js';
 import { transformerAttention } from './unet_blocks.js';
 import { UNetCore } from './unet_core.js';
-import { configBool, configList, configNumber, configOptionalNumber, perBlock, requireValues, type Config } from './config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
 import { timestepList } from './unet_common.js';
 
 const NAME = 'UNet2DConditionModel';
-
-function perBlockBool(config: Config, key: string, n: number): boolean[] {
-  const v = config[key] ?? false;
-  if (typeof v === 'boolean') return Array(n).fill(v);
-  if (Array.isArray(v) && v.length === n && v.every((x) => typeof x === 'boolean')) return v as boolean[];
-  throw new Error(`${NAME}: config key '${key}' must be a boolean or a list of ${n} booleans, got ${JSON.stringify(v)}`);
-}
 
 interface UNet2DConditionModelParts {
   inChannels: number;
@@ -53,14 +46,12 @@ export class UNet2DConditionModel extends Model {
   }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<UNet2DConditionModel> {
-    const boc = configList(config, 'block_out_channels', [320, 640, 1280, 1280], NAME);
+    const c = new ConfigReader(NAME, config);
+    const boc = c.intList('block_out_channels', [320, 640, 1280, 1280]);
     const n = boc.length;
-    const downTypes = configList<string>(config, 'down_block_types', ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'], NAME);
-    const upTypes = configList<string>(config, 'up_block_types', ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], NAME);
-    if (downTypes.length !== n || upTypes.length !== n) throw new Error(`${NAME}: down_block_types and up_block_types need one entry per block_out_channels (${n})`);
-    downTypes.forEach((t, i) => requireValues(NAME, `down_block_types[${i}]`, t, ['CrossAttnDownBlock2D', 'DownBlock2D']));
-    upTypes.forEach((t, i) => requireValues(NAME, `up_block_types[${i}]`, t, ['CrossAttnUpBlock2D', 'UpBlock2D']));
-    requireValues(NAME, 'mid_block_type', config.mid_block_type ?? 'UNetMidBlock2DCrossAttn', ['UNetMidBlock2DCrossAttn', null]);
+    const downTypes = c.oneOfList('down_block_types', ['CrossAttnDownBlock2D', 'DownBlock2D'], ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'], n);
+    const upTypes = c.oneOfList('up_block_types', ['CrossAttnUpBlock2D', 'UpBlock2D'], ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], n);
+    c.oneOf('mid_block_type', ['UNetMidBlock2DCrossAttn', null], 'UNetMidBlock2DCrossAttn');
     for (const [k, ok] of [
       ['act_fn', ['silu']],
       ['time_embedding_type', ['positional']],
@@ -76,21 +67,21 @@ export class UNet2DConditionModel extends Model {
       ['conv_in_kernel', [3]],
       ['conv_out_kernel', [3]],
       ['mid_block_scale_factor', [1]],
-    ] as [string, unknown[]][]) {
-      if (k in config) requireValues(NAME, k, config[k], ok);
+    ] as [string, (string | number | boolean | null)[]][]) {
+      c.oneOf(k, ok, ok[0]);
     }
-    const lpb = perBlock(config, 'layers_per_block', 2, n, NAME);
-    const groups = configNumber(config, 'norm_num_groups', 32, NAME);
-    const eps = configNumber(config, 'norm_eps', 1e-5, NAME);
-    const crossDims = perBlock(config, 'cross_attention_dim', 1280, n, NAME);
-    const headsList = perBlock(config, config.num_attention_heads != null ? 'num_attention_heads' : 'attention_head_dim', 8, n, NAME);
-    const tlpb = perBlock(config, 'transformer_layers_per_block', 1, n, NAME);
-    const onlyCross = perBlockBool(config, 'only_cross_attention', n);
-    const linearProj = configBool(config, 'use_linear_projection', false, NAME);
-    const inCh = configNumber(config, 'in_channels', 4, NAME);
-    const outCh = configNumber(config, 'out_channels', 4, NAME);
-    const numClass = configOptionalNumber(config, 'num_class_embeds', NAME);
-    const tembDim = configOptionalNumber(config, 'time_embedding_dim', NAME) ?? boc[0] * 4;
+    const lpb = c.perBlock('layers_per_block', 2, n);
+    const groups = c.int('norm_num_groups', 32);
+    const eps = c.num('norm_eps', 1e-5);
+    const crossDims = c.perBlock('cross_attention_dim', 1280, n);
+    const headsList = c.perBlock(c.has('num_attention_heads') ? 'num_attention_heads' : 'attention_head_dim', 8, n);
+    const tlpb = c.perBlock('transformer_layers_per_block', 1, n);
+    const onlyCross = c.perBlockBool('only_cross_attention', false, n);
+    const linearProj = c.bool('use_linear_projection', false);
+    const inCh = c.int('in_channels', 4);
+    const outCh = c.int('out_channels', 4);
+    const numClass = c.int('num_class_embeds', null);
+    const tembDim = c.int('time_embedding_dim', null) ?? boc[0] * 4;
     const attnFor = (i: number) =>
       transformerAttention({ heads: headsList[i], crossDim: crossDims[i], layers: tlpb[i], linearProjection: linearProj, groups, onlyCrossAttention: onlyCross[i] });
     const spec = {
@@ -99,13 +90,13 @@ export class UNet2DConditionModel extends Model {
       inChannels: inCh,
       outChannels: outCh,
       tembDim,
-      flipSinToCos: configBool(config, 'flip_sin_to_cos', true, NAME),
-      freqShift: configNumber(config, 'freq_shift', 0, NAME),
+      flipSinToCos: c.bool('flip_sin_to_cos', true),
+      freqShift: c.num('freq_shift', 0),
       numClassEmbeds: numClass,
       groups,
       normOutGroups: groups,
       eps,
-      downsamplePadding: configNumber(config, 'downsample_padding', 1, NAME),
+      downsamplePadding: c.int('downsample_padding', 1),
       downAttention: (i: number) => (downTypes[i] === 'CrossAttnDownBlock2D' ? attnFor(i) : null),
       midAttention: attnFor(n - 1),
       // the per-block lists are reversed for the up path

@@ -4,7 +4,7 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { Conv2d, GroupNorm, ParamLoader, sequential, type Step } from './nn.js';
 import { Downsample2D, ResnetBlock2D, SpatialAttention, Upsample2D } from './blocks.js';
-import { configList, configNumber, requireValues } from './config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 
 const EPS = 1e-6;
 
@@ -20,31 +20,27 @@ export interface VaeShape {
   levelAttention: boolean[];
 }
 
-export function vaeShape(config: Record<string, unknown>, component: string): VaeShape {
-  const boc = configList(config, 'block_out_channels', [64], component);
-  const down = configList<string>(config, 'down_block_types', boc.map(() => 'DownEncoderBlock2D'), component);
-  const up = configList<string>(config, 'up_block_types', boc.map(() => 'UpDecoderBlock2D'), component);
-  down.forEach((t, i) => requireValues(component, `down_block_types[${i}]`, t, ['DownEncoderBlock2D', 'AttnDownEncoderBlock2D']));
-  up.forEach((t, i) => requireValues(component, `up_block_types[${i}]`, t, ['UpDecoderBlock2D', 'AttnUpDecoderBlock2D']));
+export function vaeShape(config: Config, component: string): VaeShape {
+  const c = new ConfigReader(component, config);
+  const boc = c.intList('block_out_channels', [64]);
+  const down = c.oneOfList('down_block_types', ['DownEncoderBlock2D', 'AttnDownEncoderBlock2D'], boc.map(() => 'DownEncoderBlock2D'), boc.length);
+  const up = c.oneOfList('up_block_types', ['UpDecoderBlock2D', 'AttnUpDecoderBlock2D'], boc.map(() => 'UpDecoderBlock2D'), boc.length);
   // up_blocks run the levels in reverse; a level must agree on both sides (as in every released config)
   down.forEach((t, i) => {
     if ((t === 'AttnDownEncoderBlock2D') !== (up[boc.length - 1 - i] === 'AttnUpDecoderBlock2D')) {
-      throw new Error(`${component}: down_block_types[${i}] and up_block_types[${boc.length - 1 - i}] disagree about attention`);
+      throw c.fail(`up_block_types[${boc.length - 1 - i}]`, up[boc.length - 1 - i], `down_block_types[${i}] and up_block_types[${boc.length - 1 - i}] disagree about attention`);
     }
   });
-  if (down.length !== boc.length || up.length !== boc.length) {
-    throw new Error(`${component}: down_block_types/up_block_types must have one entry per block_out_channels (${boc.length})`);
-  }
-  requireValues(component, 'act_fn', config.act_fn ?? 'silu', ['silu']);
-  requireValues(component, 'norm_type', config.norm_type ?? 'group', ['group']);
+  c.oneOf('act_fn', ['silu'], 'silu');
+  c.oneOf('norm_type', ['group'], 'group');
   return {
-    inChannels: configNumber(config, 'in_channels', 3, component),
-    outChannels: configNumber(config, 'out_channels', 3, component),
-    latentChannels: configNumber(config, 'latent_channels', 4, component),
+    inChannels: c.int('in_channels', 3),
+    outChannels: c.int('out_channels', 3),
+    latentChannels: c.int('latent_channels', 4),
     blockOutChannels: boc,
-    layersPerBlock: configNumber(config, 'layers_per_block', 1, component),
-    groups: configNumber(config, 'norm_num_groups', 32, component),
-    midAttention: (config.mid_block_add_attention ?? true) !== false,
+    layersPerBlock: c.int('layers_per_block', 1),
+    groups: c.int('norm_num_groups', 32),
+    midAttention: c.bool('mid_block_add_attention', true),
     levelAttention: down.map((t) => t === 'AttnDownEncoderBlock2D'),
   };
 }

@@ -6,7 +6,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { Conv2d, ParamLoader, sequential, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
-import { configNumber, configPositive, requireValues, type Config } from './config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
 
 interface VQModelParts {
@@ -48,11 +48,12 @@ export class VQModel extends Model {
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<VQModel> {
     const name = 'VQModel';
+    const c = new ConfigReader(name, config);
     const s = vaeShape(config, name);
-    requireValues(name, 'lookup_from_codebook', config.lookup_from_codebook ?? false, [false]);
-    const embedDim = configNumber(config, 'vq_embed_dim', s.latentChannels, name);
-    const K = configNumber(config, 'num_vq_embeddings', 256, name);
-    const scalingFactor = configPositive(config, 'scaling_factor', 0.18215, name);
+    c.oneOf('lookup_from_codebook', [false], false);
+    const embedDim = c.int('vq_embed_dim', s.latentChannels);
+    const K = c.int('num_vq_embeddings', 256);
+    const scalingFactor = c.positive('scaling_factor', 0.18215);
     return buildModel(
       engine,
       source,

@@ -8,7 +8,7 @@ import * as ops from '../kernels/index.js';
 import { VQModel } from '../models/vq_model.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { UNet2DModel } from '../models/unet_2d.js';
-import { configSampleSize } from '../models/config.js';
+import { ConfigReader } from '../runtime/config.js';
 import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 
@@ -104,7 +104,7 @@ export class LDMPipeline {
     const seed = resolveSeed('LDMPipeline.generate', opts.seed, B);
     // each call owns its scheduler: calls in flight together do not share timesteps or state
     const scheduler = schedulerForCall(this.scheduler, opts.sampler);
-    const [sh, sw] = configSampleSize(this.unet.config, 64, 'LDMPipeline: UNet2DModel');
+    const [sh, sw] = new ConfigReader('LDMPipeline: UNet2DModel', this.unet.config).sampleSize(64);
     const latentCh = this.latentChannels;
     const dtype = this.unet.dtype as 'f32' | 'f16';
     let lowRes: Tensor | null = null;

@@ -2,6 +2,7 @@
 // vqvae = AutoencoderKL, bert = LDMBertModel, tokenizer = bert-base-uncased WordPiece, unet =
 // UNet2DConditionModel, scheduler = DDIM). As diffusers: no attention mask, the unconditional
 // embedding is bert(tokens of ""), batch [uncond, cond], latents at height / 8, decode(z / scaling_factor).
+import { ConfigReader } from '../runtime/config.js';
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
@@ -13,7 +14,6 @@ import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise,
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
 import type { PipelineOutput } from './ldm.js';
-import { configSampleSize } from '../models/config.js';
 
 export interface LDMText2ImgOptions extends LoopOptions {
   prompt: string | readonly string[];
@@ -64,7 +64,7 @@ export class LDMTextToImagePipeline {
     if (!prompts.length) throw new Error('LDMTextToImagePipeline.generate: prompt is empty');
     const B = prompts.length;
     const vaeScale = 2 ** (vqvae.shape.blockOutChannels.length - 1);
-    const [sh, sw] = configSampleSize(unet.config, 32, 'LDMTextToImagePipeline: UNet2DConditionModel');
+    const [sh, sw] = new ConfigReader('LDMTextToImagePipeline: UNet2DConditionModel', unet.config).sampleSize(32);
     const height = o.height ?? sh * vaeScale;
     const width = o.width ?? sw * vaeScale;
     for (const [k, v] of [['height', height], ['width', width]] as const) {

@@ -3,7 +3,7 @@
 import type { Engine } from '../runtime/engine.js';
 import { joinPath, readJson, type ProgressCallback } from '../runtime/io.js';
 import type { LoadOptions } from '../runtime/weights.js';
-import type { Config } from '../models/config.js';
+import type { Config } from '../runtime/config.js';
 
 export interface PipelineLoadOptions extends LoadOptions {
   /** progress over all components: (component, loadedBytes, totalBytes) */

@@ -1,6 +1,6 @@
 // The component configs of Stable Diffusion 1.5 (as diffusers writes them in the runwayml /
 // stable-diffusion-v1-5 folder), used for single-file checkpoints, which carry no configs.
-import type { Config } from '../models/config.js';
+import type { Config } from '../runtime/config.js';
 
 export const SD15_UNET: Config = {
   _class_name: 'UNet2DConditionModel',

@@ -16,7 +16,7 @@ import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
 import { openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
-import { configSampleSize, type Config } from '../models/config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 
 export interface SDGenerateOptions extends LoopOptions {
   prompt?: string | string[];
@@ -176,7 +176,7 @@ export class StableDiffusionPipeline {
     try {
       // ---- geometry first: a size the UNet cannot take fails before any model runs
       const f = this.vaeScaleFactor;
-      const [sh, sw] = configSampleSize(this.unet.config, 64, 'StableDiffusionPipeline: UNet2DConditionModel');
+      const [sh, sw] = new ConfigReader('StableDiffusionPipeline: UNet2DConditionModel', this.unet.config).sampleSize(64);
       const H = opts.height ?? opts.image?.shape[2] ?? sh * f;
       const W = opts.width ?? opts.image?.shape[3] ?? sw * f;
       for (const [k, v] of [['height', H], ['width', W]] as const) {

@@ -13,7 +13,8 @@ import {
   bytesToI32,
 } from './safetensors.js';
 import { downloadSafetensorsFile, openSafetensorsFile } from './safetensors_sources.js';
-import { IOError, fileExists, isUrl, joinPath, readText, toPath, type IOOptions, type ProgressCallback } from './io.js';
+import type { Config } from './config.js';
+import { IOError, parseJsonObject, fileExists, isUrl, joinPath, readText, toPath, type IOOptions, type ProgressCallback } from './io.js';
 
 /**
  * A checkpoint that does not fit the model: a missing, misshapen, unconvertible, duplicated or
@@ -365,37 +366,12 @@ export function closeNames(name: string, names: readonly string[], max = 5): str
 
 // ---------------------------------------------------------------- config helpers
 
-export type Config = Record<string, unknown>;
-
-/**
- * config[key], or def when the key is absent (an explicit null stays null). With allowed (a list
- * or a predicate), other values throw "unsupported value X for config key K".
- */
-export function configValue<T>(config: Config, key: string, def: T, allowed?: readonly unknown[] | ((v: unknown) => boolean)): T {
-  const v = Object.prototype.hasOwnProperty.call(config, key) ? config[key] : def;
-  if (allowed) {
-    const ok = typeof allowed === 'function' ? allowed(v) : allowed.some((a) => a === v || JSON.stringify(a) === JSON.stringify(v));
-    if (!ok) {
-      const cls = typeof config._class_name === 'string' ? ` of ${config._class_name}` : '';
-      const list = typeof allowed === 'function' ? '' : ` (supported: ${allowed.map((a) => JSON.stringify(a)).join(', ')})`;
-      throw new Error(`unsupported value ${JSON.stringify(v)} for config key ${key}${cls}${list}`);
-    }
-  }
-  return v as T;
-}
-
 function parseConfig(src: Config | string | Uint8Array | ArrayBuffer, label: string): Config {
-  let json: unknown = src;
   if (typeof src === 'string' || src instanceof Uint8Array || src instanceof ArrayBuffer) {
-    const text = typeof src === 'string' ? src : new TextDecoder().decode(src);
-    try {
-      json = JSON.parse(text);
-    } catch (e) {
-      throw new Error(`${label}: not valid JSON (${(e as Error).message})`);
-    }
+    return parseJsonObject(typeof src === 'string' ? src : new TextDecoder().decode(src), label);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${label}: the config must be a JSON object`);
-  return json as Config;
+  if (typeof src !== 'object' || src === null || Array.isArray(src)) throw new IOError(label, 'parse', 'the config must be a JSON object');
+  return src;
 }
 
 // ---------------------------------------------------------------- component folders

@@ -6,10 +6,14 @@ import type { Tensor } from '../runtime/tensor.js';
 import { randnItems } from '../kernels/randn.js';
 import { seedKey } from '../kernels/randn_host.js';
 import { addNoise } from '../kernels/scheduler_step.js';
+import { ConfigReader, LIMITS, type Config } from '../runtime/config.js';
+
+// The schedulers read their config with the shared reader (runtime/config.ts).
+export { ConfigReader };
 
 export const f32 = Math.fround;
 
-export type SchedulerConfig = Record<string, unknown>;
+export type SchedulerConfig = Config;
 
 export interface StepOptions {
   /** DDIM's eta (default 0) */
@@ -24,67 +28,6 @@ export interface StepOptions {
 export interface StepResult {
   prevSample: Tensor;
   predOriginalSample?: Tensor;
-}
-
-/** Reads typed config values with diffusers' defaults; a value outside the allowed set is an Error
- * naming the scheduler, key and value. Unknown keys are ignored, as diffusers does. */
-export class ConfigReader {
-  readonly out: Record<string, unknown> = {};
-  constructor(private readonly cls: string, private readonly src: SchedulerConfig) {
-    if (src === null || typeof src !== 'object' || Array.isArray(src)) throw new Error(`${cls}: config must be an object`);
-  }
-  raw(key: string): unknown {
-    const v = this.src[key];
-    return v === undefined ? null : v;
-  }
-  num(key: string, def: number | null): number | null {
-    const v = this.raw(key);
-    let r: number | null;
-    if (v === null) r = def;
-    else if (typeof v === 'number' && !Number.isNaN(v)) r = v;
-    else if (v === 'Infinity' || v === '-Infinity') r = v === 'Infinity' ? Infinity : -Infinity;
-    else throw new Error(`${this.cls}: config ${key} must be a number, got ${JSON.stringify(v)}`);
-    this.out[key] = r;
-    return r;
-  }
-  /** an integer; `max` bounds values that size host or GPU memory (checked before allocating) */
-  int(key: string, def: number, max = Infinity): number {
-    const v = this.num(key, def)!;
-    if (!Number.isInteger(v)) throw new Error(`${this.cls}: config ${key} must be an integer, got ${v}`);
-    if (v > max) throw new Error(`${this.cls}: config ${key} ${v} exceeds the limit ${max}`);
-    return v;
-  }
-  bool(key: string, def: boolean): boolean {
-    const v = this.raw(key);
-    const r = v === null ? def : v;
-    if (typeof r !== 'boolean') throw new Error(`${this.cls}: config ${key} must be true or false, got ${JSON.stringify(v)}`);
-    this.out[key] = r;
-    return r;
-  }
-  oneOf<T extends string>(key: string, allowed: readonly T[], def: T, aliases: Record<string, T> = {}): T {
-    const v = this.raw(key);
-    let r = (v === null ? def : v) as string;
-    if (typeof r === 'string' && aliases[r]) r = aliases[r];
-    if (typeof r !== 'string' || !(allowed as readonly string[]).includes(r)) {
-      throw new Error(`${this.cls}: unsupported ${key} ${JSON.stringify(v)} (supported: ${allowed.join(', ')})`);
-    }
-    this.out[key] = r;
-    return r as T;
-  }
-  /** a boolean option this engine does not implement when true */
-  refuseTrue(key: string, why: string): void {
-    if (this.bool(key, false)) throw new Error(`${this.cls}: ${key}=true is not supported (${why})`);
-  }
-  numArray(key: string): number[] | null {
-    const v = this.raw(key);
-    if (v === null) {
-      this.out[key] = null;
-      return null;
-    }
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'number')) throw new Error(`${this.cls}: config ${key} must be an array of numbers`);
-    this.out[key] = [...v];
-    return [...v];
-  }
 }
 
 export type BetaSchedule = 'linear' | 'scaled_linear' | 'squaredcos_cap_v2';
@@ -123,7 +66,7 @@ function alphaBarCos(t: number): number {
 }
 
 /** The largest num_train_timesteps accepted: 1e9 would build gigabytes of tables. */
-export const MAX_TRAIN_TIMESTEPS = 100_000;
+export const MAX_TRAIN_TIMESTEPS = LIMITS.num_train_timesteps.max!;
 
 export interface BetaConfig {
   numTrainTimesteps: number;
@@ -137,7 +80,7 @@ export interface BetaConfig {
 export function readBetaConfig(c: ConfigReader): BetaConfig {
   return {
     // sizes the beta/alpha/sigma tables (diffusers' models use 1000)
-    numTrainTimesteps: c.int('num_train_timesteps', 1000, MAX_TRAIN_TIMESTEPS),
+    numTrainTimesteps: c.int('num_train_timesteps', 1000),
     betaStart: c.num('beta_start', 0.0001)!,
     betaEnd: c.num('beta_end', 0.02)!,
     betaSchedule: c.oneOf('beta_schedule', ['linear', 'scaled_linear', 'squaredcos_cap_v2'] as const, 'linear'),

@@ -23,8 +23,7 @@ export class DPMSolverMultistepScheduler extends SchedulerBase {
   constructor(config: SchedulerConfig = {}) {
     const r = new ConfigReader('DPMSolverMultistepScheduler', config);
     super('DPMSolverMultistepScheduler', r);
-    this.solverOrder = r.int('solver_order', 2);
-    if (this.solverOrder !== 1 && this.solverOrder !== 2) throw new Error(`DPMSolverMultistepScheduler: unsupported solver_order ${this.solverOrder} (supported: 1, 2)`);
+    this.solverOrder = r.oneOf('solver_order', [1, 2], 2);
     // diffusers maps deis to dpmsolver++ and logrho/bh1/bh2 to midpoint
     r.oneOf('algorithm_type', ['dpmsolver++'] as const, 'dpmsolver++', { deis: 'dpmsolver++' });
     this.solverType = r.oneOf('solver_type', ['midpoint', 'heun'] as const, 'midpoint', { logrho: 'midpoint', bh1: 'midpoint', bh2: 'midpoint' });
@@ -39,8 +38,7 @@ export class DPMSolverMultistepScheduler extends SchedulerBase {
     r.num('sample_max_value', 1);
     this.finalSigmasType = r.oneOf('final_sigmas_type', ['zero', 'sigma_min'] as const, 'zero');
     this.lambdaMinClipped = r.num('lambda_min_clipped', -Infinity)!;
-    const vt = r.raw('variance_type');
-    if (vt !== null) throw new Error(`DPMSolverMultistepScheduler: unsupported variance_type ${JSON.stringify(vt)} (supported: null)`);
+    r.oneOf('variance_type', [null], null);
     if (this.config.rescale_betas_zero_snr) this.alphasCumprod[this.numTrainTimesteps - 1] = 2 ** -24;
     this.sigmas = [...trainSigmas(this.alphasCumprod)];
     this.modelOutputs = new Array(this.solverOrder).fill(null);

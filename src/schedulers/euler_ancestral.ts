@@ -8,9 +8,8 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler {
   constructor(config: SchedulerConfig = {}) {
     const r = new ConfigReader('EulerAncestralDiscreteScheduler', config);
     super('EulerAncestralDiscreteScheduler', r);
-    if (this.predictionType === 'sample') {
-      throw new Error('EulerAncestralDiscreteScheduler: unsupported prediction_type "sample" (supported: epsilon, v_prediction), as in diffusers');
-    }
+    // diffusers' EulerAncestralDiscreteScheduler refuses it too
+    if (this.predictionType === 'sample') throw r.unsupported('prediction_type', 'sample', ['epsilon', 'v_prediction']);
   }
 
   setTimesteps(n: number): void {

@@ -21,7 +21,7 @@ export class PNDMScheduler extends SchedulerBase {
   constructor(config: SchedulerConfig = {}) {
     const r = new ConfigReader('PNDMScheduler', config);
     super('PNDMScheduler', r);
-    if (this.predictionType === 'sample') throw new Error(`PNDMScheduler: unsupported prediction_type "sample" (supported: epsilon, v_prediction)`);
+    if (this.predictionType === 'sample') throw r.unsupported('prediction_type', 'sample', ['epsilon', 'v_prediction']);
     this.skipPrkSteps = r.bool('skip_prk_steps', false);
     this.finalAlphaCumprod = r.bool('set_alpha_to_one', false) ? 1 : this.alphasCumprod[0];
   }

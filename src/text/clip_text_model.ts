@@ -6,7 +6,7 @@ import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { LayerNorm, Linear, ParamLoader, type TensorSource } from '../models/nn.js';
-import { configNumber, requireValues, type Config } from '../models/config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from '../models/model.js';
 import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
@@ -29,26 +29,20 @@ export interface ClipTextShape {
 // model never silently runs with the wrong nonlinearity.
 const ACTS: Record<string, ClipTextShape['act']> = { quick_gelu: 'quickGelu', gelu: 'gelu' };
 
-function positiveInt(config: Config, key: string, def: number): number {
-  const v = configNumber(config, key, def, NAME);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${NAME}: config key '${key}' must be a positive integer, got ${JSON.stringify(config[key])}`);
-  return v;
-}
-
 /** Sizes from a transformers CLIPTextConfig (defaults as transformers', i.e. CLIP ViT-B/32's text tower). */
 export function clipTextShape(config: Config): ClipTextShape {
-  const act = config.hidden_act ?? 'quick_gelu';
-  requireValues(NAME, 'hidden_act', act, Object.keys(ACTS));
+  const c = new ConfigReader(NAME, config);
+  const act = c.oneOf('hidden_act', Object.keys(ACTS), 'quick_gelu');
   const s: ClipTextShape = {
-    vocabSize: positiveInt(config, 'vocab_size', 49408),
-    hidden: positiveInt(config, 'hidden_size', 512),
-    intermediate: positiveInt(config, 'intermediate_size', 2048),
-    layers: positiveInt(config, 'num_hidden_layers', 12),
-    heads: positiveInt(config, 'num_attention_heads', 8),
-    maxPositions: positiveInt(config, 'max_position_embeddings', 77),
-    act: ACTS[act as string],
-    eps: configNumber(config, 'layer_norm_eps', 1e-5, NAME),
-    eosTokenId: configNumber(config, 'eos_token_id', 49407, NAME),
+    vocabSize: c.int('vocab_size', 49408),
+    hidden: c.int('hidden_size', 512),
+    intermediate: c.int('intermediate_size', 2048),
+    layers: c.int('num_hidden_layers', 12),
+    heads: c.int('num_attention_heads', 8),
+    maxPositions: c.int('max_position_embeddings', 77),
+    act: ACTS[act],
+    eps: c.num('layer_norm_eps', 1e-5),
+    eosTokenId: c.int('eos_token_id', 49407),
   };
   if (s.hidden % s.heads !== 0) throw new Error(`${NAME}: hidden_size ${s.hidden} does not split into ${s.heads} attention heads`);
   return s;

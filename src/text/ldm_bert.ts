@@ -8,7 +8,7 @@ import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { LayerNorm, Linear, ParamLoader, sequential, type TensorSource } from '../models/nn.js';
-import { configNumber, requireValues, type Config } from '../models/config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from '../models/model.js';
 
 const NAME = 'LDMBertModel';
@@ -25,18 +25,18 @@ export interface LDMBertShape {
 
 /** Sizes from diffusers' LDMBertConfig (defaults: the 1.4B model's 1280-wide, 32-layer encoder). */
 export function ldmBertShape(config: Config): LDMBertShape {
-  requireValues(NAME, 'activation_function', config.activation_function ?? 'gelu', ['gelu']);
-  requireValues(NAME, 'scale_embedding', config.scale_embedding ?? false, [false]);
+  const c = new ConfigReader(NAME, config);
+  c.oneOf('activation_function', ['gelu'], 'gelu');
+  c.oneOf('scale_embedding', [false], false);
   const s: LDMBertShape = {
-    vocabSize: configNumber(config, 'vocab_size', 30522, NAME),
-    maxPositions: configNumber(config, 'max_position_embeddings', 77, NAME),
-    dModel: configNumber(config, 'd_model', 1280, NAME),
-    layers: configNumber(config, 'encoder_layers', 32, NAME),
-    heads: configNumber(config, 'encoder_attention_heads', 8, NAME),
-    headDim: configNumber(config, 'head_dim', 64, NAME),
-    ffn: configNumber(config, 'encoder_ffn_dim', 5120, NAME),
+    vocabSize: c.int('vocab_size', 30522),
+    maxPositions: c.int('max_position_embeddings', 77),
+    dModel: c.int('d_model', 1280),
+    layers: c.int('encoder_layers', 32),
+    heads: c.int('encoder_attention_heads', 8),
+    headDim: c.int('head_dim', 64),
+    ffn: c.int('encoder_ffn_dim', 5120),
   };
-  for (const [k, v] of Object.entries(s)) if (!Number.isInteger(v) || v < 1) throw new Error(`${NAME}: ${k} must be a positive integer, got ${v}`);
   return s;
 }
 
