@@ -169,6 +169,18 @@ describe('options', () => {
     sdPipe.dispose();
   });
 
+  it("img2img with caller-given noise (latents as a Tensor) leaves the caller's tensor alive", async () => {
+    const engine = await getEngine();
+    const { pipe, pe } = await sd(engine);
+    const e = engine.tensor(pe, [1, 7, 32]);
+    const image = engine.tensor(new Float32Array(3 * 64 * 64).map((_, i) => (Math.sin(i) + 1) / 2), [1, 3, 64, 64]);
+    const noise = engine.tensor(new Float32Array(4 * 8 * 8).map((_, i) => Math.cos(i * 0.7)), [1, 4, 8, 8]);
+    const out = await pipe.generate({ promptEmbeds: e, negativePromptEmbeds: e, image, strength: 0.5, steps: 2, latents: noise, seed: 1 });
+    expect((await noise.read())[1]).toBeCloseTo(Math.cos(0.7), 6); // used to be disposed by the call
+    [e, image, noise, out.images].forEach((t) => t.dispose());
+    pipe.dispose();
+  });
+
   it("Stable Diffusion sizes are checked against the UNet's downsampling up front, naming sizes that work", async () => {
     const engine = await getEngine();
     const { pipe, pe } = await sd(engine);
