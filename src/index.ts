@@ -50,6 +50,7 @@ export {
   ClassEmbedder,
   BERTEmbedder,
   SpatialRescaler,
+  FirstStageConditioning,
   type FromOriginalOptions,
   type LatentDiffusionGenerateOptions,
   type LatentDiffusionOutput,

@@ -9,7 +9,7 @@ import { FIXTURES, readSafetensorsFile } from './fixture.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import { seededSafetensors, type ManifestEntry } from './seeded.js';
 import type { Engine } from '../src/runtime/engine.js';
-import { LatentDiffusion, ClassEmbedder, BERTEmbedder, SpatialRescaler, IdentityEncoder } from '../src/pipelines/latent_diffusion.js';
+import { LatentDiffusion, ClassEmbedder, BERTEmbedder, SpatialRescaler, IdentityEncoder, FirstStageConditioning } from '../src/pipelines/latent_diffusion.js';
 import type { Tensor } from '../src/runtime/tensor.js';
 import { concat } from '../src/kernels/index.js';
 import { VQModel } from '../src/models/vq_model.js';
@@ -38,7 +38,7 @@ function load(name: string) {
   };
 }
 
-const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256', 'lsun_churches256', 'text2img256', 'layout2img-openimages256'];
+const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256', 'lsun_churches256', 'text2img256', 'layout2img-openimages256', 'inpainting_big'];
 
 describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () => {
   let engine: Engine;
@@ -62,6 +62,7 @@ describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () 
         if (meta.class_labels) cond = (cs as ClassEmbedder).encode(meta.class_labels);
         else if (meta.prompts) cond = (cs as BERTEmbedder).encode(meta.prompts);
         else if (meta.tokens) cond = (cs as BERTEmbedder).encode(meta.tokens);
+        else if (refs.inpaint_image) cond = (cs as FirstStageConditioning).encode({ image: T('inpaint_image'), mask: T('inpaint_mask') });
         else if (refs.seg_labels) {
           const lab = refs.seg_labels;
           const [, H, W] = lab.shape;
@@ -86,6 +87,8 @@ describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () 
           tokens: meta.tokens?.slice(0, 1),
           segmentation: onehot ?? undefined,
           lowRes: refs.low_res ? T('low_res') : undefined,
+          image: refs.inpaint_image ? T('inpaint_image') : undefined,
+          mask: refs.inpaint_mask ? T('inpaint_mask') : undefined,
           steps: meta.steps,
           guidanceScale: meta.guidance_scale,
           latents: refs.x_T.data as Float32Array,

@@ -117,7 +117,39 @@ export class IdentityEncoder {
   dispose(): void {}
 }
 
-export type CondStage = ClassEmbedder | BERTEmbedder | SpatialRescaler | IdentityEncoder;
+/**
+ * `__is_first_stage__` (inpainting_big, scripts/inpaint.py): the conditioning is the first stage's
+ * encoding of the masked image (VQ: pre-quantisation h; no scale_factor) concatenated with the mask,
+ * in [-1, 1], resized to the latents by nearest neighbour (F.interpolate's default: the top-left pixel).
+ */
+export class FirstStageConditioning {
+  readonly kind = 'first_stage';
+  constructor(
+    private firstStage: AutoencoderKL | VQModel,
+    private factor: number,
+    private pick: Tensor,
+  ) {}
+  /** image [B, 3, H, W] in [0, 1], mask [B, 1, H, W] with 1 where to fill (binary) */
+  encode(input: { image: Tensor; mask: Tensor }): Tensor {
+    const { image, mask } = input;
+    if (image.rank !== 4 || mask.rank !== 4 || mask.shape[1] !== 1 || image.shape[0] !== mask.shape[0] || image.shape[2] !== mask.shape[2] || image.shape[3] !== mask.shape[3]) {
+      throw new Error(`inpainting: image must be [B, 3, H, W] and mask [B, 1, H, W] of the same size, got ${shapeStr(image.shape)} and ${shapeStr(mask.shape)}`);
+    }
+    if (image.shape[2] % this.factor || image.shape[3] % this.factor) throw new Error(`inpainting: the image size must be a multiple of ${this.factor}`);
+    return image.engine.scope(() => {
+      const masked = ops.scale(ops.mul(ops.scale(mask, -1, 1), image), 2, -1); // (1 - mask) * image, to [-1, 1]
+      const fs = this.firstStage;
+      const h = fs instanceof VQModel ? fs.encode(masked) : fs.encode(masked).mean;
+      const m = ops.conv2d(ops.scale(mask, 2, -1), this.pick, undefined, { stride: this.factor, padding: 0 });
+      return ops.concat([h, m], 1);
+    });
+  }
+  dispose(): void {
+    this.pick.dispose();
+  }
+}
+
+export type CondStage = ClassEmbedder | BERTEmbedder | SpatialRescaler | IdentityEncoder | FirstStageConditioning;
 
 // ---------------------------------------------------------------- the model
 
@@ -139,6 +171,10 @@ export interface LatentDiffusionGenerateOptions {
   segmentation?: Tensor;
   /** super-resolution: the low-resolution image in [-1, 1], [B, 3, h, w] at the latent size */
   lowRes?: Tensor;
+  /** inpainting: the image [B, 3, H, W] in [0, 1] and a binary mask [B, 1, H, W] (1 = fill); the
+   * result keeps the image outside the mask, as scripts/inpaint.py saves it */
+  image?: Tensor;
+  mask?: Tensor;
   /** unconditional models: how many images */
   batchSize?: number;
   steps?: number;
@@ -228,8 +264,7 @@ export class LatentDiffusion {
       else if (k === 'crossattn' || k === 'concat' || k === 'hybrid') ckey = k;
       else throw new OriginalConfigError(`${where}: conditioning_key '${String(k)}' is not supported`);
     }
-    if (csCfg === '__is_first_stage__') throw new OriginalConfigError(`${where}: cond_stage_config '__is_first_stage__' (inpainting) is not supported yet`);
-    if (typeof csCfg === 'string' && csCfg !== '__is_unconditional__') throw new OriginalConfigError(`${where}: cond_stage_config '${csCfg}' is not supported`);
+    if (typeof csCfg === 'string' && csCfg !== '__is_unconditional__' && csCfg !== '__is_first_stage__') throw new OriginalConfigError(`${where}: cond_stage_config '${csCfg}' is not supported`);
     if (ckey !== 'none' && (ckey === 'crossattn' || ckey === 'hybrid') !== (unetPlan.kind === 'UNet2DConditionModel')) {
       throw new OriginalConfigError(`${where}: conditioning_key '${ckey}' needs ${ckey === 'concat' ? 'a UNet without' : 'a UNet with'} use_spatial_transformer`);
     }
@@ -286,6 +321,12 @@ export class LatentDiffusion {
         } else {
           throw new OriginalConfigError(`cond_stage_config target '${cw}' is not supported`);
         }
+        made.push(condStage);
+      } else if (csCfg === '__is_first_stage__') {
+        const f = 2 ** ((fsPlan.config.block_out_channels as number[]).length - 1);
+        const pick = new Float32Array(f * f);
+        pick[0] = 1;
+        condStage = new FirstStageConditioning(firstStage, f, engine.tensor(pick, [1, 1, f, f], dtype));
         made.push(condStage);
       }
       // scale_by_std releases learn scale_factor on the first batch and store it as a buffer
@@ -433,6 +474,10 @@ export class LatentDiffusion {
       return { cond, uncond, B };
     }
     if (guided) throw new Error(`LatentDiffusion.generate: guidance is not defined for this conditioning (${this.condStageKey}); use guidanceScale 1`);
+    if (cs instanceof FirstStageConditioning) {
+      if (!(o.image instanceof Tensor) || !(o.mask instanceof Tensor)) throw new Error('LatentDiffusion.generate: this is an inpainting model: pass image and mask (Tensors)');
+      return { cond: cs.encode({ image: o.image, mask: o.mask }), uncond: null, B: o.image.shape[0] };
+    }
     const input = cs instanceof SpatialRescaler ? o.segmentation : o.lowRes;
     if (!(input instanceof Tensor)) throw new Error(`LatentDiffusion.generate: this model is conditioned on '${this.condStageKey}': pass ${cs instanceof SpatialRescaler ? 'segmentation' : 'lowRes'} (a Tensor)`);
     return { cond: cs!.encode(input), uncond: null, B: input.shape[0] };
@@ -504,8 +549,15 @@ export class LatentDiffusion {
       const decoded = this.decodeFirstStage(x);
       const s = ops.scale(decoded, 0.5, 0.5);
       decoded.dispose();
-      const images = ops.clamp(s, 0, 1);
+      let images = ops.clamp(s, 0, 1);
       s.dispose();
+      if (this.condStage instanceof FirstStageConditioning && o.image && o.mask) {
+        // inpainted = (1 - mask) * image + mask * predicted
+        const { image, mask } = o;
+        const pred = images;
+        images = engine.scope(() => ops.add(ops.mul(ops.scale(mask, -1, 1), image), ops.mul(mask, pred)));
+        pred.dispose();
+      }
       const latents = x;
       x = null;
       return { images, latents, rgba: await toRgba(images) };

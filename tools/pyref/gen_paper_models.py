@@ -63,6 +63,7 @@ CASES = {
     'cin256': ('models/ldm/cin256/config.yaml', 8),
     'text2img256': ('models/ldm/text2img256/config.yaml', 8),
     'layout2img-openimages256': ('models/ldm/layout2img-openimages256/config.yaml', 8),
+    'inpainting_big': ('models/ldm/inpainting_big/config.yaml', 8),
 }
 
 def strip(node, key):
@@ -94,9 +95,12 @@ def make(name, rel, latent):
     g.manual_seed(0)  # each case draws its inputs from its own seed: cases regenerate alone
     cfg = shrink(OmegaConf.to_container(OmegaConf.load(os.path.join(REL, rel))), latent)
     model = instantiate_from_config(cfg['model'])
-    fill_seeded(model, ('model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.'))
-    model.eval()
     p = cfg['model']['params']
+    # __is_first_stage__: cond_stage_model IS first_stage_model (one module, both names in the state
+    # dict); seed it through the first_stage_model names only
+    shared = p['cond_stage_config'] == '__is_first_stage__'
+    fill_seeded(model, ('model.diffusion_model.', 'first_stage_model.') + (() if shared else ('cond_stage_model.',)))
+    model.eval()
     if p.get('scale_by_std'):
         model.scale_factor.fill_(0.5)  # learned from data in training; a value != 1 the loader must read from the checkpoint
     C = p['unet_config']['params']['out_channels']
@@ -131,6 +135,17 @@ def make(name, rel, latent):
             seg = torch.nn.functional.one_hot(lab, 182).permute(0, 3, 1, 2).float()
             refs['seg_labels'] = lab.float()  # the one-hot map is rebuilt from these
             cond = model.get_learned_conditioning(seg); refs['cond'] = cond
+        elif ct == '__is_first_stage__':
+            # scripts/inpaint.py: image, mask (1 = fill) and masked image mapped to [-1, 1]; the cond is
+            # the first stage's encoding of the masked image + the mask resized (nearest) to the latents
+            H = latent * 4
+            image = torch.rand(1, 3, H, H, generator=g)
+            mask = torch.zeros(1, 1, H, H); mask[:, :, H // 4: 3 * H // 4, H // 8: H // 2] = 1
+            refs['inpaint_image'] = image; refs['inpaint_mask'] = mask
+            batch = {'image': image * 2 - 1, 'mask': mask * 2 - 1, 'masked_image': (1 - mask) * image * 2 - 1}
+            c = model.cond_stage_model.encode(batch['masked_image'])
+            mk = torch.nn.functional.interpolate(batch['mask'], size=c.shape[-2:])
+            cond = torch.cat((c, mk), dim=1); refs['cond'] = cond; meta['inpaint'] = True
         elif ct == 'torch.nn.Identity':
             lr = (torch.rand(1, 3, latent, latent, generator=g) * 2 - 1)
             refs['low_res'] = lr
@@ -149,6 +164,9 @@ def make(name, rel, latent):
                                     unconditional_guidance_scale=scale, unconditional_conditioning=uc, verbose=False)
         refs['ddim_latents'] = samples
         refs['image'] = torch.clamp((model.decode_first_stage(samples) + 1) / 2, 0, 1)
+        if meta.get('inpaint'):
+            m01 = torch.clamp((batch['mask'] + 1) / 2, 0, 1)
+            refs['image'] = (1 - m01) * torch.clamp((batch['image'] + 1) / 2, 0, 1) + m01 * refs['image']
         img = torch.rand(1, 3, latent * 4, latent * 4, generator=g) * 2 - 1
         refs['fs_image'] = img
         e = model.first_stage_model.encode(img)
