@@ -5,7 +5,8 @@
 // long reductions (K = 2304, 1280 channels x 9), GroupNorm on values with a large mean, softmax
 // with large logits. Tolerances (relative L2), per op:
 //   conv2d, matmul/linear 1.5e-3 | attention 2e-3 | groupNorm, layerNorm 1.5e-3 |
-//   add/mul/silu/gelu/scale/geglu/cast 1e-3 | timestepEmbedding 1e-3 | scheduler step 1e-3
+//   add/mul/silu/gelu/quickGelu/exp/softClamp/clamp/scale/geglu/guidance 1e-3 | timestepEmbedding 1e-3 |
+//   concat/slice/upsample/token layouts/embedding/vqLookup exact | cast f16->f32 and randn exact
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
 import * as ops from '../../src/kernels/index.js';
 import type { Engine, Tensor } from '../../src/index.js';
@@ -14,7 +15,8 @@ import { conv2dRef } from '../ref/conv2d.js';
 import { refMatmul, refLinear, activate64 } from '../ref/matmul.js';
 import { attentionRef } from '../ref/attention.js';
 import { groupNormRef, layerNormRef } from '../ref/norm.js';
-import { broadcastRef, gegluRef } from '../ref/elementwise.js';
+import { broadcastRef, gegluRef, concatRef, sliceRef, upsampleNearest2xRef, transposeRef } from '../ref/elementwise.js';
+import { vqLookupRef } from '../ref/vq_lookup.js';
 import { timestepEmbeddingRef } from '../ref/timestep_embedding.js';
 
 afterAll(() => reportWorst('f16 kernels'));
@@ -198,5 +200,45 @@ describe('randn, guidance and the NaN counter in f16', () => {
     const cnt = ops.countNonFinite(big);
     expect(Array.from(await cnt.read())).toEqual([2]);
     [x.t, big, cnt].forEach((t) => t.dispose());
+  });
+});
+
+describe('layout, lookup and the remaining element-wise ops in f16 (exact, or tol 1e-3)', () => {
+  it('concat, slice, upsampleNearest2x, nchwToTokens / tokensToNchw move f16 values exactly', async () => {
+    const a = await h(randn(2 * 3 * 5 * 7, 190), [2, 3, 5, 7]);
+    const b = await h(randn(2 * 4 * 5 * 7, 191), [2, 4, 5, 7]);
+    const cat = ops.concat([a.t, b.t], 1);
+    await check('concat', cat, concatRef([{ data: a.v, shape: [2, 3, 5, 7] }, { data: b.v, shape: [2, 4, 5, 7] }], 1), 1e-7);
+    await check('slice', ops.slice(b.t, 1, 1, 3), sliceRef(b.v, [2, 4, 5, 7], 1, 1, 3), 1e-7);
+    await check('upsampleNearest2x', ops.upsampleNearest2x(a.t), upsampleNearest2xRef(a.v, [2, 3, 5, 7]), 1e-7);
+    const tok = ops.nchwToTokens(a.t);
+    expect(tok.shape).toEqual([2, 35, 3]);
+    const back = ops.tokensToNchw(tok, 5, 7);
+    await check('nchwToTokens', tok, transposeRef(a.v, 2, 3, 35), 1e-7);
+    await check('tokensToNchw', back, a.v, 1e-7);
+    [a, b].forEach((t) => t.t.dispose());
+  });
+
+  it('embedding rows and vqLookup against float64', async () => {
+    const table = await h(randn(50 * 24, 192), [50, 24]);
+    const ids = [3, 0, 49, 3, 17];
+    const want = ids.flatMap((i) => Array.from(table.v.subarray(i * 24, (i + 1) * 24)));
+    await check('embedding', ops.embedding(table.t, ids), want, 1e-7);
+    const z = await h(randn(2 * 4 * 5 * 6, 193), [2, 4, 5, 6]);
+    const book = await h(randn(33 * 4, 194), [33, 4]);
+    const ref = vqLookupRef(z.v, [2, 4, 5, 6], book.v, 33);
+    const { quantized, indices } = ops.vqLookup(z.t, book.t);
+    expect(Array.from(await indices.read())).toEqual(Array.from(ref.indices));
+    await check('vqLookup', quantized, ref.quantized, 1e-7);
+    [table.t, z.t, book.t, indices].forEach((t) => t.dispose());
+  });
+
+  it('clamp, quickGelu, exp, softClamp', async () => {
+    const a = await h(randn(3 * 11 * 13, 195, 2), [3, 11, 13]);
+    await check('clamp', ops.clamp(a.t, -0.7, 1.3), Array.from(a.v, (v) => Math.min(1.3, Math.max(-0.7, v))), 1e-3); // the bounds round to f16
+    await check('quickGelu', ops.quickGelu(a.t), Array.from(a.v, (v) => v / (1 + Math.exp(-1.702 * v))), 1e-3);
+    await check('exp', ops.exp(a.t, 0.5), Array.from(a.v, (v) => Math.exp(0.5 * v)), 1e-3);
+    await check('softClamp', ops.softClamp(a.t, 2), Array.from(a.v, (v) => 2 * Math.tanh(v / 2)), 1e-3);
+    a.t.dispose();
   });
 });
