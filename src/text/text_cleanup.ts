@@ -4,7 +4,7 @@
 // yields different token ids, hence a different image, if the rewrite is skipped.
 //
 // The algorithm follows ftfy's documented behaviour; its character tables and detector regexes
-// are generated from ftfy itself into text_cleanup_data.ts (see tools/gen_text_cleanup_data.py).
+// are generated from ftfy itself into text_cleanup_data.json (see tools/gen_text_cleanup_data.py).
 // Strings are handled as sequences of code points (ftfy works on Python str); "byte strings" are
 // JS strings whose chars are all in U+0000..U+00FF, one char per byte.
 
