@@ -189,3 +189,35 @@ describe('CLI: generate --ckpt --config', () => {
     }
   }, 300_000);
 });
+
+describe('EMA weights (LitEma names)', () => {
+  it('useEma loads model_ema.* instead of model.diffusion_model.*; default ignores them', async () => {
+    const engine = await getEngine();
+    const { config, meta, refs } = load('celeba256');
+    const manifest = (JSON.parse(readFileSync(join(FIXTURES, 'paper', 'celeba256', 'manifest.json'), 'utf8')) as { tensors: ManifestEntry[] }).tensors;
+    const { seededValues } = await import('./seeded.js');
+    // EMA copies hold the live weights' values, the live names get other values: only useEma matches the reference
+    const swapped = manifest.map((e) => {
+      if (e.key.startsWith('model.diffusion_model.')) return { ...e, values: Array.from(seededValues(`x${e.key}`, e.shape)) };
+      if (e.key.startsWith('model_ema.') && e.shape.length) {
+        const live = manifest.find((m) => m.key.startsWith('model.diffusion_model.') && `model_ema.diffusion_model${m.key.slice('model.diffusion_model.'.length).replace(/\./g, '')}` === e.key)!;
+        return { ...e, values: Array.from(seededValues(live.key, e.shape)) };
+      }
+      return e;
+    });
+    const checkpoint = seededSafetensors(swapped);
+    for (const useEma of [true, false]) {
+      const ldm = await LatentDiffusion.fromOriginal(engine, { checkpoint, config, useEma });
+      try {
+        const eps = ldm.applyModel(engine.tensor(refs.unet_x.data as Float32Array, refs.unet_x.shape), meta.unet_t, null);
+        const err = relL2(await eps.read(), refs.unet_out.data);
+        if (useEma) expect(err).toBeLessThan(1e-4);
+        else expect(err).toBeGreaterThan(1e-2);
+      } finally {
+        ldm.dispose();
+      }
+    }
+    const cin = load('cin256-v2'); // use_ema: False -> no copies
+    await expect(LatentDiffusion.fromOriginal(engine, { checkpoint: cin.checkpoint, config: cin.config, useEma: true })).rejects.toThrow(/no EMA copy/);
+  }, 120_000);
+});

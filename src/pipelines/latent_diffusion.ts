@@ -160,6 +160,9 @@ export interface FromOriginalOptions extends IOOptions {
   config: string | URL | Record<string, unknown>;
   /** for text models: a BertTokenizer or the path/URL of a folder with bert-base-uncased's vocab.txt */
   tokenizer?: BertTokenizer | string;
+  /** use the UNet's EMA copy (LitEma: model_ema.diffusion_model<name without dots>) instead of
+   * model.diffusion_model.*; the release scripts sample without it (default false) */
+  useEma?: boolean;
 }
 
 export interface LatentDiffusionGenerateOptions {
@@ -274,8 +277,14 @@ export class LatentDiffusion {
     try {
       const dtype = engine.f16 ? 'f16' : 'f32';
       // UNet
-      const uview = ckpt.withPrefix('model.diffusion_model.');
+      let uview = ckpt.withPrefix('model.diffusion_model.');
       if (!uview.names().length) throw new OriginalConfigError(`${ckpt.label}: no 'model.diffusion_model.*' weights: not a latent-diffusion checkpoint`);
+      if (opts.useEma) {
+        const fromEma = new Map(uview.names().map((k) => [`model_ema.diffusion_model${k.replace(/\./g, '')}`, k]));
+        const missing = [...fromEma.keys()].filter((k) => !ckpt.has(k));
+        if (missing.length) throw new OriginalConfigError(`${ckpt.label}: useEma: the checkpoint has no EMA copy of ${missing.length} UNet weight(s), e.g. '${missing[0]}'`);
+        uview = ckpt.renamed((n) => fromEma.get(n) ?? null);
+      }
       const usrc = mappedSource(uview, mapOriginalUNetKeys(uview.names(), unetPlan));
       const unet = unetPlan.kind === 'UNet2DConditionModel' ? await UNet2DConditionModel.load(engine, unetPlan.config, usrc) : await UNet2DModel.load(engine, unetPlan.config, usrc);
       made.push(unet);
