@@ -1,7 +1,8 @@
 // DDIM (Song et al., 2021): deterministic for eta = 0, DDPM-like variance for eta = 1.
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep } from '../kernels/scheduler_step.js';
-import { ConfigReader, ClippedAlphaScheduler, alphaPredictions, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, ClippedAlphaScheduler, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { alphaPredictions, f32 } from './schedule.js';
 
 export interface DDIMStepOptions extends StepOptions {
   /** re-derive epsilon from the clipped x0 (GLIDE) */

@@ -1,7 +1,8 @@
 // DDPM ancestral sampling (Ho et al., 2020), posterior q(x_{t-1} | x_t, x0) with a fixed variance.
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep } from '../kernels/scheduler_step.js';
-import { ConfigReader, ClippedAlphaScheduler, alphaPredictions, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, ClippedAlphaScheduler, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { alphaPredictions, f32 } from './schedule.js';
 
 type VarianceType = 'fixed_small' | 'fixed_small_log' | 'fixed_large';
 

@@ -3,10 +3,8 @@
 // current and (second order) previous x0 predictions.
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
-import {
-  ConfigReader, SchedulerBase, arangeDown, checkSteps, f32, indexForTimestep, interpIndex, karrasSigmas, linspaceF64, roundHalfEven, sigmaToT, trainSigmas,
-  type SchedulerConfig, type StepOptions, type StepResult,
-} from './base.js';
+import { ConfigReader, SchedulerBase, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { arangeDown, checkSteps, f32, indexForTimestep, interpIndex, karrasSigmas, linspaceF64, roundHalfEven, sigmaToT, trainSigmas } from './schedule.js';
 
 export class DPMSolverMultistepScheduler extends SchedulerBase {
   readonly solverOrder: number;

@@ -1,7 +1,8 @@
 // Euler sampler over sigmas (Karras et al., 2022, Algorithm 2 with s_churn = 0).
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep } from '../kernels/scheduler_step.js';
-import { ConfigReader, f32, interpIndex, karrasSigmas, linspaceF32, sigmaTimesteps, sigmaToT, trainSigmas, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { f32, interpIndex, karrasSigmas, linspaceF32, sigmaTimesteps, sigmaToT, trainSigmas } from './schedule.js';
 import { SigmaScheduler } from './sigma_base.js';
 
 export class EulerDiscreteScheduler extends SigmaScheduler {

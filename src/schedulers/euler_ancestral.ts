@@ -1,7 +1,8 @@
 // Euler ancestral sampler: an Euler step down to sigma_down, then fresh noise of std sigma_up.
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep } from '../kernels/scheduler_step.js';
-import { ConfigReader, f32, interpIndex, sigmaTimesteps, trainSigmas, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { f32, interpIndex, sigmaTimesteps, trainSigmas } from './schedule.js';
 import { SigmaScheduler } from './sigma_base.js';
 
 export class EulerAncestralDiscreteScheduler extends SigmaScheduler {

@@ -4,7 +4,8 @@
 // scipy's adaptive quadrature to the same values.
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep } from '../kernels/scheduler_step.js';
-import { ConfigReader, f32, interpIndex, karrasSigmas, sigmaTimesteps, sigmaToT, trainSigmas, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { f32, interpIndex, karrasSigmas, sigmaTimesteps, sigmaToT, trainSigmas } from './schedule.js';
 import { SigmaScheduler } from './sigma_base.js';
 
 const GL_X = [-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526];

@@ -3,7 +3,8 @@
 // evaluating the second timestep twice. Both follow diffusers' PNDMScheduler step for step.
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
-import { ConfigReader, SchedulerBase, discreteTimesteps, f32, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { ConfigReader, SchedulerBase, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
+import { discreteTimesteps, f32 } from './schedule.js';
 
 // Adams-Bashforth weights on the last 1..4 model outputs, newest first
 const AB: readonly (readonly number[])[] = [[1], [3 / 2, -1 / 2], [23 / 12, -16 / 12, 5 / 12], [55 / 24, -59 / 24, 37 / 24, -9 / 24]];

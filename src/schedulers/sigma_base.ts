@@ -2,7 +2,8 @@
 // sqrt(sigma^2 + 1) input scaling, step-index bookkeeping and sigma-based add_noise.
 import type { Tensor } from '../runtime/tensor.js';
 import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
-import { ConfigReader, SchedulerBase, f32, indexForTimestep, trainSigmas, type TimestepSpacing } from './base.js';
+import { ConfigReader, SchedulerBase } from './base.js';
+import { f32, indexForTimestep, trainSigmas, type TimestepSpacing } from './schedule.js';
 
 export abstract class SigmaScheduler extends SchedulerBase {
   /** sigmas of the schedule, float32 values, with the final sigma appended */
