@@ -136,8 +136,14 @@ export function sequential(x: Tensor, ...steps: Step[]): Tensor {
   let h = x;
   for (const step of steps) {
     const prev = h;
-    h = x.engine.scope(() => (typeof step === 'function' ? step(prev) : step.forward(prev)));
-    if (prev !== x && prev !== h) prev.dispose();
+    let ok = false;
+    try {
+      h = x.engine.scope(() => (typeof step === 'function' ? step(prev) : step.forward(prev)));
+      ok = true;
+    } finally {
+      // an intermediate dies once the next step has consumed it, or when that step failed
+      if (prev !== x && (!ok || prev !== h)) prev.dispose();
+    }
   }
   return h;
 }

@@ -36,6 +36,11 @@ export class UNet2DModel extends Model {
     return this.core.numClassEmbeds;
   }
 
+  /** Throws a clear error when a forward of `batch` latents of h x w would exceed the device's limits. */
+  checkFits(op: string, batch: number, h: number, w: number): void {
+    this.core.checkFits(this.engine, op, batch, h, w);
+  }
+
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<UNet2DModel> {
     const c = new ConfigReader('UNet2DModel', config);
     const boc = c.intList('block_out_channels', [224, 448, 672, 896]);
@@ -92,6 +97,7 @@ export class UNet2DModel extends Model {
     const op = 'UNet2DModel.forward';
     this.checkInput('forward', sample, this.inChannels);
     const ts = timestepList(op, timestep, sample.shape[0]);
+    this.checkFits(op, sample.shape[0], sample.shape[2], sample.shape[3]);
     if (opts.classLabels && !this.numClassEmbeds) throw new Error(`${op}: classLabels given but the model has no class embedding (num_class_embeds is null)`);
     return this.engine.scope(() => {
       const temb = this.core.embed(op, ts, { classLabels: opts.classLabels });

@@ -39,6 +39,11 @@ export class UNet2DConditionModel extends Model {
     return this.core.numClassEmbeds;
   }
 
+  /** Throws a clear error when a forward of `batch` latents of h x w would exceed the device's limits. */
+  checkFits(op: string, batch: number, h: number, w: number): void {
+    this.core.checkFits(this.engine, op, batch, h, w);
+  }
+
   /** Loads the unet part of a Stable Diffusion 1.x single-file checkpoint (CompVis key names). */
   static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<UNet2DConditionModel> {
     if (!opts?.config) throw new Error('UNet2DConditionModel.fromSingleFile: pass { config } (the diffusers config of the component)');
@@ -101,6 +106,8 @@ export class UNet2DConditionModel extends Model {
       midAttention: attnFor(n - 1),
       // the per-block lists are reversed for the up path
       upAttention: (i: number) => (upTypes[i] === 'CrossAttnUpBlock2D' ? attnFor(n - 1 - i) : null),
+      // a transformer level's feed-forward projects to 2 x 4 x channels (GEGLU)
+      levelWidth: (i: number) => (downTypes[i] === 'CrossAttnDownBlock2D' || upTypes[n - 1 - i] === 'CrossAttnUpBlock2D' ? 8 : 1),
     };
     return buildModel(
       engine,
@@ -123,6 +130,7 @@ export class UNet2DConditionModel extends Model {
     }
     if (ctx.dtype !== sample.dtype) throw new Error(`${op}: encoderHiddenStates is ${ctx.dtype}, sample is ${sample.dtype}`);
     const ts = timestepList(op, timestep, B);
+    this.checkFits(op, B, sample.shape[2], sample.shape[3]);
     return this.engine.scope(() => this.core.forward(sample, this.core.embed(op, ts, { classLabels: opts.classLabels }), ctx));
   }
 }

@@ -3,6 +3,7 @@
 // embed()), conv_in, the down blocks whose outputs are the skips, the mid block, the up blocks that
 // consume them, and norm_out + SiLU + conv_out. The two models differ only in their config keys,
 // their attention blocks and their input checks.
+import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { Conv2d, GroupNorm, ParamLoader, sequential } from './nn.js';
@@ -32,6 +33,8 @@ export interface UNetCoreSpec {
   downAttention: (i: number) => AttnFactory | null;
   midAttention: AttnFactory | null;
   upAttention: (i: number) => AttnFactory | null;
+  /** the widest activation at level i in channels per block channel (GEGLU's projection: 8) */
+  levelWidth?: (i: number) => number;
 }
 
 interface UNetCoreParts {
@@ -49,7 +52,33 @@ export class UNetCore {
   private constructor(
     private readonly p: UNetCoreParts,
     readonly numClassEmbeds: number | null,
+    /** elements per batch item and latent pixel of the widest activation at each level */
+    private readonly widths: number[],
   ) {}
+
+  /** Bytes of the largest activation of one forward: the up path's [h, skip] concatenations or a
+   * level's widest layer, at that level's resolution. */
+  largestActivationBytes(batch: number, h: number, w: number, bytesPerElement: number): number {
+    let best = 0;
+    this.widths.forEach((c, l) => {
+      best = Math.max(best, c * Math.ceil(h / 2 ** l) * Math.ceil(w / 2 ** l));
+    });
+    return best * batch * bytesPerElement;
+  }
+
+  /** Throws a clear error, before anything is allocated, when a forward of this size cannot fit. */
+  checkFits(engine: Engine, op: string, batch: number, h: number, w: number): void {
+    const bytes = engine.f16 ? 2 : 4;
+    const limit = engine.limits.maxStorageBufferBindingSize;
+    const need = this.largestActivationBytes(batch, h, w, bytes);
+    if (need <= limit) return;
+    const perItem = this.largestActivationBytes(1, h, w, bytes);
+    const fits = Math.floor(limit / perItem);
+    throw new Error(
+      `${op}: a batch of ${batch} at ${h}x${w} latents needs a ${(need / 2 ** 20).toFixed(0)} MiB activation, over this device's maxStorageBufferBindingSize (${(limit / 2 ** 20).toFixed(0)} MiB); ` +
+        (fits >= 1 ? `at most ${fits} fit at this size (with classifier-free guidance each image counts twice)` : 'this size does not fit even for one image: use smaller latents'),
+    );
+  }
 
   static async load(L: ParamLoader, s: UNetCoreSpec): Promise<UNetCore> {
     const boc = s.blockOutChannels;
@@ -80,7 +109,8 @@ export class UNetCore {
       normOut: await GroupNorm.load(L, 'conv_norm_out', boc[0], s.normOutGroups, s.eps),
       convOut: await Conv2d.load(L, 'conv_out', boc[0], s.outChannels),
     };
-    return new UNetCore(parts, s.numClassEmbeds);
+    const widths = boc.map((c, l) => Math.max(c + boc[Math.min(l + 1, n - 1)], c * (s.levelWidth?.(l) ?? 1)));
+    return new UNetCore(parts, s.numClassEmbeds, widths);
   }
 
   /** silu(time_embedding(t) + class_embedding(labels) + extra...), [B, temb]: what every resnet reads. */

@@ -154,9 +154,31 @@ export function abortError(signal: AbortSignal): Error {
 }
 
 /**
+ * Classifier-free guidance around a model call (diffusers' do_classifier_free_guidance): with
+ * `guided`, the input goes through `model` as one doubled batch [x; x] (the model's conditioning is
+ * [uncond; cond] in the same order) and eps = eps_uncond + scale (eps_cond - eps_uncond); otherwise
+ * the model runs once. `extraChannels` appends channels to the input first (super-resolution's
+ * low-res image, inpainting's mask and masked-image latents).
+ */
+export function guidedPredict(opts: {
+  model: (x: Tensor, t: number) => Tensor;
+  guided: boolean;
+  scale: number;
+  extraChannels?: () => Tensor[];
+}): (x: Tensor, t: number) => Tensor {
+  const { model, guided, scale, extraChannels } = opts;
+  return (x, t) =>
+    x.engine.scope(() => {
+      const input = extraChannels ? ops.concat([x, ...extraChannels()], 1) : x;
+      return guided ? ops.classifierFreeGuidance(model(ops.concat([input, input], 0), t), scale) : model(input, t);
+    });
+}
+
+/**
  * Runs `scheduler` from `latents` (owned: consumed) over `timesteps`, calling `predict` for the model
- * output at each step (it returns a new tensor; guidance is its business). Returns the final latents.
- * Every intermediate is freed on success, error and cancellation alike.
+ * output at each step (guidance is its business). Returns the final latents. Each step runs in its
+ * own scope, so every intermediate is freed on success, error and cancellation alike; the scheduler's
+ * own history is its business (it keeps and frees it).
  */
 export async function denoise(args: {
   scheduler: Scheduler;
@@ -165,55 +187,44 @@ export async function denoise(args: {
   seed: number;
   timesteps: readonly number[];
   predict: (modelInput: Tensor, t: number) => Tensor;
-  /** after each step (inpainting's latent blending); returns new latents, consuming its input */
+  /** after each step (inpainting's latent blending): new latents from the step's */
   afterStep?: (latents: Tensor, stepIndex: number) => Tensor;
   previewDecode?: (latents: Tensor) => Promise<RgbaImage[]>;
 } & LoopOptions): Promise<Tensor> {
   const { scheduler, timesteps, signal } = args;
-  let x = args.latents;
-  try {
-    scheduler.setNoiseSeed(args.seed);
-    for (let i = 0; i < timesteps.length; i++) {
+  const stepOpts = args.eta !== undefined ? { eta: args.eta } : {};
+  return args.latents.engine.scope(async (s) => {
+    let x = s.track(args.latents);
+    try {
+      scheduler.setNoiseSeed(args.seed);
+      for (let i = 0; i < timesteps.length; i++) {
+        if (signal?.aborted) throw abortError(signal);
+        const t = timesteps[i];
+        const prev = x;
+        x = s.scope(() => {
+          const eps = args.predict(scheduler.scaleModelInput(prev, t), t);
+          const next = scheduler.step(eps, t, prev, stepOpts).prevSample;
+          return args.afterStep ? args.afterStep(next, i) : next;
+        });
+        prev.dispose();
+        // One small read per step: it bounds the work in flight (so cancel acts within a step) and
+        // stops a diverging run at the step where it happened instead of returning a black image.
+        const n = (await s.scope(() => ops.countNonFinite(x).read()))[0];
+        if (n > 0) throw new Error(`denoising step ${i + 1}/${timesteps.length} (timestep ${t}): ${n} NaN/Inf values in the latents ${shapeStr(x.shape)}; stopping`);
+        if (args.onStep) {
+          const preview = args.preview && args.previewDecode ? await args.previewDecode(x) : undefined;
+          await args.onStep({ step: i + 1, total: timesteps.length, timestep: t, latents: x, preview });
+        }
+      }
       if (signal?.aborted) throw abortError(signal);
-      const t = timesteps[i];
-      const input = scheduler.scaleModelInput(x, t);
-      let eps: Tensor;
-      try {
-        eps = args.predict(input, t);
-      } finally {
-        input.dispose();
-      }
-      let r;
-      try {
-        r = scheduler.step(eps, t, x, args.eta !== undefined ? { eta: args.eta } : {});
-      } finally {
-        eps.dispose();
-      }
-      r.predOriginalSample?.dispose();
-      x.dispose();
-      x = r.prevSample;
-      if (args.afterStep) x = args.afterStep(x, i);
-      // One small read per step: it bounds the work in flight (so cancel acts within a step) and
-      // stops a diverging run at the step where it happened instead of returning a black image.
-      const bad = ops.countNonFinite(x);
-      const n = (await bad.read())[0];
-      bad.dispose();
-      if (n > 0) throw new Error(`denoising step ${i + 1}/${timesteps.length} (timestep ${t}): ${n} NaN/Inf values in the latents ${shapeStr(x.shape)}; stopping`);
-      if (args.onStep) {
-        const preview = args.preview && args.previewDecode ? await args.previewDecode(x) : undefined;
-        await args.onStep({ step: i + 1, total: timesteps.length, timestep: t, latents: x, preview });
-      }
+      return x;
+    } finally {
+      scheduler.reset(); // frees the history the scheduler kept (multistep samplers)
     }
-    if (signal?.aborted) throw abortError(signal);
-    return x;
-  } catch (e) {
-    x.dispose();
-    scheduler.reset();
-    throw e;
-  }
+  });
 }
 
-/** t in `dtype`: t itself when it already is, else a cast copy (the caller disposes it if !== t). */
+/** t in `dtype`: t itself when it already is, else a cast copy. */
 export function asDtype(t: Tensor, dtype: 'f32' | 'f16' | string): Tensor {
   return t.dtype === dtype ? t : ops.cast(t, dtype as 'f32' | 'f16');
 }
@@ -223,26 +234,27 @@ export function asDtype(t: Tensor, dtype: 'f32' | 'f16' | string): Tensor {
  * overflows in f16), upcasts the model's weights to f32 in place and decodes again, as diffusers
  * does for force_upcast VAEs. The raw decode is checked before any clamping hides an Inf.
  */
-export async function decodeWithUpcast(model: { dtype: string; upcast(): void }, decode: () => Tensor, label: string): Promise<Tensor> {
-  const out = decode();
-  if (model.dtype !== 'f16') return out;
-  const bad = ops.countNonFinite(out);
-  const n = (await bad.read())[0];
-  bad.dispose();
-  if (n === 0) return out;
-  out.dispose();
-  console.warn(`${label}: the f16 decode overflowed (${n} NaN/Inf values); upcasting the decoder to f32 and decoding again`);
-  model.upcast();
-  return decode();
+export function decodeWithUpcast(model: { engine: Engine; dtype: string; upcast(): void }, decode: () => Tensor, label: string): Promise<Tensor> {
+  return model.engine.scope(async (s) => {
+    const out = s.run(decode);
+    if (model.dtype !== 'f16') return out;
+    const n = (await s.scope(() => ops.countNonFinite(out).read()))[0];
+    if (n === 0) return out;
+    out.dispose();
+    console.warn(`${label}: the f16 decode overflowed (${n} NaN/Inf values); upcasting the decoder to f32 and decoding again`);
+    model.upcast();
+    return s.run(decode);
+  });
 }
 
-/** decoded in [-1, 1] -> clamp(decoded / 2 + 0.5, 0, 1) (consumes decoded). */
+/** decoded in [-1, 1] -> clamp(decoded / 2 + 0.5, 0, 1). */
 export function toUnitRange(decoded: Tensor): Tensor {
-  const s = ops.scale(decoded, 0.5, 0.5);
-  decoded.dispose();
-  const c = ops.clamp(s, 0, 1);
-  s.dispose();
-  return c;
+  return decoded.engine.scope(() => ops.clamp(ops.scale(decoded, 0.5, 0.5), 0, 1));
+}
+
+/** A pipeline's preview decoder as denoise() wants it: latents -> decode -> RGBA, freeing its tensors. */
+export function rgbaPreview(decode: (latents: Tensor) => Tensor): (latents: Tensor) => Promise<RgbaImage[]> {
+  return (latents) => latents.engine.scope(async (s) => toRgba(s.run(() => toUnitRange(decode(latents)))));
 }
 
 /** [B, C, H, W] in [0, 1] (C = 1 grey, 3 RGB, 4 RGBA) -> one RGBA8 image per batch item. */
@@ -273,22 +285,19 @@ export async function toRgba(images: Tensor): Promise<RgbaImage[]> {
 
 /** Initial latents: given (host array or tensor, copied) or seeded Gaussian noise, times init_noise_sigma. */
 export function initialLatents(engine: Engine, shape: number[], opts: { latents?: Tensor | Float32Array; seed?: number; initNoiseSigma: number; dtype: 'f32' | 'f16' }): Tensor {
-  let base: Tensor;
-  if (opts.latents instanceof Tensor) {
-    if (shapeStr(opts.latents.shape) !== shapeStr(shape)) throw new Error(`latents must be ${shapeStr(shape)}, got ${shapeStr(opts.latents.shape)}`);
-    base = opts.latents.dtype === opts.dtype ? ops.scale(opts.latents, 1) : ops.cast(opts.latents, opts.dtype);
-  } else if (opts.latents) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    if (opts.latents.length !== n) throw new Error(`latents must have ${n} values for ${shapeStr(shape)}, got ${opts.latents.length}`);
-    const t = engine.tensor(opts.latents, shape);
-    base = opts.dtype === 'f32' ? t : ops.cast(t, opts.dtype);
-    if (base !== t) t.dispose();
-  } else {
-    const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
-    base = ops.randnItems(engine, shape, seed, { dtype: opts.dtype }); // item i from seed + i
-  }
-  if (opts.initNoiseSigma === 1) return base;
-  const s = ops.scale(base, opts.initNoiseSigma);
-  base.dispose();
-  return s;
+  const given = opts.latents;
+  if (given instanceof Tensor && shapeStr(given.shape) !== shapeStr(shape)) throw new Error(`latents must be ${shapeStr(shape)}, got ${shapeStr(given.shape)}`);
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (given instanceof Float32Array && given.length !== n) throw new Error(`latents must have ${n} values for ${shapeStr(shape)}, got ${given.length}`);
+  return engine.scope(() => {
+    let base: Tensor;
+    if (given) {
+      const t = given instanceof Tensor ? given : engine.tensor(given, shape);
+      base = t.dtype === opts.dtype ? ops.scale(t, 1) : ops.cast(t, opts.dtype); // a copy: the caller's stays theirs
+    } else {
+      const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
+      base = ops.randnItems(engine, shape, seed, { dtype: opts.dtype }); // item i from seed + i
+    }
+    return opts.initNoiseSigma === 1 ? base : ops.scale(base, opts.initNoiseSigma);
+  });
 }

@@ -9,7 +9,7 @@ import { VQModel } from '../models/vq_model.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { UNet2DModel } from '../models/unet_2d.js';
 import { ConfigReader } from '../runtime/config.js';
-import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
+import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type RgbaImage, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 
 export interface LDMGenerateOptions extends LoopOptions {
@@ -107,77 +107,52 @@ export class LDMPipeline {
     const [sh, sw] = new ConfigReader('LDMPipeline: UNet2DModel', this.unet.config).sampleSize(64);
     const latentCh = this.latentChannels;
     const dtype = this.unet.dtype as 'f32' | 'f16';
-    let lowRes: Tensor | null = null;
+    const lr = opts.lowResImage;
     let shape = [B, latentCh, sh, sw];
-    if (opts.lowResImage) {
-      const lr = opts.lowResImage;
+    if (lr) {
       if (lr.rank !== 4 || lr.shape[0] !== B || lr.shape[1] + latentCh !== this.unet.inChannels) {
         throw new Error(`LDMPipeline.generate: lowResImage must be [${B}, ${this.unet.inChannels - latentCh}, h, w], got ${shapeStr(lr.shape)}`);
       }
       shape = [B, latentCh, lr.shape[2], lr.shape[3]];
       checkLatentSize('LDMPipeline.generate', 'lowResImage size', lr.shape[2], lr.shape[3], unetDownFactor(this.unet));
-      lowRes = ops.scale(lr, 2, -1);
     } else if (this.unet.inChannels !== latentCh) {
       throw new Error(`LDMPipeline.generate: this UNet takes ${this.unet.inChannels} channels (super-resolution): pass lowResImage`);
     } else {
       checkLatentSize('LDMPipeline.generate', "the UNet's sample_size", sh, sw, unetDownFactor(this.unet));
     }
+    // refuse a batch or size the device cannot hold before allocating anything
+    this.unet.checkFits('LDMPipeline.generate', guided ? 2 * B : B, shape[2], shape[3]);
     scheduler.setTimesteps(steps);
-    const latents = initialLatents(engine, shape, { latents: opts.latents, seed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
-    const nullLabels = numClasses ? Array(B).fill(numClasses - 1) : undefined;
-    const predict = (x: Tensor, t: number): Tensor => {
-      let inp = x;
-      if (lowRes) inp = ops.concat([x, lowRes], 1);
-      try {
-        if (!guided) return this.unet.forward(inp, t, labels ? { classLabels: labels } : {});
-        const both = ops.concat([inp, inp], 0);
-        const out = this.unet.forward(both, t, { classLabels: [...nullLabels!, ...labels!] });
-        both.dispose();
-        const g = ops.classifierFreeGuidance(out, scale);
-        out.dispose();
-        return g;
-      } finally {
-        if (inp !== x) inp.dispose();
-      }
-    };
-    let final: Tensor;
-    try {
-      final = await denoise({ scheduler, seed, latents, timesteps: scheduler.timesteps, predict, eta: opts.eta, signal: opts.signal, onStep: opts.onStep });
-    } finally {
-      lowRes?.dispose();
-    }
-    let decoded: Tensor;
-    try {
+    return engine.scope(async (s) => {
+      const lowRes = lr ? s.run(() => ops.scale(lr, 2, -1)) : null;
+      const latents = s.run(() => initialLatents(engine, shape, { latents: opts.latents, seed, initNoiseSigma: scheduler.initNoiseSigma, dtype }));
+      const nullLabels = numClasses ? Array(B).fill(numClasses - 1) : [];
+      const cond = guided ? { classLabels: [...nullLabels, ...labels!] } : labels ? { classLabels: labels } : {};
+      const predict = guidedPredict({
+        model: (x, t) => this.unet.forward(x, t, cond),
+        guided,
+        scale,
+        extraChannels: lowRes ? () => [lowRes] : undefined,
+      });
+      const final = await s.scope(() => denoise({ scheduler, seed, latents, timesteps: scheduler.timesteps, predict, eta: opts.eta, signal: opts.signal, onStep: opts.onStep }));
       // an f16 first stage that overflows is upcast to f32 and run again
-      decoded = await decodeWithUpcast(this.vqvae ?? this.vae!, () => this.decodeRaw(final), 'LDMPipeline');
-    } finally {
-      final.dispose();
-    }
-    try {
+      const decoded = await s.scope(() => decodeWithUpcast(this.vqvae ?? this.vae!, () => this.decodeRaw(final), 'LDMPipeline'));
       // the loop checked the latents; a NaN here comes from the first stage's weights
-      await assertFinite('LDMPipeline.generate', decoded, `the ${this.vqvae ? 'VQModel' : 'AutoencoderKL'} decoder`);
-    } catch (e) {
-      decoded.dispose();
-      throw e;
-    }
-    const images = toUnitRange(decoded);
-    return { images, rgba: await toRgba(images) };
+      await s.scope(() => assertFinite('LDMPipeline.generate', decoded, `the ${this.vqvae ? 'VQModel' : 'AutoencoderKL'} decoder`));
+      const images = s.run(() => toUnitRange(decoded));
+      return { images, rgba: await toRgba(images) };
+    });
   }
 
   /** Diffusion latents -> images in [0, 1] (the VQ decoder quantises first). */
   decodeLatents(z: Tensor): Tensor {
-    return toUnitRange(this.decodeRaw(z));
+    return this.engine.scope(() => toUnitRange(this.decodeRaw(z)));
   }
 
   /** Diffusion latents -> the first stage's output in [-1, 1], unclamped, in the first stage's own dtype. */
   private decodeRaw(z: Tensor): Tensor {
     const first = this.vqvae ?? this.vae!;
-    const zs = asDtype(z, first.dtype);
-    const h = ops.scale(zs, 1 / first.scalingFactor);
-    if (zs !== z) zs.dispose();
-    const decoded = first.decode(h);
-    h.dispose();
-    return decoded;
+    return this.engine.scope(() => first.decode(ops.scale(asDtype(z, first.dtype), 1 / first.scalingFactor)));
   }
 
   dispose(): void {

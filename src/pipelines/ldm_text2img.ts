@@ -10,7 +10,7 @@ import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { LDMBertModel } from '../text/ldm_bert.js';
 import { BertTokenizer } from '../text/bert_tokenizer.js';
-import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise, initialLatents, resolveSeed, unetDownFactor, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { assertFinite, checkGuidance, checkLatentSize, createScheduler, denoise, guidedPredict, initialLatents, resolveSeed, unetDownFactor, schedulerForCall, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
 import type { PipelineOutput } from './ldm.js';
@@ -54,7 +54,8 @@ export class LDMTextToImagePipeline {
 
   /** bert(tokenizer(prompts)) -> [B, 77, d_model] */
   encodePrompt(prompts: readonly string[]): Tensor {
-    return this.components.bert.forward(prompts.map((p) => this.components.tokenizer.encode(p))).lastHiddenState;
+    const ids = prompts.map((p) => this.components.tokenizer.encode(p));
+    return this.engine.scope(() => this.components.bert.forward(ids).lastHiddenState);
   }
 
   async generate(o: LDMText2ImgOptions): Promise<PipelineOutput> {
@@ -78,44 +79,23 @@ export class LDMTextToImagePipeline {
     const scheduler = schedulerForCall(this.components.scheduler, o.sampler);
     scheduler.setTimesteps(o.steps ?? 50);
     const dtype = engine.f16 ? 'f16' : 'f32';
-    const cond = this.encodePrompt(prompts);
-    let ctx: Tensor = cond;
-    try {
-      if (guided) {
-        const u = this.encodePrompt(['']);
-        const uncond = B === 1 ? u : ops.concat(new Array(B).fill(u), 0);
-        if (uncond !== u) u.dispose();
-        ctx = ops.concat([uncond, cond], 0);
-        uncond.dispose();
-      }
-      // the port hard-codes height // 8 for the latents
-      const latents = initialLatents(engine, [B, unet.inChannels, height / 8, width / 8], { latents: o.latents, seed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
-      const predict = (x: Tensor, t: number): Tensor => {
-        if (!guided) return unet.forward(x, t, { encoderHiddenStates: ctx });
-        const both = ops.concat([x, x], 0);
-        const out = unet.forward(both, t, { encoderHiddenStates: ctx });
-        both.dispose();
-        const g = ops.classifierFreeGuidance(out, scale);
-        out.dispose();
-        return g;
-      };
-      const final = await denoise({ scheduler, seed, latents, timesteps: scheduler.timesteps, predict, eta: o.eta, signal: o.signal, onStep: o.onStep });
-      const h = ops.scale(final, 1 / vqvae.scalingFactor);
-      final.dispose();
-      const decoded = vqvae.decode(h);
-      h.dispose();
-      try {
-        await assertFinite('LDMTextToImagePipeline.generate', decoded, 'the first stage (vqvae) decoder');
-      } catch (e) {
-        decoded.dispose();
-        throw e;
-      }
-      const images = toUnitRange(decoded);
+    // the port hard-codes height // 8 for the latents
+    const shape = [B, unet.inChannels, height / 8, width / 8];
+    unet.checkFits('LDMTextToImagePipeline.generate', guided ? 2 * B : B, shape[2], shape[3]);
+    return engine.scope(async (s) => {
+      const ctx = s.run(() => {
+        const cond = this.encodePrompt(prompts);
+        // [uncond; cond], the order guidedPredict doubles the batch in
+        return guided ? ops.concat([...new Array(B).fill(this.encodePrompt([''])), cond], 0) : cond;
+      });
+      const latents = s.run(() => initialLatents(engine, shape, { latents: o.latents, seed, initNoiseSigma: scheduler.initNoiseSigma, dtype }));
+      const predict = guidedPredict({ model: (x, t) => unet.forward(x, t, { encoderHiddenStates: ctx }), guided, scale });
+      const final = await s.scope(() => denoise({ scheduler, seed, latents, timesteps: scheduler.timesteps, predict, eta: o.eta, signal: o.signal, onStep: o.onStep }));
+      const decoded = s.run(() => vqvae.decode(ops.scale(final, 1 / vqvae.scalingFactor)));
+      await s.scope(() => assertFinite('LDMTextToImagePipeline.generate', decoded, 'the first stage (vqvae) decoder'));
+      const images = s.run(() => toUnitRange(decoded));
       return { images, rgba: await toRgba(images) };
-    } finally {
-      if (ctx !== cond) ctx.dispose();
-      cond.dispose();
-    }
+    });
   }
 
   dispose(): void {

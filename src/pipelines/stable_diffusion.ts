@@ -10,7 +10,7 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
-import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, initialLatents, resolveSeed, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
@@ -158,10 +158,7 @@ export class StableDiffusionPipeline {
       throw new Error('StableDiffusionPipeline: this pipeline has no tokenizer/text encoder; pass promptEmbeds (and negativePromptEmbeds)');
     }
     const ids = prompts.map((p) => this.tokenizer!.encode(p));
-    const out = this.textEncoder.forward(ids, clipSkip ? { clipSkip } : {});
-    out.poolerOutput.dispose();
-    out.hiddenStates?.forEach((t) => t.dispose());
-    return out.lastHiddenState;
+    return this.engine.scope(() => this.textEncoder!.forward(ids, clipSkip ? { clipSkip } : {}).lastHiddenState);
   }
 
   async generate(opts: SDGenerateOptions = {}): Promise<PipelineOutput> {
@@ -171,194 +168,126 @@ export class StableDiffusionPipeline {
     const guided = scale > 1;
     const steps = opts.steps ?? 50;
     const dtype = this.unet.dtype as 'f32' | 'f16';
-    const owned: Tensor[] = [];
-    const own = <T extends Tensor>(t: T): T => (owned.push(t), t);
-    try {
-      // ---- geometry first: a size the UNet cannot take fails before any model runs
-      const f = this.vaeScaleFactor;
-      const [sh, sw] = new ConfigReader('StableDiffusionPipeline: UNet2DConditionModel', this.unet.config).sampleSize(64);
-      const H = opts.height ?? opts.image?.shape[2] ?? sh * f;
-      const W = opts.width ?? opts.image?.shape[3] ?? sw * f;
-      for (const [k, v] of [['height', H], ['width', W]] as const) {
-        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${op}: ${k} must be a positive integer, got ${String(v)}`);
-      }
-      if (H % f || W % f) throw new Error(`${op}: height and width must be multiples of ${f}, got ${H}x${W}`);
-      checkLatentSize(op, 'height x width', H / f, W / f, unetDownFactor(this.unet), f);
-      // ---- conditioning
-      let cond: Tensor;
-      let B: number;
-      if (opts.promptEmbeds) {
-        cond = opts.promptEmbeds;
-        B = cond.shape[0];
-      } else {
-        const prompts = typeof opts.prompt === 'string' ? [opts.prompt] : opts.prompt ?? [''];
-        B = prompts.length;
-        cond = own(this.encodePrompt(prompts, opts.clipSkip));
-      }
-      checkEmbeds(op, 'promptEmbeds', cond, B, this.unet.crossAttentionDim);
-      const noiseSeed = resolveSeed(op, opts.seed, B);
+
+    // ---- everything that can be checked before allocating
+    const prompts = typeof opts.prompt === 'string' ? [opts.prompt] : opts.prompt ?? [''];
+    const B = opts.promptEmbeds ? opts.promptEmbeds.shape[0] : prompts.length;
+    if (opts.promptEmbeds) checkEmbeds(op, 'promptEmbeds', opts.promptEmbeds, B, this.unet.crossAttentionDim);
+    const noiseSeed = resolveSeed(op, opts.seed, B);
+    const negatives = typeof opts.negativePrompt === 'string' ? Array(B).fill(opts.negativePrompt) : opts.negativePrompt ?? Array(B).fill('');
+    if (guided && !opts.negativePromptEmbeds) {
+      if (opts.promptEmbeds && !this.textEncoder) throw new Error(`${op}: guidance needs negativePromptEmbeds when the pipeline has no text encoder`);
+      if (negatives.length !== B) throw new Error(`${op}: ${negatives.length} negative prompts for ${B} prompts`);
+    }
+    if (guided && opts.negativePromptEmbeds) checkEmbeds(op, 'negativePromptEmbeds', opts.negativePromptEmbeds, B, this.unet.crossAttentionDim);
+    const f = this.vaeScaleFactor;
+    const [sh, sw] = new ConfigReader('StableDiffusionPipeline: UNet2DConditionModel', this.unet.config).sampleSize(64);
+    const H = opts.height ?? opts.image?.shape[2] ?? sh * f;
+    const W = opts.width ?? opts.image?.shape[3] ?? sw * f;
+    for (const [k, v] of [['height', H], ['width', W]] as const) {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${op}: ${k} must be a positive integer, got ${String(v)}`);
+    }
+    if (H % f || W % f) throw new Error(`${op}: height and width must be multiples of ${f}, got ${H}x${W}`);
+    checkLatentSize(op, 'height x width', H / f, W / f, unetDownFactor(this.unet), f);
+    const Lc = this.vae.shape.latentChannels;
+    const shape = [B, Lc, H / f, W / f];
+    const inpaintUNet = this.unet.inChannels === 2 * Lc + 1;
+    const strength = opts.strength ?? 1;
+    if (!(strength > 0 && strength <= 1)) throw new Error(`${op}: strength must be in (0, 1], got ${strength}`);
+    if (opts.maskImage && !opts.image) throw new Error(`${op}: maskImage needs image`);
+    if (inpaintUNet && !opts.maskImage) throw new Error(`${op}: this is an inpainting UNet (${this.unet.inChannels} channels): pass image and maskImage`);
+    if (opts.image) checkImage(op, 'image', opts.image, B, 3, H, W);
+    if (opts.maskImage) checkImage(op, 'maskImage', opts.maskImage, B, 1, H, W);
+    this.unet.checkFits(op, guided ? 2 * B : B, H / f, W / f);
+    // each call owns its scheduler: calls in flight together do not share timesteps or state
+    const scheduler = schedulerForCall(this.scheduler, opts.sampler);
+    scheduler.setTimesteps(steps);
+    let timesteps = scheduler.timesteps;
+    let tStart = 0;
+    if (opts.image && strength < 1) {
+      tStart = Math.max(steps - Math.min(Math.floor(steps * strength), steps), 0);
+      timesteps = timesteps.slice(tStart);
+      if (!timesteps.length) throw new Error(`${op}: strength ${strength} with ${steps} steps leaves no step to run`);
+    }
+
+    return engine.scope(async (s) => {
+      // ---- conditioning: [uncond; cond] when guided, the order guidedPredict doubles the batch in
+      const cond = opts.promptEmbeds ?? s.run(() => this.encodePrompt(prompts, opts.clipSkip));
       let emb = cond;
       if (guided) {
-        let uncond: Tensor;
-        if (opts.negativePromptEmbeds) uncond = opts.negativePromptEmbeds;
-        else if (opts.promptEmbeds && !this.textEncoder) throw new Error(`${op}: guidance needs negativePromptEmbeds when the pipeline has no text encoder`);
-        else {
-          const neg = typeof opts.negativePrompt === 'string' ? Array(B).fill(opts.negativePrompt) : opts.negativePrompt ?? Array(B).fill('');
-          if (neg.length !== B) throw new Error(`${op}: ${neg.length} negative prompts for ${B} prompts`);
-          uncond = own(this.encodePrompt(neg, opts.clipSkip));
-        }
-        checkEmbeds(op, 'negativePromptEmbeds', uncond, B, this.unet.crossAttentionDim);
+        const uncond = opts.negativePromptEmbeds ?? s.run(() => this.encodePrompt(negatives, opts.clipSkip));
         if (uncond.shape[1] !== cond.shape[1]) throw new Error(`${op}: negative and positive embeddings differ in length (${uncond.shape[1]} vs ${cond.shape[1]})`);
-        emb = own(ops.concat([uncond, cond], 0));
+        emb = s.run(() => ops.concat([uncond, cond], 0));
       }
-
-      // ---- geometry and schedule
-      const Lc = this.vae.shape.latentChannels;
-      const shape = [B, Lc, H / f, W / f];
-      // each call owns its scheduler: calls in flight together do not share timesteps or state
-      const scheduler = schedulerForCall(this.scheduler, opts.sampler);
-      scheduler.setTimesteps(steps);
-      let timesteps = scheduler.timesteps;
-      const inpaintUNet = this.unet.inChannels === 2 * Lc + 1;
-      const strength = opts.strength ?? 1;
-      if (!(strength > 0 && strength <= 1)) throw new Error(`${op}: strength must be in (0, 1], got ${strength}`);
-      if (opts.maskImage && !opts.image) throw new Error(`${op}: maskImage needs image`);
-      if (inpaintUNet && !opts.maskImage) throw new Error(`${op}: this is an inpainting UNet (${this.unet.inChannels} channels): pass image and maskImage`);
 
       // ---- image conditioning
-      let imageLatents: Tensor | null = null;
+      const imageLatents = opts.image ? s.run(() => this.encodeImage(opts.image!, noiseSeed)) : null;
       let maskLatent: Tensor | null = null;
       let maskedImageLatents: Tensor | null = null;
-      if (opts.image) {
-        checkImage(op, 'image', opts.image, B, 3, H, W);
-        imageLatents = own(this.encodeImage(opts.image, noiseSeed));
-      }
       if (opts.maskImage) {
-        checkImage(op, 'maskImage', opts.maskImage, B, 1, H, W);
-        const { mask, masked } = await prepareMask(opts.maskImage, opts.image!, f);
-        maskLatent = own(mask);
-        if (inpaintUNet) {
-          maskedImageLatents = own(this.encodeImage(masked, noiseSeed, NOISE_STREAM.maskedImage));
-        }
-        masked.dispose();
+        const m = await prepareMask(opts.maskImage, opts.image!, f);
+        s.run(() => {
+          maskLatent = upload(engine, m.mask, [B, 1, H / f, W / f], dtype);
+          if (inpaintUNet) maskedImageLatents = this.encodeImage(upload(engine, m.masked, [B, 3, H, W], dtype), noiseSeed, NOISE_STREAM.maskedImage);
+        });
       }
 
       // ---- initial latents
-      let latents: Tensor;
-      if (imageLatents && strength < 1) {
-        const init = Math.min(Math.floor(steps * strength), steps);
-        const tStart = Math.max(steps - init, 0);
-        timesteps = timesteps.slice(tStart);
-        if (!timesteps.length) throw new Error(`${op}: strength ${strength} with ${steps} steps leaves no step to run`);
+      const latents = s.run(() => {
+        if (!(imageLatents && strength < 1)) return initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
         scheduler.setBeginIndex(tStart);
-        const noise = own(opts.latents instanceof Tensor ? ops.scale(opts.latents, 1) : ops.randnItems(engine, shape, noiseSeed, { dtype }));
-        latents = scheduler.addNoise(imageLatents, noise, Array(B).fill(timesteps[0]));
-      } else {
-        latents = initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
-      }
+        const noise = opts.latents instanceof Tensor ? opts.latents : ops.randnItems(engine, shape, noiseSeed, { dtype });
+        return scheduler.addNoise(imageLatents, noise, Array(B).fill(timesteps[0]));
+      });
 
       // ---- the loop
-      const blendNoise = maskLatent && !inpaintUNet ? own(ops.randnItems(engine, shape, noiseSeed, { offset: NOISE_STREAM.inpaintBlend, dtype })) : null;
-      const predict = (x: Tensor, t: number): Tensor => {
-        let inp = x;
-        if (inpaintUNet) inp = ops.concat([x, maskLatent!, maskedImageLatents!], 1);
-        try {
-          if (!guided) return this.unet.forward(inp, t, { encoderHiddenStates: emb });
-          const both = ops.concat([inp, inp], 0);
-          const out = this.unet.forward(both, t, { encoderHiddenStates: emb });
-          both.dispose();
-          const g = ops.classifierFreeGuidance(out, scale);
-          out.dispose();
-          return g;
-        } finally {
-          if (inp !== x) inp.dispose();
-        }
-      };
-      // Ordinary UNets inpaint by keeping the known region at the noise level of the next step.
-      const afterStep =
-        maskLatent && !inpaintUNet
-          ? (x: Tensor, i: number): Tensor => {
-              const next = timesteps[i + 1];
-              const known = next !== undefined ? scheduler.addNoise(imageLatents!, blendNoise!, Array(B).fill(next)) : ops.scale(imageLatents!, 1);
-              const diff = ops.sub(x, known);
-              const md = ops.mul(diff, maskLatent!);
-              diff.dispose();
-              const out = ops.add(known, md);
-              [known, md, x].forEach((t) => t.dispose());
-              return out;
-            }
-          : undefined;
-      const previewDecode = this.previewDecoder
-        ? async (x: Tensor) => {
-            const d = toUnitRange(this.previewDecoder!.decode(x));
-            try {
-              return await toRgba(d);
-            } finally {
-              d.dispose();
-            }
+      const predict = guidedPredict({
+        model: (x, t) => this.unet.forward(x, t, { encoderHiddenStates: emb }),
+        guided,
+        scale,
+        extraChannels: inpaintUNet ? () => [maskLatent!, maskedImageLatents!] : undefined,
+      });
+      // Ordinary UNets inpaint by keeping the known region at the noise level of the next step:
+      // x = known + mask (x - known).
+      const blendNoise = maskLatent && !inpaintUNet ? s.run(() => ops.randnItems(engine, shape, noiseSeed, { offset: NOISE_STREAM.inpaintBlend, dtype })) : null;
+      const afterStep = blendNoise
+        ? (x: Tensor, i: number): Tensor => {
+            const next = timesteps[i + 1];
+            const known = next !== undefined ? scheduler.addNoise(imageLatents!, blendNoise, Array(B).fill(next)) : imageLatents!;
+            return ops.add(known, ops.mul(ops.sub(x, known), maskLatent!));
           }
         : undefined;
-      const final = await denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, afterStep, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview });
-      let decoded: Tensor;
-      try {
-        // an f16 VAE (force_upcast off) that overflows is upcast to f32 and run again
-        decoded = await decodeWithUpcast(this.vae, () => this.decodeRaw(final), 'StableDiffusionPipeline');
-      } finally {
-        final.dispose();
-      }
-      try {
-        // the loop checked the latents; a NaN here comes from the VAE decoder's weights
-        await assertFinite(op, decoded, 'the AutoencoderKL decoder');
-      } catch (e) {
-        decoded.dispose();
-        throw e;
-      }
-      const images = toUnitRange(decoded);
+      const previewDecode = this.previewDecoder ? rgbaPreview((x) => this.previewDecoder!.decode(x)) : undefined;
+      const final = await s.scope(() =>
+        denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, afterStep, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview }),
+      );
+      // an f16 VAE (force_upcast off) that overflows is upcast to f32 and run again
+      const decoded = await s.scope(() => decodeWithUpcast(this.vae, () => this.decodeRaw(final), 'StableDiffusionPipeline'));
+      // the loop checked the latents; a NaN here comes from the VAE decoder's weights
+      await s.scope(() => assertFinite(op, decoded, 'the AutoencoderKL decoder'));
+      const images = s.run(() => toUnitRange(decoded));
       return { images, rgba: await toRgba(images) };
-    } finally {
-      for (const t of owned) t.dispose();
-    }
+    });
   }
 
   /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior: item i with
    * the noise of seed + i at `stream` (generate() uses NOISE_STREAM.image for its `image`). */
   encodeImage(image: Tensor, seed: number, stream: number = NOISE_STREAM.image): Tensor {
-    // the VAE may run in f32 beside an f16 UNet (force_upcast): in and out through its own dtype
-    const img = asDtype(image, this.vae.dtype);
-    const x = ops.scale(img, 2, -1);
-    if (img !== image) img.dispose();
-    const dist = this.vae.encode(x);
-    x.dispose();
-    let noise: Tensor | null = null;
-    let z: Tensor;
-    try {
-      noise = ops.randnItems(this.engine, dist.mean.shape, seed, { offset: stream, dtype: dist.mean.dtype });
-      z = this.vae.sample(dist, { noise });
-    } finally {
-      noise?.dispose();
-    }
-    dist.mean.dispose();
-    dist.logvar.dispose();
-    const s = ops.scale(z, this.vae.scalingFactor);
-    z.dispose();
-    const out = asDtype(s, this.unet.dtype);
-    if (out !== s) s.dispose();
-    return out;
+    return this.engine.scope(() => {
+      // the VAE may run in f32 beside an f16 UNet (force_upcast): in and out through its own dtype
+      const dist = this.vae.encode(ops.scale(asDtype(image, this.vae.dtype), 2, -1));
+      const noise = ops.randnItems(this.engine, dist.mean.shape, seed, { offset: stream, dtype: dist.mean.dtype });
+      return asDtype(ops.scale(this.vae.sample(dist, { noise }), this.vae.scalingFactor), this.unet.dtype);
+    });
   }
 
-  /** Diffusion latents -> images in [0, 1] (in the VAE's dtype). */
   decodeLatents(z: Tensor): Tensor {
-    return toUnitRange(this.decodeRaw(z));
+    return this.engine.scope(() => toUnitRange(this.decodeRaw(z)));
   }
 
   /** Latents -> the VAE decoder's output in [-1, 1], unclamped, in the VAE's own dtype. */
   private decodeRaw(z: Tensor): Tensor {
-    const zs = asDtype(z, this.vae.dtype);
-    const h = ops.scale(zs, 1 / this.vae.scalingFactor);
-    if (zs !== z) zs.dispose();
-    const d = this.vae.decode(h);
-    h.dispose();
-    return d;
+    return this.engine.scope(() => this.vae.decode(ops.scale(asDtype(z, this.vae.dtype), 1 / this.vae.scalingFactor)));
   }
 
   dispose(): void {
@@ -384,8 +313,7 @@ function checkImage(op: string, name: string, t: Tensor, B: number, C: number, H
 
 /** Binarised mask at latent size (nearest, as diffusers' interpolate) and the image with the
  * masked region zeroed in [-1, 1] space (image * (mask < 0.5)), i.e. mid-grey in [0, 1]. Done on the host: it runs once per generation. */
-async function prepareMask(maskT: Tensor, imageT: Tensor, f: number): Promise<{ mask: Tensor; masked: Tensor }> {
-  const engine = maskT.engine;
+async function prepareMask(maskT: Tensor, imageT: Tensor, f: number): Promise<{ mask: Float32Array; masked: Float32Array }> {
   const [B, , H, W] = maskT.shape;
   const m = await maskT.read();
   const img = await imageT.read();
@@ -404,14 +332,11 @@ async function prepareMask(maskT: Tensor, imageT: Tensor, f: number): Promise<{ 
       for (let p = 0; p < plane; p++) masked[(b * 3 + c) * plane + p] = m[b * plane + p] >= 0.5 ? 0.5 : img[(b * 3 + c) * plane + p];
     }
   }
-  const dtype = maskT.dtype;
-  const up = (a: Float32Array, shape: number[]) => {
-    const t = engine.tensor(a, shape);
-    if (dtype === 'f32') return t;
-    const c = ops.cast(t, dtype);
-    t.dispose();
-    return c;
-  };
-  return { mask: up(small, [B, 1, h, w]), masked: up(masked, [B, 3, H, W]) };
+  return { mask: small, masked };
 }
 
+/** Host values -> a tensor of the engine's dtype (the f32 upload is freed by the caller's scope). */
+function upload(engine: Engine, a: Float32Array, shape: number[], dtype: 'f32' | 'f16'): Tensor {
+  const t = engine.tensor(a, shape);
+  return dtype === 'f32' ? t : ops.cast(t, dtype);
+}

@@ -5,7 +5,7 @@ import { Tensor, type DType, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
 import { Recorder } from './recorder.js';
 import { Profiler, type ProfileReport } from './profiler.js';
 import { f16BitsToF32, f32ToF16Bits } from './half.js';
-import { openScope, type Scope } from './scope.js';
+import { keep, openScope, type Scope } from './scope.js';
 
 export interface EngineOptions {
   powerPreference?: GPUPowerPreference;
@@ -236,8 +236,7 @@ export class Engine {
 
   /** Takes t out of every scope: the caller disposes it. */
   keep<T extends Tensor>(t: T): T {
-    t.owner?.release(t);
-    return t;
+    return keep(t);
   }
 
   // ---------------------------------------------------------------- recording

@@ -152,3 +152,10 @@ function collectTensors(v: unknown, out: Set<Tensor>, depth: number): void {
     for (const x of Object.values(v)) collectTensors(x, out, depth + 1);
   }
 }
+
+/** engine.keep(t) as a function: takes t out of every scope (the caller disposes it). Schedulers use
+ * it for the history they carry from step to step. */
+export function keep<T extends Tensor>(t: T): T {
+  t.owner?.release(t);
+  return t;
+}

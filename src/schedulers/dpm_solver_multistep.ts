@@ -2,6 +2,7 @@
 // x0, and each step is an exponential-integrator update in lambda = log(alpha / sigma) using the
 // current and (second order) previous x0 predictions.
 import type { Tensor } from '../runtime/tensor.js';
+import { keep } from '../runtime/scope.js';
 import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
 import { ConfigReader, SchedulerBase, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 import { arangeDown, checkSteps, f32, indexForTimestep, interpIndex, karrasSigmas, linspaceF64, roundHalfEven, sigmaToT, trainSigmas } from './schedule.js';
@@ -143,7 +144,7 @@ export class DPMSolverMultistepScheduler extends SchedulerBase {
     // shift the history of x0 predictions
     this.modelOutputs[0]?.dispose();
     for (let k = 0; k < this.solverOrder - 1; k++) this.modelOutputs[k] = this.modelOutputs[k + 1];
-    this.modelOutputs[this.solverOrder - 1] = x0Pred;
+    this.modelOutputs[this.solverOrder - 1] = keep(x0Pred);
     if (this.lowerOrderNums < this.solverOrder) this.lowerOrderNums++;
     this._stepIndex = i + 1;
     return { prevSample };

@@ -3,6 +3,7 @@
 // integrals are exact here (Gauss-Legendre, 4 nodes, on polynomials of degree <= 3); diffusers uses
 // scipy's adaptive quadrature to the same values.
 import type { Tensor } from '../runtime/tensor.js';
+import { keep } from '../runtime/scope.js';
 import { schedulerStep } from '../kernels/scheduler_step.js';
 import { ConfigReader, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 import { f32, interpIndex, karrasSigmas, sigmaTimesteps, sigmaToT, trainSigmas } from './schedule.js';
@@ -96,7 +97,7 @@ export class LMSDiscreteScheduler extends SigmaScheduler {
       aux,
       outputs: 3,
     });
-    this.derivatives.push(derivative);
+    this.derivatives.push(keep(derivative));
     this._stepIndex = i + 1;
     return { prevSample, predOriginalSample };
   }

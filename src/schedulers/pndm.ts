@@ -2,6 +2,7 @@
 // 4th-order linear multistep (PLMS) on epsilon; with skip_prk_steps the warm-up is replaced by
 // evaluating the second timestep twice. Both follow diffusers' PNDMScheduler step for step.
 import type { Tensor } from '../runtime/tensor.js';
+import { keep } from '../runtime/scope.js';
 import { schedulerStep, addNoise } from '../kernels/scheduler_step.js';
 import { ConfigReader, SchedulerBase, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 import { discreteTimesteps, f32 } from './schedule.js';
@@ -77,7 +78,7 @@ export class PNDMScheduler extends SchedulerBase {
     // views keep the history alive when the caller disposes its handles
     if (this.counter !== 1) {
       while (this.ets.length > 3) this.ets.shift()!.dispose();
-      this.ets.push(modelOutput.reshape(modelOutput.shape));
+      this.ets.push(keep(modelOutput.reshape(modelOutput.shape)));
     } else {
       prevT = t;
       t = t + ratio;
@@ -88,7 +89,7 @@ export class PNDMScheduler extends SchedulerBase {
     const E = this.ets;
     if (E.length === 1 && this.counter === 0) {
       terms = [[modelOutput, 1]];
-      this.curSample = sample.reshape(sample.shape);
+      this.curSample = keep(sample.reshape(sample.shape));
     } else if (E.length === 1 && this.counter === 1) {
       terms = [[modelOutput, 0.5], [E[0], 0.5]];
       x = this.curSample!;
@@ -113,12 +114,12 @@ export class PNDMScheduler extends SchedulerBase {
     const from = this.prkTimesteps[this.counter - phase];
     let terms: [Tensor, number][] = [[modelOutput, 1]];
     if (phase === 0) {
-      this.ets.push(modelOutput.reshape(modelOutput.shape));
+      this.ets.push(keep(modelOutput.reshape(modelOutput.shape)));
       this.curSample?.dispose();
-      this.curSample = sample.reshape(sample.shape);
+      this.curSample = keep(sample.reshape(sample.shape));
     }
     if (phase < 3) {
-      this.prkOutputs.push(modelOutput.reshape(modelOutput.shape));
+      this.prkOutputs.push(keep(modelOutput.reshape(modelOutput.shape)));
     } else {
       const [k1, k2, k3] = this.prkOutputs;
       terms = [[k1, 1 / 6], [k2, 1 / 3], [k3, 1 / 3], [modelOutput, 1 / 6]];
