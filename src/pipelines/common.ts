@@ -109,13 +109,7 @@ export function checkLatentSize(op: string, what: string, h: number, w: number, 
 
 /** Throws naming `stage` when `t` holds NaN or Inf (a corrupt weight gives a black image otherwise). */
 export async function assertFinite(op: string, t: Tensor, stage: string): Promise<void> {
-  const c = ops.countNonFinite(t);
-  let n: number;
-  try {
-    n = (await c.read())[0];
-  } finally {
-    c.dispose();
-  }
+  const n = (await t.engine.scope(() => ops.countNonFinite(t).read()))[0];
   if (n > 0) throw new Error(`${op}: ${stage} produced ${n} NaN/Inf values in ${shapeStr(t.shape)} from finite input; check its weights`);
 }
 
