@@ -1,6 +1,6 @@
 // LDMTextToImagePipeline (diffusers' port of the paper's text-to-image LDM) loaded from a diffusers
 // folder, against diffusers 0.31 itself (tools/pyref/gen_ldm_text2img.py; weights seeded on both sides).
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import { readFileSync, mkdtempSync, mkdirSync, writeFileSync, copyFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -65,6 +65,32 @@ describe('LDMTextToImagePipeline vs diffusers', () => {
       if (f > 1) await expect(pipe.generate({ prompt: m.prompt, height: 8 * (f + 1) })).rejects.toThrow(/does not fit the UNet, which downsamples by/);
       expect(engine.memory().inUseBytes).toBe(before);
     } finally {
+      pipe.dispose();
+    }
+  }, 300_000);
+
+  it('guidance off (scale 1) runs the UNet once per step on the un-doubled batch and equals the guided formula at scale 1', async () => {
+    const pipe = await LDMTextToImagePipeline.fromPretrained(engine, folder);
+    const spy = vi.spyOn(pipe.components.unet, 'forward');
+    // per UNet call: [sample batch, encoder_hidden_states batch]
+    const run = async (guidanceScale: number) => {
+      spy.mockClear();
+      const out = await pipe.generate({ prompt: [m.prompt, 'a red cube'], steps: 2, guidanceScale, seed: 3 });
+      const batches = spy.mock.calls.map(([x, , o]) => [x.shape[0], o?.encoderHiddenStates?.shape[0]]);
+      const v = await out.images.read();
+      out.images.dispose();
+      return { batches, v };
+    };
+    try {
+      const off = await run(1);
+      expect(off.batches).toEqual([[2, 2], [2, 2]]);
+      // diffusers' LDMTextToImagePipeline guides whenever scale != 1: a doubled batch [uncond, cond]
+      const on = await run(1 + 2 ** -20);
+      expect(on.batches).toEqual([[4, 4], [4, 4]]);
+      expect(relL2(off.v, on.v)).toBeLessThan(1e-4);
+      expect(relL2(off.v, (await run(6)).v)).toBeGreaterThan(1e-3);
+    } finally {
+      spy.mockRestore();
       pipe.dispose();
     }
   }, 300_000);

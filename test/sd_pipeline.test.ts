@@ -1,7 +1,7 @@
 // StableDiffusionPipeline: the two diffusers text-to-image fixtures step by step (PNDM and DDIM,
 // guidance 7.5), a tiny SD folder built on disk and loaded like a real one (tokenizer + CLIP text
 // encoder + UNet + VAE) generating from a prompt, image-to-image, and inpainting both ways.
-import { describe, it, expect, afterAll, beforeAll } from 'vitest';
+import { describe, it, expect, afterAll, beforeAll, vi } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StableDiffusionPipeline, UNet2DConditionModel, AutoencoderKL, AutoencoderTiny, WeightSource, createScheduler, type Engine } from '../src/index.js';
@@ -79,6 +79,38 @@ describe('text to image end to end from a diffusers folder on disk', () => {
     pipe.dispose();
     expect(engine.memory().inUseBytes).toBe(base);
   });
+});
+
+describe('guidance off (guidanceScale <= 1, as diffusers: do_classifier_free_guidance = scale > 1)', () => {
+  it('runs the UNet once per step on the un-doubled batch with the prompt embeddings only, and equals the guided formula at scale 1', async () => {
+    const engine = await getEngine();
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine, buildTinySdFolder());
+    const base = engine.memory().inUseBytes;
+    const spy = vi.spyOn(pipe.unet, 'forward');
+    // per UNet call: [sample batch, encoder_hidden_states batch]
+    const run = async (guidanceScale: number) => {
+      spy.mockClear();
+      const out = await pipe.generate({ prompt: ['a red cube', 'a blue ball'], negativePrompt: 'blurry', steps: 3, guidanceScale, seed: 7 });
+      const batches = spy.mock.calls.map(([x, , o]) => [x.shape[0], o?.encoderHiddenStates?.shape[0]]);
+      const v = await out.images.read();
+      out.images.dispose();
+      return { batches, v };
+    };
+    try {
+      for (const s of [1, 0.5, 0]) expect((await run(s)).batches, `scale ${s}`).toEqual([[2, 2], [2, 2], [2, 2]]);
+      const off = await run(1);
+      // just above 1 guidance is on: a doubled batch [uncond, cond], and uncond + s (cond - uncond) ~ cond
+      const on = await run(1 + 2 ** -20);
+      expect(on.batches).toEqual([[4, 4], [4, 4], [4, 4]]);
+      expect(relL2(off.v, on.v)).toBeLessThan(1e-4);
+      // and the single pass is conditioned on the prompt, not the negative prompt or the empty one
+      expect(relL2(off.v, (await run(7.5)).v)).toBeGreaterThan(1e-3);
+    } finally {
+      spy.mockRestore();
+      pipe.dispose();
+    }
+    expect(engine.memory().inUseBytes).toBeLessThanOrEqual(base);
+  }, 300_000);
 });
 
 describe('previews', () => {
