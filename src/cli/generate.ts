@@ -2,30 +2,17 @@
 // folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs that
 // carry their generation parameters (src/image/png_metadata.ts), so `--from x.png` reruns one.
 import { ConfigReader } from '../runtime/config.js';
-import { PNG } from 'pngjs';
 import cliProgress from 'cli-progress';
 import { Engine } from '../runtime/engine.js';
 import { LDMPipeline } from '../pipelines/ldm.js';
 import { joinPath, readJson } from '../runtime/io.js';
 import { createScheduler, type RgbaImage, type StepInfo } from '../pipelines/common.js';
-import { loadStableDiffusion } from './sd_module.js';
-import type { GenerateArgs } from './main.js';
-import { writeFileAtomic } from './output.js';
+import { StableDiffusionPipeline } from '../pipelines/stable_diffusion.js';
+import type { GenerateArgs } from './args.js';
+import { encodePng, outputNames, writeFileAtomic } from './output.js';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 
-/** RGBA8 -> PNG bytes (8-bit RGBA, no interlace). */
-export function encodePng(img: RgbaImage): Uint8Array {
-  const png = new PNG({ width: img.width, height: img.height });
-  png.data = Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength);
-  return PNG.sync.write(png);
-}
-
-/** out.png for one image; out-1.png, out-2.png, ... for a batch. */
-export function outputNames(out: string, n: number): string[] {
-  if (n === 1) return [out];
-  const stem = out.replace(/\.png$/i, '');
-  return Array.from({ length: n }, (_, i) => `${stem}-${i + 1}.png`);
-}
+export { encodePng, outputNames } from './output.js';
 
 function bar(format: string): cliProgress.SingleBar {
   return new cliProgress.SingleBar(
@@ -141,8 +128,7 @@ async function generateWith(args: GenerateArgs, abort: AbortController): Promise
   try {
     if (kind === 'StableDiffusionPipeline') {
       if (args.classLabels) throw new Error(`${args.model} is a StableDiffusionPipeline: give --prompt, not --class`);
-      const SD = await loadStableDiffusion();
-      const pipe = await SD.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs });
+      const pipe = await StableDiffusionPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs });
       if (loadStarted) load.stop();
       try {
         // A batch is one prompt per image.

@@ -2,6 +2,7 @@
 // The `ldm-webgpu` command: `generate` writes PNGs from a diffusers pipeline folder or URL (the
 // bundled models/ldm-mnist by default); `bench` runs the kernel/model benchmarks in Node (Dawn) or,
 // with --browser, in headless Chromium. Bad arguments print the usage on stderr and exit with 2.
+import type { GenerateArgs } from './args.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -116,35 +117,7 @@ function numArg(name: string, v: string | undefined): number | undefined {
   return n;
 }
 
-export interface GenerateArgs {
-  model: string;
-  /** the model as written into the PNG: the --model text, or "ldm-mnist" for the bundled one */
-  modelLabel: string;
-  classLabels?: number[];
-  prompt?: string;
-  negativePrompt?: string;
-  steps: number;
-  sampler?: string;
-  seed: number;
-  /** no-progress timeout of downloads in ms (--timeout seconds; 0 = none) */
-  timeoutMs?: number;
-  /** --seed -1: the seed was drawn at random (the CLI prints it) */
-  seedWasRandom?: boolean;
-  guidance?: number;
-  width?: number;
-  height?: number;
-  batch?: number;
-  out: string;
-  /** f16 storage where the adapter has shader-f16 (default); false forces f32 */
-  f16?: boolean;
-  /** rerun of a PNG: write only this image of the batch */
-  batchIndex?: number;
-  /** an original release (LatentDiffusion.fromOriginal): checkpoint + config.yaml */
-  ckpt?: string;
-  config?: string;
-  tokenizer?: string;
-  eta?: number;
-}
+export type { GenerateArgs } from './args.js';
 
 export const BUNDLED_MODEL = 'ldm-mnist';
 

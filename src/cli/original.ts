@@ -2,8 +2,8 @@
 // through LatentDiffusion.fromOriginal, sampled with CompVis DDIM, written as PNGs.
 import { Engine } from '../runtime/engine.js';
 import { LatentDiffusion } from '../pipelines/latent_diffusion.js';
-import type { GenerateArgs } from './main.js';
-import { encodePng, outputNames } from './generate.js';
+import type { GenerateArgs } from './args.js';
+import { encodePng, outputNames } from './output.js';
 import { writeFileAtomic } from './output.js';
 
 export async function generateOriginal(args: GenerateArgs, abort: AbortController): Promise<number> {

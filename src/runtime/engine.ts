@@ -1,6 +1,6 @@
 import { adapterKindOf, chooseAdapter, runningInNode, type AdapterKind, type NodeAdapterKind } from './gpu.js';
 import { BufferPool, type PooledBuffer } from './buffer_pool.js';
-import { PipelineCache, type CompiledKernel, type KernelSource } from './pipeline_cache.js';
+import { PipelineCache, type KernelSource } from './pipeline_cache.js';
 import { Tensor, type DType, DTYPE_BYTES, numel, shapeStr } from './tensor.js';
 import { Recorder } from './recorder.js';
 import { Profiler, type ProfileReport } from './profiler.js';
@@ -241,10 +241,6 @@ export class Engine {
 
   // ---------------------------------------------------------------- recording
 
-  /** Compiled (and cached) pipeline for a kernel source. */
-  kernel(src: KernelSource, dtype: DType, constants?: Record<string, number>): CompiledKernel {
-    return this.pipelines.get(src, dtype, constants);
-  }
 
   /** Records one compute dispatch. Validates bindings against the kernel's reflected WGSL. */
   dispatch(src: KernelSource, args: DispatchArgs): void {

@@ -1,0 +1,32 @@
+// The parsed arguments of `generate`, shared by the argument parser (main.ts) and the commands that
+// run them (generate.ts, original.ts) without making those import each other.
+
+export interface GenerateArgs {
+  model: string;
+  /** the model as written into the PNG: the --model text, or "ldm-mnist" for the bundled one */
+  modelLabel: string;
+  classLabels?: number[];
+  prompt?: string;
+  negativePrompt?: string;
+  steps: number;
+  sampler?: string;
+  seed: number;
+  /** no-progress timeout of downloads in ms (--timeout seconds; 0 = none) */
+  timeoutMs?: number;
+  /** --seed -1: the seed was drawn at random (the CLI prints it) */
+  seedWasRandom?: boolean;
+  guidance?: number;
+  width?: number;
+  height?: number;
+  batch?: number;
+  out: string;
+  /** f16 storage where the adapter has shader-f16 (default); false forces f32 */
+  f16?: boolean;
+  /** rerun of a PNG: write only this image of the batch */
+  batchIndex?: number;
+  /** an original release (LatentDiffusion.fromOriginal): checkpoint + config.yaml */
+  ckpt?: string;
+  config?: string;
+  tokenizer?: string;
+  eta?: number;
+}
