@@ -1,4 +1,4 @@
-// The public API (see DESIGN.md): the engine and tensors, the ops, the models, the schedulers and
+// The public API (docs/ARCHITECTURE.md maps the source tree): the engine and tensors, the ops, the models, the schedulers and
 // the pipelines. Node-only helpers (PNG output, the CLI) live behind separate entries.
 export { Engine, type EngineOptions, type EngineInfo } from './runtime/engine.js';
 export type { AdapterKind, NodeAdapterKind } from './runtime/gpu.js';
