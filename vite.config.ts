@@ -1,7 +1,9 @@
 // The demo page (npm run demo): demo/ is the root; the bundled models/ are served at /models/ by a
-// middleware (dev and preview), so the page can load /models/ldm-mnist like any diffusers URL.
+// middleware (dev and preview), so the page can load models/ldm-mnist like any diffusers URL.
+// `npm run build:demo` writes dist/demo with relative paths (base './') and a copy of
+// models/ldm-mnist beside index.html, so the folder works from any static host and sub-path.
 import { defineConfig, type Plugin, type Connect } from 'vite';
-import { createReadStream, statSync } from 'node:fs';
+import { cpSync, createReadStream, statSync } from 'node:fs';
 import { extname, join, normalize, resolve } from 'node:path';
 
 const root = import.meta.dirname;
@@ -39,10 +41,28 @@ function serveModels(): Plugin {
   };
 }
 
+function copyBundledModel(): Plugin {
+  let outDir = '';
+  return {
+    name: 'ldm-copy-bundled-model',
+    apply: 'build',
+    configResolved(config) {
+      outDir = resolve(config.root, config.build.outDir);
+    },
+    closeBundle() {
+      // The test references stay home: the page needs the model only.
+      const skip = /[\\/]reference([\\/]|$)/;
+      cpSync(join(modelsDir, 'ldm-mnist'), join(outDir, 'models', 'ldm-mnist'), { recursive: true, filter: (src) => !skip.test(src) });
+    },
+  };
+}
+
 export default defineConfig({
   root: resolve(root, 'demo'),
-  plugins: [serveModels()],
+  base: './',
+  plugins: [serveModels(), copyBundledModel()],
   server: { host: '127.0.0.1', fs: { allow: [root] } },
   preview: { host: '127.0.0.1' },
-  build: { outDir: resolve(root, 'dist/demo'), emptyOutDir: true, target: 'es2022' },
+  // The engine is one ~530 KiB chunk (140 KiB gzip): no split is wanted.
+  build: { outDir: resolve(root, 'dist/demo'), emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 1024 },
 });

@@ -28,6 +28,20 @@ export function cachedFetch(onNetwork?: (url: string) => void): typeof fetch {
   };
 }
 
+/** Bytes the cached model files take (their content-length, else their body size). */
+export async function cachedBytes(): Promise<{ files: number; bytes: number }> {
+  if (typeof caches === 'undefined' || !(await caches.has(CACHE_NAME))) return { files: 0, bytes: 0 };
+  const cache = await caches.open(CACHE_NAME);
+  let bytes = 0;
+  const keys = await cache.keys();
+  for (const req of keys) {
+    const res = await cache.match(req);
+    const len = Number(res?.headers.get('content-length'));
+    bytes += Number.isFinite(len) && len > 0 ? len : (await res?.blob())?.size ?? 0;
+  }
+  return { files: keys.length, bytes };
+}
+
 export async function clearModelCache(): Promise<void> {
   if (typeof caches !== 'undefined') await caches.delete(CACHE_NAME);
 }

@@ -134,7 +134,7 @@ async function generateWith(args: GenerateArgs, abort: AbortController): Promise
         // A batch is one prompt per image.
         const n = args.batch ?? 1;
         guidanceScale = args.guidance ?? 7.5;
-        ownScheduler = String(pipe.scheduler?.config._class_name ?? '');
+        ownScheduler = pipe.scheduler?.className ?? '';
         const out = await pipe.generate({
           prompt: Array(n).fill(args.prompt ?? ''),
           negativePrompt: args.negativePrompt === undefined ? undefined : Array(n).fill(args.negativePrompt),
@@ -171,7 +171,7 @@ async function generateWith(args: GenerateArgs, abort: AbortController): Promise
           for (const c of args.classLabels) if (c > classes - 2) throw new Error(`--class ${c}: this model has classes 0..${classes - 2}`);
         }
         guidanceScale = classes ? args.guidance ?? 3 : 1;
-        ownScheduler = String(pipe.scheduler.config._class_name ?? '');
+        ownScheduler = pipe.scheduler.className;
         const out = await pipe.generate({
           classLabels: args.classLabels,
           batchSize: args.classLabels ? undefined : args.batch,
