@@ -33,3 +33,16 @@ export function cachedSource(name: string, build: () => string): KernelSource {
 export function flatWorkgroups(engine: Engine, threads: number): [number, number] {
   return grid1d(engine, Math.ceil(threads / FLAT_WG));
 }
+
+const cpuAdapters = new WeakMap<Engine, boolean>();
+/** Whether the adapter is a CPU implementation (SwiftShader, lavapipe/llvmpipe): there a workgroup
+ * runs on one core, so kernels that spread one row over many workgroups to fill a GPU gain nothing
+ * and pay an extra pass. */
+export function isCpuAdapter(engine: Engine): boolean {
+  let v = cpuAdapters.get(engine);
+  if (v === undefined) {
+    v = /swiftshader|llvmpipe|lavapipe|software/i.test(engine.info().name);
+    cpuAdapters.set(engine, v);
+  }
+  return v;
+}

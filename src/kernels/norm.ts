@@ -5,7 +5,7 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype, grid1d } from './check.js';
-import { ACTIVATION_FLOPS, type Cost } from './kit.js';
+import { ACTIVATION_FLOPS, isCpuAdapter, type Cost } from './kit.js';
 import {
   NORM_VALUES_PER_THREAD, normApplyVec4Wgsl, normApplyWgsl, normRowsVec4Wgsl, normRowsWgsl, normStatsVec4Wgsl, normStatsWgsl,
 } from './norm.wgsl.js';
@@ -30,6 +30,8 @@ export interface GroupNormOptions {
   groups: number;
   eps?: number;
   silu?: boolean;
+  /** @internal spread long groups over several workgroups (two passes); default: not on CPU adapters */
+  split?: boolean;
 }
 
 export interface LayerNormOptions {
@@ -119,7 +121,7 @@ export function groupNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, 
   checkEps(op, eps);
   const spatial = numel(x.shape.slice(2));
   const cpg = c / groups;
-  return normRows({ op, x, gamma, beta, rows: n * groups, len: cpg * spatial, groups, cpg, spatial, eps, silu: !!opts.silu, split: true });
+  return normRows({ op, x, gamma, beta, rows: n * groups, len: cpg * spatial, groups, cpg, spatial, eps, silu: !!opts.silu, split: opts.split ?? !isCpuAdapter(x.engine) });
 }
 
 /** torch.nn.LayerNorm over the last dimension (biased variance). */

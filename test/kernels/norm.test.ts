@@ -46,12 +46,16 @@ describe('groupNorm', () => {
       const x = e.tensor(xs, shape);
       const g = gs ? e.tensor(gs, [c]) : null;
       const b = bs ? e.tensor(bs, [c]) : null;
-      const y = ops.groupNorm(x, g, b, { groups, eps, silu });
-      expect(y.shape).toEqual(shape);
-      const got = await y.read();
       const ref = groupNormRef(xs, shape, groups, gs, bs, eps, silu);
-      expect(track(`groupNorm${silu ? '+silu' : ''}`, relL2(got, ref))).toBeLessThan(1e-5);
-      for (const t of [x, g, b, y]) t?.dispose();
+      // both long-group strategies: split over workgroups (GPUs) and one pass per group (CPU adapters)
+      for (const split of [true, false]) {
+        const y = ops.groupNorm(x, g, b, { groups, eps, silu, split });
+        expect(y.shape).toEqual(shape);
+        const got = await y.read();
+        expect(track(`groupNorm${silu ? '+silu' : ''}`, relL2(got, ref)), `split ${split}`).toBeLessThan(1e-5);
+        y.dispose();
+      }
+      for (const t of [x, g, b]) t?.dispose();
     });
   }
 
