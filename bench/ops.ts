@@ -1,7 +1,9 @@
 // Kernel benchmarks: each case runs in this engine and, on the same adapter in the same process,
 // in TensorFlow.js's WebGPU backend written the way a TF.js user would (its native NHWC layout,
 // its fused conv2d, attention as matMul/softmax/matMul since TF.js has no fused attention).
-import { ops, type Engine, type Tensor } from '../src/index.js';
+import { ops, autotune, type Engine, type Tensor } from '../src/index.js';
+import { flatMain, FLAT_WG } from '../src/kernels/kit.wgsl.js';
+import { tunedFor, takeRecentProblems } from '../src/kernels/tune_cache.js';
 
 /** storage dtype of our side of a case (TF.js's WebGPU backend has no f16 tensors: it stays f32) */
 type Dt = 'f32' | 'f16';
@@ -132,7 +134,44 @@ function groupNorm(n: number, c: number, h: number, groups: number): OpCase {
   };
 }
 
+// The roofline row: a plain vec4 buffer copy, the most bytes per second a kernel can move here.
+// TF.js has no copy kernel (clone shares storage), so its side is x * 1, also one read + one write.
+const copyKernel = { name: 'bench_copy', wgsl: `struct Params { n: u32, }
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(2) var<uniform> p: Params;
+${flatMain('p.n', '  y[i] = x[i];')}` };
+
+function copy(mib: number): OpCase {
+  const n = (mib * 2 ** 20) / 4;
+  return {
+    name: `copy ${mib} MiB (roofline)`,
+    flops: 0,
+    bytes: 8 * n,
+    bound: 'memory',
+    ours(engine) {
+      const x = engine.tensor(rand(n, 12), [n]);
+      return {
+        run: () => {
+          const y = engine.empty([n], 'f32', 'copy');
+          const groups = Math.ceil(n / 4 / FLAT_WG);
+          const max = engine.limits.maxComputeWorkgroupsPerDimension;
+          const gy = Math.ceil(groups / max);
+          engine.dispatch(copyKernel, { bindings: { x, y }, uniforms: { n: n / 4 }, workgroups: [Math.ceil(groups / gy), gy] });
+          return y;
+        },
+        dispose: () => x.dispose(),
+      };
+    },
+    tfjs(tf) {
+      const x = tf.tensor1d(rand(n, 12));
+      return { run: () => tf.mul(x, 1), dispose: () => tf.dispose([x]) };
+    },
+  };
+}
+
 export const OP_CASES: OpCase[] = [
+  copy(16),
   conv3x3(1, 64, 32, 64),
   conv3x3(1, 128, 16, 128),
   conv3x3(1, 320, 16, 320),
@@ -160,6 +199,10 @@ export interface OpRow {
   tfjs: (Timing & { gflops: number; gbps: number }) | null;
   /** TF.js time / our time: above 1 means we are faster */
   speedup: number | null;
+  /** the GEMM tile the autotuner chose for this row on this adapter ('-': not a GEMM) */
+  tile: string;
+  /** our dispatches per call */
+  dispatches: number;
 }
 
 /** bytesScale: 0.5 for our f16 rows (every tensor of these cases is a float tensor) */
@@ -171,6 +214,15 @@ export async function benchOps(engine: Engine, tf: TF | null, cases = OP_CASES, 
   const rows: OpRow[] = [];
   for (const c of cases) {
     const o = c.ours(engine, dtype);
+    // One call first: it compiles, counts the dispatches, and tells the tuner the GEMM problems
+    // of this row, which it then measures on every candidate tile before the timing starts.
+    takeRecentProblems(engine);
+    const d0 = engine.stats().dispatches;
+    o.run().dispose();
+    const dispatches = engine.stats().dispatches - d0;
+    const keys = [...new Set(takeRecentProblems(engine))];
+    if (keys.length) await autotune(engine, { persist: false, log });
+    const tile = keys.map((k) => tunedFor(engine, k)?.tile ?? '?').join(', ') || '-';
     let last: Tensor | null = null;
     const ours = await timeIt(
       () => {
@@ -207,10 +259,13 @@ export async function benchOps(engine: Engine, tf: TF | null, cases = OP_CASES, 
       ours: rates(ours, c, dtype === 'f16' ? 0.5 : 1),
       tfjs: tfT ? rates(tfT, c) : null,
       speedup: tfT ? tfT.medianMs / ours.medianMs : null,
+      tile,
+      dispatches,
     };
     log(
       `${row.name.padEnd(42)} ours ${ours.medianMs.toFixed(3).padStart(9)} ms` +
-        (tfT ? `   tfjs ${tfT.medianMs.toFixed(3).padStart(9)} ms   x${row.speedup!.toFixed(2)}` : ''),
+        (tfT ? `   tfjs ${tfT.medianMs.toFixed(3).padStart(9)} ms   x${row.speedup!.toFixed(2)}` : '') +
+        `   tile ${tile}, ${dispatches} dispatch${dispatches === 1 ? '' : 'es'}`,
     );
     rows.push(row);
   }

@@ -11,6 +11,11 @@ interface ModelRow {
   note?: string;
 }
 
+/** 'SwiftShader' / 'lavapipe' / the adapter name, for a table column. */
+function shortAdapter(name: string): string {
+  return /swiftshader/i.test(name) ? 'SwiftShader' : /llvmpipe|lavapipe/i.test(name) ? 'lavapipe' : name;
+}
+
 const fmt = (v: number, d = 2) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(d));
 
 export function writeResultsMarkdown(dir: string, out: string): void {
@@ -27,10 +32,14 @@ export function writeResultsMarkdown(dir: string, out: string): void {
     const r = JSON.parse(readFileSync(join(dir, f), 'utf8'));
     parts.push(`## ${r.suite === 'ops' ? 'Kernels' : 'Models'} on ${r.adapter}${r.dtype ? `, ${r.dtype}` : ''}`, '', `${r.backend}, Node ${r.node}, ${r.date.slice(0, 10)}${r.tfjs ? `, TF.js ${r.tfjs} WebGPU backend` : ''}`, '');
     if (r.suite === 'ops') {
-      parts.push('| op | ours ms | ours GFLOP/s | ours GB/s | TF.js ms | TF.js GFLOP/s | speedup | >= 2x |', '|---|---:|---:|---:|---:|---:|---:|:---:|');
+      const adapter = shortAdapter(r.adapter);
+      parts.push(
+        '| op | adapter | tile (tuned) | dispatches | ours ms | ours GFLOP/s | ours GB/s | TF.js ms | TF.js GFLOP/s | speedup | >= 2x |',
+        '|---|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|',
+      );
       for (const row of r.rows as OpRow[]) {
         parts.push(
-          `| ${row.name} | ${fmt(row.ours.medianMs, 3)} | ${fmt(row.ours.gflops)} | ${fmt(row.ours.gbps)} | ${row.tfjs ? fmt(row.tfjs.medianMs, 3) : '-'} | ${row.tfjs ? fmt(row.tfjs.gflops) : '-'} | ${row.speedup ? fmt(row.speedup) : '-'} | ${row.speedup === null ? '-' : row.speedup >= 2 ? 'yes' : '**no**'} |`,
+          `| ${row.name} | ${adapter} | ${row.tile ?? '-'} | ${row.dispatches ?? '-'} | ${fmt(row.ours.medianMs, 3)} | ${fmt(row.ours.gflops)} | ${fmt(row.ours.gbps)} | ${row.tfjs ? fmt(row.tfjs.medianMs, 3) : '-'} | ${row.tfjs ? fmt(row.tfjs.gflops) : '-'} | ${row.speedup ? fmt(row.speedup) : '-'} | ${row.speedup === null ? '-' : row.speedup >= 2 ? 'yes' : '**no**'} |`,
         );
       }
     } else {

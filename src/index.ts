@@ -5,6 +5,7 @@ export type { AdapterKind, NodeAdapterKind } from './runtime/gpu.js';
 export { Tensor, type DType } from './runtime/tensor.js';
 export type { Scope } from './runtime/scope.js';
 export * as ops from './kernels/index.js';
+export { autotune, loadTuning, type AutotuneOptions, type AutotuneResult } from './kernels/autotune.js';
 export { SafetensorsFile, SafetensorsError, writeSafetensors } from './runtime/safetensors.js';
 export { openSafetensors } from './runtime/safetensors_sources.js';
 export { IOError, type IOErrorKind, type IOOptions, type ProgressCallback } from './runtime/io.js';

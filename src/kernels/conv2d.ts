@@ -1,5 +1,8 @@
-// ops.conv2d: NCHW convolution with PyTorch's weight layout, as one implicit-GEMM dispatch (plus a
-// small reduction when a deep, low-resolution layer is split along K to fill the GPU).
+// ops.conv2d: NCHW convolution with PyTorch's weight layout, as an implicit GEMM on the engine's one
+// GEMM core (gemm.ts): the weights are A [Cout/groups, Cin/groups*kH*kW], B is the im2col of x,
+// gathered with zero padding by the core's im2col loader and never materialised, one batch item
+// per group; bias (per output channel) and the residual are fused into the epilogue. Deep,
+// low-resolution layers split K to fill the GPU (plus a small reduction pass).
 //
 // Cost (what the bench divides by time): with Kg = Cin/groups * kH * kW,
 //   flops = 2 * N * Cout * Hout * Wout * Kg  (+ N*Cout*Hout*Wout for the bias, + the same for a residual)
@@ -7,10 +10,9 @@
 //           re-reads of x and w across tiles hit caches and are not counted)
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, shapeStr, type DType } from '../runtime/tensor.js';
-import type { KernelSource } from '../runtime/pipeline_cache.js';
-import { conv2dReduceWgsl, conv2dWgsl, type Conv2dKernelConfig } from './conv2d.wgsl.js';
+import { gemm, type GemmArgs, type GemmTileName } from './gemm.js';
 import { engineOf, fail, floatDtype, rankIs } from './check.js';
-import { cachedSource, flatWorkgroups, type Cost } from './kit.js';
+import { type Cost } from './kit.js';
 
 export interface Conv2dOptions {
   /** a number or [sh, sw] (default 1) */
@@ -25,6 +27,8 @@ export interface Conv2dOptions {
   residual?: Tensor;
   /** @internal number of K slices (1 = no split-K); chosen from the problem shape when absent */
   splitK?: number;
+  /** @internal force a GEMM tile (tests); otherwise the tuned or heuristic choice */
+  tile?: GemmTileName;
 }
 
 interface Geometry {
@@ -119,36 +123,6 @@ export function conv2dCost(a: Conv2dCostArgs): Cost {
   return { flops, bytes: elems * DTYPE_BYTES[a.dtype ?? 'f32'] };
 }
 
-function source(c: Conv2dKernelConfig): KernelSource {
-  const flags = (['pointwise', 'bias', 'residual', 'vecW', 'vecY', 'vecX', 'splitK'] as const).filter((f) => c[f]).join('_');
-  return cachedSource(`conv2d_${c.wgx}x${c.wgy}r${c.rg}k${c.bk}${flags ? '_' + flags : ''}`, () => conv2dWgsl(c));
-}
-
-function reduceSource(bias: boolean, residual: boolean): KernelSource {
-  return cachedSource(`conv2d_reduce_${bias ? 'b' : ''}${residual ? 'r' : ''}`, () => conv2dReduceWgsl(bias, residual));
-}
-
-/** K slices for a problem of `workgroups` output tiles and `kTiles` K steps. Low-resolution layers
- * with many channels (UNet 8x8 latents at 1280 channels: ~40 tiles, 720 K steps) would leave most
- * of a large GPU idle; splitting K fills it for the price of writing and summing f32 partials.
- * Each slice keeps >= 8 K steps so the partial traffic stays small next to the MACs. */
-function splitKFor(workgroups: number, kTiles: number): number {
-  const target = 256;
-  if (workgroups >= target / 2 || kTiles < 16) return 1;
-  return Math.max(1, Math.min(Math.ceil(target / workgroups), Math.floor(kTiles / 8)));
-}
-
-/** Tile shape by the rows (output channels per group). Wide layers (SD: 128..1280 channels) get
- * 8x4 outputs per thread, which needs 3 workgroup-memory reads per 32 FMAs instead of 2 per 16; a
- * 64-row tile would idle most of its work on Cout=3 heads or depthwise convs, so narrow-M problems
- * get wide-N tiles instead. */
-function tileFor(mG: number): { wgx: number; wgy: number; rg: number; bk: number } {
-  if (mG >= 96) return { wgx: 16, wgy: 16, rg: 2, bk: 16 }; // 128 x 64, 8x4 per thread
-  if (mG > 32) return { wgx: 16, wgy: 16, rg: 1, bk: 16 }; // 64 x 64
-  if (mG > 8) return { wgx: 16, wgy: 4, rg: 1, bk: 16 }; // 16 x 64
-  return { wgx: 64, wgy: 1, rg: 1, bk: 8 }; // 4 x 256
-}
-
 /**
  * y = conv2d(x, w) + b (+ residual). x [N, Cin, H, W], w [Cout, Cin/groups, kH, kW], b [Cout].
  * Output [N, Cout, Hout, Wout] with Hout = floor((H + pt + pb - dh*(kH-1) - 1) / sh) + 1.
@@ -172,53 +146,37 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
   const kG = cinG * g.kh * g.kw;
   const hwOut = g.hOut * g.wOut;
   const npix = g.n * hwOut;
-  const total = g.n * g.cout * hwOut;
   const pointwise = g.kh === 1 && g.kw === 1 && g.sh === 1 && g.sw === 1 && g.pt + g.pb + g.pl + g.pr === 0;
-  const tile = tileFor(mG);
-
-  const maxWg = engine.limits.maxComputeWorkgroupsPerDimension;
-  const tilesN = Math.ceil(npix / (4 * tile.wgx));
-  const tilesM = Math.ceil(mG / (4 * tile.rg * tile.wgy));
-  const tilesX = Math.min(tilesN, maxWg);
-  const nSplits = Math.ceil(tilesN / tilesX);
-  const kTiles = Math.ceil(kG / tile.bk);
-  let slices = opts.splitK ?? splitKFor(tilesN * tilesM * g.groups, kTiles);
-  slices = Math.max(1, Math.min(slices, kTiles, Math.floor(maxWg / (g.groups * nSplits))));
-  const tilesPerSlice = Math.ceil(kTiles / slices);
-  slices = Math.ceil(kTiles / tilesPerSlice); // no empty slices
-  const splitK = slices > 1;
-  const vecY = hwOut % 4 === 0;
-
   const y = engine.empty(outShape, dtype, op);
-  const part = splitK ? engine.empty([slices * total], 'f32', op) : y;
-  const src = source({
-    ...tile,
-    pointwise,
-    bias: !!bias && !splitK,
-    residual: !!res && !splitK,
-    vecW: kG % 4 === 0,
-    vecY,
-    vecX: pointwise && vecY,
-    splitK,
-  });
-  const bindings: Record<string, Tensor> = { x, weight: w, y: part };
-  if (bias && !splitK) bindings.bias = bias;
-  if (res && !splitK) bindings.residual = res;
-  engine.dispatch(src, {
-    bindings,
-    uniforms: {
+  // Per group: Y[co, col] = W[co, k] X~[k, col] with the im2col X~ gathered by the GEMM's B loader.
+  const args: GemmArgs = {
+    op,
+    a: w,
+    b: x,
+    out: y,
+    bias,
+    biasAxis: 'm',
+    residual: res,
+    M: mG,
+    N: npix,
+    K: kG,
+    batch: g.groups,
+    strideA: mG * kG,
+    strideB: 0,
+    transA: false,
+    transB: false,
+    activation: 'none',
+    tile: opts.tile,
+    splitK: opts.splitK ?? 'auto',
+    im2col: {
+      pointwise,
       h: g.h,
       w: g.w,
-      hw: g.h * g.w,
-      inImg: g.cin * g.h * g.w,
       cinG,
-      mG,
-      kG,
-      npix,
+      inImg: g.cin * g.h * g.w,
       hwOut,
       wOut: g.wOut,
       outImg: g.cout * hwOut,
-      groups: g.groups,
       kw: g.kw,
       khw: g.kh * g.kw,
       sh: g.sh,
@@ -227,25 +185,13 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
       dw: g.dw,
       pt: g.pt,
       pl: g.pl,
-      tilesX,
-      nSplits,
-      tilesPerSlice,
-      sliceStride: splitK ? (vecY ? total / 4 : total) : 0,
     },
-    workgroups: [tilesX, tilesM, g.groups * nSplits * slices],
-    dtype,
-  });
-  if (splitK) {
-    const rb: Record<string, Tensor> = { part, y };
-    if (bias) rb.bias = bias;
-    if (res) rb.residual = res;
-    engine.dispatch(reduceSource(!!bias, !!res), {
-      bindings: rb,
-      uniforms: { total, slices, hwOut, cout: g.cout },
-      workgroups: flatWorkgroups(engine, total),
-      dtype,
-    });
-    part.dispose();
+  };
+  try {
+    gemm(engine, args);
+  } catch (e) {
+    y.dispose();
+    throw e;
   }
   return y;
 }

@@ -1,4 +1,8 @@
-// Tiled GEMM, C[z] = epilogue(op(A[z]) op(B[z])), generated per variant.
+// The one tiled GEMM of the engine: C[z] = epilogue(op(A[z]) op(B[z])), generated per variant.
+// matmul, linear and conv2d (as an implicit GEMM) all run on it; they differ only in how B is
+// loaded (a stored matrix, or the im2col of an NCHW image gathered at load time, as TF.js's
+// conv2d_mm supplies only its own loaders to a shared matmul) and in the epilogue (bias per row or
+// per column, activation, residual, row-major or NCHW store, or f32 partial sums for split-K).
 //
 // Why generated text rather than one module with override constants: the binding element type
 // (T vs T4) changes with the vector width we may use, and the optional bias/residual bindings must
@@ -14,9 +18,14 @@
 // columns per 16 FMAs. Global loads go along whichever dimension is contiguous in memory
 // (k for A unless transposed, n for B unless transposed), as vec4 when that dimension is a
 // multiple of 4, else as guarded scalars; out-of-range elements load as zero so partial tiles need
-// no special inner loop. The next K step's global loads are issued into registers right after the
-// current tile is in shared memory, so their latency overlaps the FMA loop.
-import { activationWgsl, type Activation } from './kit.wgsl.js';
+// no special inner loop. Thread slot l always loads the same (row, column) offset inside the tile,
+// so per-column work (the im2col pixel decode) is done once before the K loop. The next K step's
+// global loads are issued into registers right after the current tile is in shared memory, so
+// their latency overlaps the FMA loop.
+//
+// The grid: x = column tiles, y = row tiles, z = slice * batch + item (batch items or conv groups;
+// slices only with split-K); off{X,Y,Z} let the launcher split a grid over several dispatches.
+import { activationWgsl, flatMain, type Activation } from './kit.wgsl.js';
 
 export interface GemmTile {
   /** threads along n and m */
@@ -29,30 +38,60 @@ export interface GemmTile {
   bk: number;
 }
 
+/** B as a stored matrix [K, N] (or [N, K] transposed). */
+export interface MatrixB {
+  kind: 'matrix';
+  trans: boolean;
+  /** vec4 loads along the contiguous dimension */
+  vec: boolean;
+}
+
+/** B as the im2col of x [Nimg, Cin, H, W]: B[k, col] with k = (ci, ky, kx), col = (img, oy, ox). */
+export interface Im2colB {
+  kind: 'im2col';
+  /** 1x1 kernel, stride 1, no padding: B[k, col] = x[img, ci, pix], no decode and no bounds */
+  pointwise: boolean;
+  /** pointwise with H*W % 4 == 0: 4 columns are contiguous in x, loaded as one vec4 */
+  vec: boolean;
+}
+
 export interface GemmVariant {
   tile: GemmTile;
   transA: boolean;
-  transB: boolean;
-  /** vec4 global access to A / B / C (and residual and bias, which share C's row layout) */
   vecA: boolean;
-  vecB: boolean;
+  b: MatrixB | Im2colB;
+  /** vec4 stores (and residual loads): 4 columns of a row are contiguous in C */
   vecC: boolean;
-  bias: boolean;
+  /** bias per output row (conv channels) or per column (linear features) */
+  bias: 'none' | 'm' | 'n';
   residual: boolean;
   act: Activation;
+  /** row-major [z][M][N], or NCHW with m = channel within the group and n = (img, pixel) */
+  out: 'matrix' | 'nchw';
+  /** write f32 partial sums of K slice z / batch (no epilogue; gemmReduceWgsl finishes) */
+  splitK: boolean;
 }
 
 export function gemmKey(v: GemmVariant): string {
   const t = v.tile;
+  const b = v.b.kind === 'matrix' ? `${v.b.trans ? 'tB' : 'nB'}${+v.b.vec}` : `${v.b.pointwise ? 'pw' : 'i2c'}${+v.b.vec}`;
   return [
     `gemm_${t.wgX}x${t.wgY}_r${t.rm}x${t.rn}_k${t.bk}`,
-    v.transA ? 'tA' : 'nA',
-    v.transB ? 'tB' : 'nB',
-    `v${+v.vecA}${+v.vecB}${+v.vecC}`,
-    v.bias ? 'b' : '',
+    `${v.transA ? 'tA' : 'nA'}${+v.vecA}`,
+    b,
+    `c${+v.vecC}${v.out === 'nchw' ? 'nchw' : ''}`,
+    v.bias === 'none' ? '' : `b${v.bias}`,
     v.residual ? 'r' : '',
     v.act === 'none' ? '' : v.act,
-  ].join('_');
+    v.splitK ? 'splitK' : '',
+  ]
+    .filter((s) => s)
+    .join('_');
+}
+
+/** Tile extent in rows (m) and columns (n). */
+export function tileDims(t: GemmTile): { BM: number; BN: number } {
+  return { BM: 4 * t.rm * t.wgY, BN: 4 * t.rn * t.wgX };
 }
 
 /** Shared-memory bytes a tile needs at most (f32 staging, padded rows). */
@@ -60,38 +99,58 @@ export function gemmSharedBytes(t: GemmTile): number {
   return 16 * t.bk * (t.rm * t.wgY + 1 + t.rn * t.wgX + 1);
 }
 
+/** Whether the tile's loads split evenly over its threads (the generator's one constraint). */
+export function tileValid(t: GemmTile): boolean {
+  const { BM, BN } = tileDims(t);
+  const threads = t.wgX * t.wgY;
+  return t.bk % 4 === 0 && ((BM * t.bk) / 4) % threads === 0 && ((BN * t.bk) / 4) % threads === 0;
+}
+
+/** The uniform block every variant shares (the launcher fills the fields it does not use with 0). */
+export const GEMM_PARAMS = `struct Params {
+  M: u32, N: u32, K: u32, batch: u32,
+  // 0 when that operand is one matrix shared by every item of the batch
+  strideA: u32, strideB: u32, strideC: u32, kTilesPerSlice: u32,
+  offX: u32, offY: u32, offZ: u32, partStride: u32,
+  // im2col geometry (conv2d)
+  h: u32, w: u32, hw: u32, inImg: u32,
+  cinG: u32, hwOut: u32, wOut: u32, outImg: u32,
+  kw: u32, khw: u32, sh: u32, sw: u32,
+  dh: u32, dw: u32, pt: i32, pl: i32,
+}`;
+
+const comps = ['x', 'y', 'z', 'w'];
+
 export function gemmWgsl(v: GemmVariant): string {
   const { wgX, wgY, rm, rn, bk } = v.tile;
   const threads = wgX * wgY;
-  const BM = 4 * rm * wgY;
-  const BN = 4 * rn * wgX;
+  const { BM, BN } = tileDims(v.tile);
+  const transB = v.b.kind === 'matrix' && v.b.trans;
   // k-row pitch of the shared tiles, in vec4s. When the operand's global rows run along k, each
   // thread scatters one vec4 down four k rows; one vec4 of padding per row moves those rows onto
   // different banks (conflict-free for the large tile, halved conflicts for the others).
   const BM4 = BM / 4 + (v.transA ? 0 : 1);
-  const BN4 = BN / 4 + (v.transB ? 1 : 0);
-  if (bk % 4 !== 0) throw new Error('gemm: BK must be a multiple of 4');
-  if (((BM * bk) / 4) % threads !== 0 || ((BN * bk) / 4) % threads !== 0) {
-    throw new Error(`gemm: tile ${BM}x${BN}x${bk} does not split evenly over ${threads} threads`);
-  }
+  const BN4 = BN / 4 + (transB ? 1 : 0);
+  if (!tileValid(v.tile)) throw new Error(`gemm: tile ${BM}x${BN}x${bk} does not split evenly over ${threads} threads`);
+  if (v.splitK && (v.bias !== 'none' || v.residual || v.act !== 'none')) throw new Error('gemm: split-K partials take no epilogue');
   const elt = (vec: boolean) => (vec ? 'T4' : 'T');
+  const outElt = (vec: boolean) => (v.splitK ? (vec ? 'vec4<f32>' : 'f32') : elt(vec));
   const L: string[] = [];
-  L.push(`// strideA / strideB: 0 when that operand is one matrix shared by the whole batch
-struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32, offX: u32, offY: u32, offZ: u32, }`);
+  L.push(GEMM_PARAMS);
   L.push(`@group(0) @binding(0) var<storage, read> lhs: array<${elt(v.vecA)}>;`);
-  L.push(`@group(0) @binding(1) var<storage, read> rhs: array<${elt(v.vecB)}>;`);
-  if (v.bias) L.push(`@group(0) @binding(2) var<storage, read> addBias: array<${elt(v.vecC)}>;`);
+  L.push(`@group(0) @binding(1) var<storage, read> rhs: array<${elt(v.b.vec)}>;`);
+  if (v.bias !== 'none') L.push(`@group(0) @binding(2) var<storage, read> addBias: array<${v.bias === 'n' ? elt(v.vecC) : 'T'}>;`);
   if (v.residual) L.push(`@group(0) @binding(3) var<storage, read> addRes: array<${elt(v.vecC)}>;`);
-  L.push(`@group(0) @binding(4) var<storage, read_write> dst: array<${elt(v.vecC)}>;`);
+  L.push(`@group(0) @binding(4) var<storage, read_write> dst: array<${outElt(v.vecC)}>;`);
   L.push(`@group(0) @binding(5) var<uniform> p: Params;`);
   L.push(`var<workgroup> As: array<vec4<f32>, ${bk * BM4}>;`);
   L.push(`var<workgroup> Bs: array<vec4<f32>, ${bk * BN4}>;`);
   L.push(activationWgsl(v.act, 'vec4<f32>'));
 
-  // One operand's staging. The operand is a row-major matrix with S rows (the strided dimension)
-  // and C columns (contiguous); `kContig` says whether its contiguous dimension is k. A tile
-  // covers Es x Ec of it; thread slot l always handles the same (s, c) offset inside the tile, so
-  // those are computed once, and each K step only moves the tile origin.
+  // One matrix operand's staging. The operand is a row-major matrix with S rows (the strided
+  // dimension) and C columns (contiguous); `kContig` says whether its contiguous dimension is k. A
+  // tile covers Es x Ec of it; slot l handles the same (s, c) offset inside every tile, so those
+  // are computed once, and each K step only moves the tile origin.
   interface Operand {
     id: 'A' | 'B';
     buf: 'lhs' | 'rhs';
@@ -107,8 +166,7 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
     /** tile origin (s0, c0) for a k offset expression */
     origin: (k0: string) => [string, string];
   }
-  const comps = ['x', 'y', 'z', 'w'];
-  const loader = (o: Operand): string => {
+  const matrixLoader = (o: Operand): string => {
     const body: string[] = [`fn load${o.id}(gs: u32, gc: u32, rows: u32) -> vec4<f32> {`, `  var v = vec4<f32>(0.0);`];
     if (o.vec) {
       body.push(`  if (gs < rows && gc < ${o.C}) { v = vec4<f32>(${o.buf}[(gs * ${o.C} + gc) / 4u]); }`);
@@ -130,7 +188,7 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
     return out;
   };
   // Batch offsets fold into the row index: rows of consecutive batch items are consecutive.
-  const fetch = (o: Operand, k0: string, decl: boolean): string[] => {
+  const fetchMatrix = (o: Operand, k0: string, decl: boolean): string[] => {
     const [s0, c0] = o.origin(k0);
     const out: string[] = [];
     for (let l = 0; l < slots(o); l++) {
@@ -152,43 +210,113 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
     }
     return out;
   };
-  // A: [M, K] (k contiguous) or transposed [K, M] (m contiguous); rows of a batch item start at z * rowsPerItem.
+  // A: [M, K] (k contiguous) or transposed [K, M] (m contiguous); rows of item z start at z * rowsPerA.
   const opA: Operand = v.transA
     ? { id: 'A', buf: 'lhs', shared: 'As', outer4: BM4, kContig: false, vec: v.vecA, S: 'rowsA', C: 'p.M', Ec: BM, Es: bk, base: 'rowA0', origin: (k0) => [k0, 'tileM'] }
     : { id: 'A', buf: 'lhs', shared: 'As', outer4: BM4, kContig: true, vec: v.vecA, S: 'rowsA', C: 'p.K', Ec: bk, Es: BM, base: 'rowA0', origin: (k0) => ['tileM', k0] };
-  // B: [K, N] (n contiguous) or transposed [N, K] (k contiguous)
-  const opB: Operand = v.transB
-    ? { id: 'B', buf: 'rhs', shared: 'Bs', outer4: BN4, kContig: true, vec: v.vecB, S: 'rowsB', C: 'p.K', Ec: bk, Es: BN, base: 'rowB0', origin: (k0) => ['tileN', k0] }
-    : { id: 'B', buf: 'rhs', shared: 'Bs', outer4: BN4, kContig: false, vec: v.vecB, S: 'rowsB', C: 'p.N', Ec: BN, Es: bk, base: 'rowB0', origin: (k0) => [k0, 'tileN'] };
-  L.push(loader(opA), loader(opB));
+  // B: [K, N] (n contiguous) or transposed [N, K] (k contiguous); the im2col B is k-major like [K, N].
+  const opB: Operand = transB
+    ? { id: 'B', buf: 'rhs', shared: 'Bs', outer4: BN4, kContig: true, vec: v.b.vec, S: 'rowsB', C: 'p.K', Ec: bk, Es: BN, base: 'rowB0', origin: (k0) => ['tileN', k0] }
+    : { id: 'B', buf: 'rhs', shared: 'Bs', outer4: BN4, kContig: false, vec: v.b.vec, S: 'rowsB', C: 'p.N', Ec: BN, Es: bk, base: 'rowB0', origin: (k0) => [k0, 'tileN'] };
+
+  // The im2col loader: slot l's four columns are fixed for the whole K loop, so their image,
+  // output pixel and input window origin are decoded once here; each K step decodes its k row
+  // (channel, ky, kx) once per four loads.
+  const im2colSetup = (b: Im2colB): string[] => {
+    const out: string[] = [`  let gIn = item * p.cinG * p.hw;`];
+    for (let l = 0; l < slots(opB); l++) {
+      for (let j = 0; j < (b.vec ? 1 : 4); j++) {
+        const t = `${l}_${j}`;
+        out.push(`  let col${t} = tileN + cB${l} + ${j}u;`);
+        out.push(`  let ok${t} = col${t} < p.N;`);
+        out.push(`  let img${t} = col${t} / p.hwOut;`);
+        out.push(`  let pix${t} = col${t} - img${t} * p.hwOut;`);
+        if (b.pointwise) {
+          out.push(`  let xb${t} = img${t} * p.inImg + gIn + pix${t};`);
+        } else {
+          out.push(`  let oy${t} = pix${t} / p.wOut;`);
+          out.push(`  let xb${t} = i32(img${t} * p.inImg + gIn);`);
+          // an out-of-range column gets a row far outside the image, so the bounds test alone rejects it
+          out.push(`  let iy${t} = select(-1073741824, i32(oy${t} * p.sh) - p.pt, ok${t});`);
+          out.push(`  let ix${t} = i32((pix${t} - oy${t} * p.wOut) * p.sw) - p.pl;`);
+        }
+      }
+    }
+    return out;
+  };
+  const fetchIm2col = (b: Im2colB, k0: string, decl: boolean): string[] => {
+    const out: string[] = [];
+    for (let l = 0; l < slots(opB); l++) {
+      out.push(`  ${decl ? 'var ' : ''}pB${l} = vec4<f32>(0.0);`);
+      out.push(`  {`, `    let k = ${k0} + sB${l};`, `    if (k < p.K) {`);
+      if (b.vec) {
+        out.push(`      if (ok${l}_0) { pB${l} = vec4<f32>(rhs[(xb${l}_0 + k * p.hw) / 4u]); }`);
+      } else if (b.pointwise) {
+        out.push(`      let koff = k * p.hw;`);
+        for (let j = 0; j < 4; j++) out.push(`      if (ok${l}_${j}) { pB${l}.${comps[j]} = f32(rhs[xb${l}_${j} + koff]); }`);
+      } else {
+        out.push(
+          `      let ci = k / p.khw;`,
+          `      let r = k - ci * p.khw;`,
+          `      let ky = r / p.kw;`,
+          `      let coff = i32(ci * p.hw);`,
+          `      let dy = i32(ky * p.dh);`,
+          `      let dx = i32((r - ky * p.kw) * p.dw);`,
+        );
+        for (let j = 0; j < 4; j++) {
+          const t = `${l}_${j}`;
+          out.push(
+            `      {`,
+            `        let iy = iy${t} + dy;`,
+            `        let ix = ix${t} + dx;`,
+            `        if (u32(iy) < p.h && u32(ix) < p.w) { pB${l}.${comps[j]} = f32(rhs[u32(xb${t} + coff + iy * i32(p.w) + ix)]); }`,
+            `      }`,
+          );
+        }
+      }
+      out.push(`    }`, `  }`);
+    }
+    return out;
+  };
+  const fetchB = (k0: string, decl: boolean) => (v.b.kind === 'matrix' ? fetchMatrix(opB, k0, decl) : fetchIm2col(v.b, k0, decl));
+
+  L.push(matrixLoader(opA));
+  if (v.b.kind === 'matrix') L.push(matrixLoader(opB));
 
   L.push(`@compute @workgroup_size(${wgX}, ${wgY}, 1)`);
   L.push(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`);
   L.push(`  let tx = lid3.x;`);
   L.push(`  let ty = lid3.y;`);
   L.push(`  let z = wid.z + p.offZ;`);
+  L.push(`  let item = z % p.batch;`);
+  L.push(`  let slice = z / p.batch;`);
   L.push(`  let tileN = (wid.x + p.offX) * ${BN}u;`);
   L.push(`  let tileM = (wid.y + p.offY) * ${BM}u;`);
   // Bounds are checked against the end of this batch item's rows, so a partial tile never reads
   // into the next item.
   L.push(`  let rowsPerA = ${v.transA ? 'p.K' : 'p.M'};`);
-  L.push(`  let rowsPerB = ${v.transB ? 'p.N' : 'p.K'};`);
-  L.push(`  let rowA0 = select(0u, z * rowsPerA, p.strideA != 0u);`);
-  L.push(`  let rowB0 = select(0u, z * rowsPerB, p.strideB != 0u);`);
+  L.push(`  let rowA0 = select(0u, item * rowsPerA, p.strideA != 0u);`);
   L.push(`  let rowsA = rowA0 + rowsPerA;`);
-  L.push(`  let rowsB = rowB0 + rowsPerB;`);
-  L.push(`  let baseC = z * p.strideC;`);
+  if (v.b.kind === 'matrix') {
+    L.push(`  let rowsPerB = ${transB ? 'p.N' : 'p.K'};`);
+    L.push(`  let rowB0 = select(0u, item * rowsPerB, p.strideB != 0u);`);
+    L.push(`  let rowsB = rowB0 + rowsPerB;`);
+  }
   for (let i = 0; i < rm; i++) for (let r = 0; r < 4; r++) for (let j = 0; j < rn; j++) L.push(`  var acc_${i}_${r}_${j} = vec4<f32>(0.0);`);
   L.push(...setup(opA), ...setup(opB));
-  L.push(...fetch(opA, '0u', true), ...fetch(opB, '0u', true));
-  L.push(`  let kTiles = (p.K + ${bk - 1}u) / ${bk}u;`);
-  L.push(`  for (var kt = 0u; kt < kTiles; kt++) {`);
+  if (v.b.kind === 'im2col') L.push(...im2colSetup(v.b));
+  // K steps [tStart, tEnd) of this slice (all of them without split-K). Slices start on tile
+  // boundaries, so the loads' k < K test is the only bound needed.
+  L.push(`  let tStart = slice * p.kTilesPerSlice;`);
+  L.push(`  let tEnd = min((p.K + ${bk - 1}u) / ${bk}u, tStart + p.kTilesPerSlice);`);
+  L.push(...fetchMatrix(opA, 'tStart * ' + bk + 'u', true), ...fetchB(`tStart * ${bk}u`, true));
+  L.push(`  for (var kt = tStart; kt < tEnd; kt++) {`);
   L.push(...store(opA), ...store(opB));
   L.push(`  workgroupBarrier();`);
   // Issue the next tile's global loads now so they are in flight during the FMAs below.
-  L.push(`  if (kt + 1u < kTiles) {`);
+  L.push(`  if (kt + 1u < tEnd) {`);
   L.push(`    let k1 = (kt + 1u) * ${bk}u;`);
-  L.push(...fetch(opA, 'k1', false).map((x) => '  ' + x), ...fetch(opB, 'k1', false).map((x) => '  ' + x));
+  L.push(...fetchMatrix(opA, 'k1', false).map((x) => '  ' + x), ...fetchB('k1', false).map((x) => '  ' + x));
   L.push(`  }`);
   L.push(`  for (var k = 0u; k < ${bk}u; k++) {`);
   for (let i = 0; i < rm; i++) L.push(`    let a${i} = As[k * ${BM4}u + ty + ${i * wgY}u];`);
@@ -199,34 +327,61 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
   L.push(`  }`);
   L.push(`  workgroupBarrier();`);
   L.push(`  }`);
+  L.push(...epilogue(v, rm, rn, wgX, wgY));
+  L.push(`}`);
+  return L.join('\n') + '\n';
+}
 
-  // Epilogue: bias, activation, residual, store.
+// Epilogue: bias, activation, residual, store (or the raw partial sum under split-K). `o` is the
+// element offset of the block's first column; under vecC the 4 columns follow it contiguously.
+function epilogue(v: GemmVariant, rm: number, rn: number, wgX: number, wgY: number): string[] {
+  const L: string[] = [];
+  const nchw = v.out === 'nchw';
+  const T4 = v.splitK ? 'vec4<f32>' : 'T4';
+  const T = v.splitK ? 'f32' : 'T';
+  L.push(`  let baseC = item * p.strideC;`);
+  L.push(`  let part = slice * p.partStride;`);
+  for (let j = 0; j < rn; j++) {
+    L.push(`  let n${j} = tileN + (tx + ${j * wgX}u) * 4u;`);
+    if (nchw) {
+      // each of the 4 columns may lie in another image (and need not be contiguous) unless vecC
+      for (let q = 0; q < (v.vecC ? 1 : 4); q++) {
+        L.push(`  let outImg${j}_${q} = (n${j} + ${q}u) / p.hwOut;`);
+        L.push(`  let outCol${j}_${q} = outImg${j}_${q} * p.outImg + (n${j} + ${q}u - outImg${j}_${q} * p.hwOut);`);
+      }
+    }
+  }
   for (let i = 0; i < rm; i++) {
     for (let r = 0; r < 4; r++) {
       L.push(`  {`);
       L.push(`    let m = tileM + (ty + ${i * wgY}u) * 4u + ${r}u;`);
       L.push(`    if (m < p.M) {`);
+      if (nchw) L.push(`      let row = (item * p.M + m) * p.hwOut;`);
+      if (v.bias === 'm') L.push(`      let bm = f32(addBias[${nchw ? 'item * p.M + m' : 'm'}]);`);
       for (let j = 0; j < rn; j++) {
+        const n = `n${j}`;
+        const off = (q: number) => (nchw ? `row + outCol${j}_${q}` : `baseC + m * p.N + ${n} + ${q}u`);
         L.push(`      {`);
-        L.push(`        let n = tileN + (tx + ${j * wgX}u) * 4u;`);
-        L.push(`        let o = baseC + m * p.N + n;`);
+        L.push(`        var y = acc_${i}_${r}_${j};`);
+        if (v.bias === 'm') L.push(`        y += vec4<f32>(bm);`);
         if (v.vecC) {
-          L.push(`        if (n < p.N) {`);
-          L.push(`          var y = acc_${i}_${r}_${j};`);
-          if (v.bias) L.push(`          y += vec4<f32>(addBias[n / 4u]);`);
+          L.push(`        if (${n} < p.N) {`);
+          L.push(`          let o = ${off(0)};`);
+          if (v.bias === 'n') L.push(`          y += vec4<f32>(addBias[${n} / 4u]);`);
           if (v.act !== 'none') L.push(`          y = act(y);`);
           if (v.residual) L.push(`          y += vec4<f32>(addRes[o / 4u]);`);
-          L.push(`          dst[o / 4u] = T4(y);`);
+          L.push(`          dst[(o + part) / 4u] = ${T4}(y);`);
           L.push(`        }`);
         } else {
-          L.push(`        var y = acc_${i}_${r}_${j};`);
-          if (v.bias) {
-            for (let q = 0; q < 4; q++) L.push(`        if (n + ${q}u < p.N) { y.${comps[q]} += f32(addBias[n + ${q}u]); }`);
+          if (v.bias === 'n') {
+            for (let q = 0; q < 4; q++) L.push(`        if (${n} + ${q}u < p.N) { y.${comps[q]} += f32(addBias[${n} + ${q}u]); }`);
           }
           if (v.act !== 'none') L.push(`        y = act(y);`);
           for (let q = 0; q < 4; q++) {
-            const res = v.residual ? ` + f32(addRes[o + ${q}u])` : '';
-            L.push(`        if (n + ${q}u < p.N) { dst[o + ${q}u] = T(y.${comps[q]}${res}); }`);
+            const o = off(nchw ? q : 0).replace(` + ${n} + 0u`, ` + ${n}`);
+            const idx = nchw ? o : `${o} + ${q}u`;
+            const res = v.residual ? ` + f32(addRes[${idx}])` : '';
+            L.push(`        if (${n} + ${q}u < p.N) { dst[${idx} + part] = ${T}(y.${comps[q]}${res}); }`);
           }
         }
         L.push(`      }`);
@@ -235,7 +390,27 @@ struct Params { M: u32, N: u32, K: u32, strideA: u32, strideB: u32, strideC: u32
       L.push(`  }`);
     }
   }
-  L.push(`}`);
-  return L.join('\n') + '\n';
+  return L;
 }
 
+/** Sums split-K partial slices, then bias (index (i / biasDiv) % biasMod), activation and
+ * residual, and converts to the storage type. One thread per output element. */
+export function gemmReduceWgsl(bias: boolean, residual: boolean, act: Activation): string {
+  return /* wgsl */ `
+struct Params { total: u32, slices: u32, biasDiv: u32, biasMod: u32, }
+@group(0) @binding(0) var<storage, read> part: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<T>;
+@group(0) @binding(2) var<uniform> p: Params;
+${bias ? '@group(0) @binding(3) var<storage, read> bias: array<T>;' : ''}
+${residual ? '@group(0) @binding(4) var<storage, read> residual: array<T>;' : ''}
+${activationWgsl(act, 'f32')}
+${flatMain(
+  'p.total',
+  `  var s = 0.0;
+  for (var k = 0u; k < p.slices; k++) { s += part[k * p.total + i]; }
+${bias ? '  s += f32(bias[(i / p.biasDiv) % p.biasMod]);' : ''}
+${act !== 'none' ? '  s = act(s);' : ''}
+${residual ? '  s += f32(residual[i]);' : ''}
+  y[i] = T(s);`,
+)}`;
+}

@@ -1,4 +1,4 @@
-// Batched matrix multiply and linear layers on one tiled GEMM kernel (matmul.wgsl.ts).
+// Batched matrix multiply and linear layers on the engine's one GEMM core (gemm.ts / gemm.wgsl.ts).
 //
 // Cost, for batch Z and an M x K by K x N product:
 //   FLOPs = 2 Z M N K            (plus a few per output for bias / activation / residual)
@@ -8,8 +8,8 @@ import type { Engine } from '../runtime/engine.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType, type Tensor } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype } from './check.js';
-import { ACTIVATION_FLOPS, cachedSource, isActivation, type Activation, type Cost } from './kit.js';
-import { gemmKey, gemmSharedBytes, gemmWgsl, type GemmTile, type GemmVariant } from './matmul.wgsl.js';
+import { ACTIVATION_FLOPS, isActivation, type Activation, type Cost } from './kit.js';
+import { gemm } from './gemm.js';
 
 export type { Activation };
 
@@ -24,90 +24,7 @@ export interface LinearOptions {
   residual?: Tensor;
 }
 
-/** Tile shapes the launcher picks from; exported for tests, which force each one. */
-export const GEMM_TILES = {
-  /** 128 x 128 outputs per workgroup, 8x8 per thread: for large products */
-  large: { wgX: 16, wgY: 16, rm: 2, rn: 2, bk: 8 },
-  /** 64 x 64, 4x4 per thread */
-  medium: { wgX: 16, wgY: 16, rm: 1, rn: 1, bk: 16 },
-  /** 32 x 32, 4x4 per thread, 64 threads: small or skinny products still fill the GPU */
-  small: { wgX: 8, wgY: 8, rm: 1, rn: 1, bk: 16 },
-} as const satisfies Record<string, GemmTile>;
-export type GemmTileName = keyof typeof GEMM_TILES;
-
-/** A fully resolved GEMM: C[z] (M x N) = epilogue(op(A[z]) op(B[z])), strides in elements. */
-export interface GemmArgs {
-  op: string;
-  a: Tensor;
-  b: Tensor;
-  out: Tensor;
-  bias?: Tensor;
-  residual?: Tensor;
-  M: number;
-  N: number;
-  K: number;
-  batch: number;
-  strideA: number;
-  strideB: number;
-  transA: boolean;
-  transB: boolean;
-  activation: Activation;
-  /** force a tile shape (tests); otherwise chosen from the problem size */
-  tile?: GemmTileName;
-  /** split the grid below the device's per-dimension limit (tests exercise the split path) */
-  maxWorkgroupsPerDim?: number;
-}
-
-function pickTile(engine: Engine, M: number, N: number, batch: number): GemmTile {
-  const count = (t: GemmTile) => Math.ceil(M / (4 * t.rm * t.wgY)) * Math.ceil(N / (4 * t.rn * t.wgX)) * batch;
-  const fits = (t: GemmTile) =>
-    gemmSharedBytes(t) <= engine.limits.maxComputeWorkgroupStorageSize && t.wgX * t.wgY <= engine.limits.maxComputeInvocationsPerWorkgroup;
-  // Bigger tiles reuse each loaded value more, but only pay off while there are enough
-  // workgroups to occupy every core of a large GPU.
-  if (fits(GEMM_TILES.large) && count(GEMM_TILES.large) >= 96) return GEMM_TILES.large;
-  if (fits(GEMM_TILES.medium) && count(GEMM_TILES.medium) >= 48) return GEMM_TILES.medium;
-  return GEMM_TILES.small;
-}
-
-
-/** Records the GEMM (one dispatch, or several when the grid exceeds the per-dimension limit). */
-export function gemm(engine: Engine, g: GemmArgs): void {
-  const { M, N, K, batch } = g;
-  if (M === 0 || N === 0 || batch === 0) return;
-  const tile = g.tile ? GEMM_TILES[g.tile] : pickTile(engine, M, N, batch);
-  const BM = 4 * tile.rm * tile.wgY;
-  const BN = 4 * tile.rn * tile.wgX;
-  const variant: GemmVariant = {
-    tile,
-    transA: g.transA,
-    transB: g.transB,
-    // vec4 access needs every row of the operand (its contiguous dimension) to be a multiple of 4
-    vecA: (g.transA ? M : K) % 4 === 0,
-    vecB: (g.transB ? K : N) % 4 === 0,
-    vecC: N % 4 === 0,
-    bias: !!g.bias,
-    residual: !!g.residual,
-    act: g.activation,
-  };
-  const src = cachedSource(`${g.op} ${gemmKey(variant)}`, () => gemmWgsl(variant));
-  const bindings: Record<string, Tensor> = { lhs: g.a, rhs: g.b, dst: g.out };
-  if (g.bias) bindings.addBias = g.bias;
-  if (g.residual) bindings.addRes = g.residual;
-  const max = Math.min(g.maxWorkgroupsPerDim ?? Infinity, engine.limits.maxComputeWorkgroupsPerDimension);
-  const gx = Math.ceil(N / BN);
-  const gy = Math.ceil(M / BM);
-  for (let z = 0; z < batch; z += max) {
-    for (let y = 0; y < gy; y += max) {
-      for (let x = 0; x < gx; x += max) {
-        engine.dispatch(src, {
-          bindings,
-          uniforms: { M, N, K, strideA: g.strideA, strideB: g.strideB, strideC: M * N, offX: x, offY: y, offZ: z },
-          workgroups: [Math.min(max, gx - x), Math.min(max, gy - y), Math.min(max, batch - z)],
-        });
-      }
-    }
-  }
-}
+export { gemm, GEMM_TILES, type GemmArgs, type GemmTileName } from './gemm.js';
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);

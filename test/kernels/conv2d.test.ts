@@ -1,6 +1,7 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { Engine, ops } from '../../src/index.js';
 import type { Conv2dOptions } from '../../src/kernels/conv2d.js';
+import { GEMM_TILES, type GemmTileName } from '../../src/kernels/gemm.js';
 import { getEngine, randn, randArray, relL2, track, reportWorst, readF32, maxAbs } from '../helpers.js';
 import { loadCase } from '../fixture.js';
 import { conv2dRef } from '../ref/conv2d.js';
@@ -315,4 +316,40 @@ describe('conv2d bad inputs', () => {
     x.dispose();
     e2.destroy();
   });
+});
+
+describe('conv2d on every GEMM tile', () => {
+  // Each tile of the table (any of which the autotuner may pick) through the im2col loader's
+  // paths: padded 3x3 with residual, strided + dilated groups, pointwise vec4, split-K; ragged in
+  // M, N and K everywhere.
+  const cases: [number[], number[], Conv2dOptions & { padding?: number | [number, number, number, number] }][] = [
+    [[2, 7, 9, 11], [19, 7, 3, 3], { padding: 1 }],
+    [[1, 6, 11, 10], [10, 3, 3, 3], { stride: 2, dilation: [2, 1], padding: [2, 1, 0, 1], groups: 2 }],
+    [[2, 12, 4, 4], [21, 12, 1, 1], {}],
+    [[1, 40, 5, 3], [9, 40, 3, 3], { padding: 1, splitK: 3 }],
+  ];
+  for (const tile of Object.keys(GEMM_TILES) as GemmTileName[]) {
+    for (const dtype of ['f32', 'f16'] as const) {
+      it.skipIf(dtype === 'f16' && !hasF16)(`${tile} ${dtype}`, async () => {
+        const e = await getEngine();
+        let s = 900;
+        for (const [xs, ws, opts] of cases) {
+          const xd = randn(xs.reduce((a, b) => a * b), s++);
+          const wd = randn(ws.reduce((a, b) => a * b), s++, 1 / Math.sqrt(ws[1] * ws[2] * ws[3]));
+          const bd = randArray(ws[0], s++, -0.5, 0.5);
+          const outShape = ops.conv2dOutputShape(xs, ws, opts);
+          const rd = randn(outShape.reduce((a, b) => a * b), s++);
+          const ref = conv2dRef(xd, xs, wd, ws, bd, { stride: two(opts.stride as number, 1), padding: four(opts.padding), dilation: two(opts.dilation as number, 1), groups: opts.groups }, rd);
+          const x = e.tensor(xd, xs, dtype);
+          const w = e.tensor(wd, ws, dtype);
+          const b = e.tensor(bd, [ws[0]], dtype);
+          const r = e.tensor(rd, ref.shape, dtype);
+          const y = ops.conv2d(x, w, b, { ...opts, residual: r, tile });
+          const err = track(`tile ${tile} ${dtype}`, relL2(await readF32(y), ref.data));
+          expect(err, `${tile} ${dtype} x${JSON.stringify(xs)} w${JSON.stringify(ws)}`).toBeLessThanOrEqual(dtype === 'f16' ? 3e-3 : 1e-5);
+          for (const t of [x, w, b, r, y]) t.dispose();
+        }
+      });
+    }
+  }
 });

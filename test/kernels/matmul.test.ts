@@ -77,9 +77,10 @@ describe('matmul vs float64 reference', () => {
 describe('gemm tile configurations', () => {
   // Every tile shape sees partial tiles in M, N and K, both vec4 and scalar paths.
   const tiles = Object.keys(GEMM_TILES) as GemmTileName[];
-  for (const tile of tiles) {
-    it(`${tile} tile`, async () => {
+  for (const tile of tiles) for (const dtype of ['f32', 'f16'] as const) {
+    it(`${tile} tile ${dtype}`, async () => {
       const e = await getEngine();
+      if (dtype === 'f16' && !e.hasShaderF16) return; // SwiftShader has no shader-f16
       for (const [M, K, N, tA, tB, batch] of [
         [150, 37, 133, false, false, 1],
         [131, 44, 136, true, true, 2],
@@ -91,12 +92,12 @@ describe('gemm tile configurations', () => {
         const as = randn(numel(c.a), s);
         const bs = randn(numel(c.b), s + 1);
         const ref = refMatmul(as, c.a, bs, c.b, tA, tB);
-        const a = e.tensor(as, c.a);
-        const b = e.tensor(bs, c.b);
-        const out = e.empty(ref.shape, 'f32');
+        const a = e.tensor(as, c.a, dtype);
+        const b = e.tensor(bs, c.b, dtype);
+        const out = e.empty(ref.shape, dtype);
         gemm(e, { op: 'test', a, b, out, M, N, K, batch, strideA: M * K, strideB: K * N, transA: tA, transB: tB, activation: 'none', tile });
-        const err = track(`tile ${tile}`, relL2(await readF32(out), ref.data));
-        expect(err, `${tile} ${M}x${K}x${N} tA=${tA} tB=${tB}`).toBeLessThanOrEqual(1e-5);
+        const err = track(`tile ${tile} ${dtype}`, relL2(await readF32(out), ref.data));
+        expect(err, `${tile} ${dtype} ${M}x${K}x${N} tA=${tA} tB=${tB}`).toBeLessThanOrEqual(dtype === 'f16' ? 5e-3 : 1e-5);
         for (const t of [a, b, out]) t.dispose();
       }
     });
