@@ -23,6 +23,7 @@ export {
   EulerAncestralDiscreteScheduler,
   DPMSolverMultistepScheduler,
   LMSDiscreteScheduler,
+  LCMScheduler,
   type SchedulerConfig,
 } from './schedulers/index.js';
 export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './pipelines/ldm.js';

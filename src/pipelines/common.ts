@@ -11,6 +11,7 @@ import {
   EulerAncestralDiscreteScheduler,
   EulerDiscreteScheduler,
   LMSDiscreteScheduler,
+  LCMScheduler,
   PNDMScheduler,
   type SchedulerBase,
   type SchedulerConfig,
@@ -26,6 +27,7 @@ export const SCHEDULERS = {
   EulerAncestralDiscreteScheduler,
   DPMSolverMultistepScheduler,
   LMSDiscreteScheduler,
+  LCMScheduler,
 } as const;
 
 export type SchedulerName = keyof typeof SCHEDULERS;
@@ -42,6 +44,7 @@ export const SAMPLER_ALIASES: Record<string, SchedulerName> = {
   'dpm++2m': 'DPMSolverMultistepScheduler',
   dpmpp_2m: 'DPMSolverMultistepScheduler',
   lms: 'LMSDiscreteScheduler',
+  lcm: 'LCMScheduler',
 };
 
 /** A scheduler from a diffusers scheduler_config.json (its _class_name) or another class with the

@@ -164,9 +164,9 @@ export abstract class ClippedAlphaScheduler extends SchedulerBase {
   readonly clipSample: boolean;
   readonly clipSampleRange: number;
 
-  protected constructor(className: string, r: ConfigReader) {
+  protected constructor(className: string, r: ConfigReader, clipSampleDefault = true) {
     super(className, r);
-    this.clipSample = r.bool('clip_sample', true);
+    this.clipSample = r.bool('clip_sample', clipSampleDefault);
     this.clipSampleRange = r.num('clip_sample_range', 1)!;
     r.refuseTrue('thresholding', 'dynamic thresholding needs a per-sample quantile; use clip_sample');
     r.num('dynamic_thresholding_ratio', 0.995);
