@@ -10,7 +10,7 @@ import { f32ToF16Bits } from '../runtime/half.js';
 import type { WeightSource } from '../runtime/weights.js';
 import type { TensorSource } from '../models/nn.js';
 import type { Config } from '../runtime/config.js';
-import { mapVaeKey } from './single_file.js';
+import { mapVaeKey, renameResnet } from './single_file.js';
 
 export class OriginalConfigError extends Error {
   constructor(message: string) {
@@ -170,19 +170,7 @@ export function planUNet(t: TargetConfig): UNetPlan {
   };
 }
 
-const RESNET: [RegExp, string][] = [
-  [/^in_layers\.0\./, 'norm1.'],
-  [/^in_layers\.2\./, 'conv1.'],
-  [/^emb_layers\.1\./, 'time_emb_proj.'],
-  [/^out_layers\.0\./, 'norm2.'],
-  [/^out_layers\.3\./, 'conv2.'],
-  [/^skip_connection\./, 'conv_shortcut.'],
-];
-
-function resnet(rest: string): string {
-  for (const [re, to] of RESNET) if (re.test(rest)) return rest.replace(re, to);
-  return rest;
-}
+const resnet = renameResnet;
 
 /** A mapped name: a direct key, or one of q/k/v cut out of a legacy per-head packed qkv Conv1d. */
 export type MappedKey = string | { qkv: string; part: 0 | 1 | 2; heads: number };

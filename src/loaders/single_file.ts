@@ -26,7 +26,8 @@ const RESNET: [RegExp, string][] = [
   [/^skip_connection\./, 'conv_shortcut.'],
 ];
 
-function renameResnet(rest: string): string {
+/** A CompVis ResBlock key tail (in_layers.0. ...) -> diffusers ResnetBlock2D names (norm1. ...). */
+export function renameResnet(rest: string): string {
   for (const [re, to] of RESNET) if (re.test(rest)) return rest.replace(re, to);
   return rest;
 }
