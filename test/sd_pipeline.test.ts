@@ -105,6 +105,16 @@ describe('guidance off (guidanceScale <= 1, as diffusers: do_classifier_free_gui
       expect(relL2(off.v, on.v)).toBeLessThan(1e-4);
       // and the single pass is conditioned on the prompt, not the negative prompt or the empty one
       expect(relL2(off.v, (await run(7.5)).v)).toBeGreaterThan(1e-3);
+      // LCM's few-step sampling without guidance: one pass per step, same seed -> same image
+      spy.mockClear();
+      const lcm = () => pipe.generate({ prompt: 'a red cube', steps: 4, guidanceScale: 1, seed: 5, sampler: 'lcm' });
+      const [a, b] = [await lcm(), await lcm()];
+      expect(spy.mock.calls.map(([x]) => x.shape[0])).toEqual(Array(8).fill(1));
+      const va = await a.images.read();
+      expect(va.every((v) => Number.isFinite(v) && v >= 0 && v <= 1)).toBe(true);
+      expect(await b.images.read()).toEqual(va);
+      a.images.dispose();
+      b.images.dispose();
     } finally {
       spy.mockRestore();
       pipe.dispose();

@@ -30,7 +30,7 @@ generate:
   --prompt, --negative-prompt
                      text for a StableDiffusionPipeline folder
   --steps            denoising steps (default 20)
-  --sampler          ddim, pndm/plms, euler, euler-a, dpm++2m, lms, ddpm (default: the folder's scheduler)
+  --sampler          ddim, pndm/plms, euler, euler-a, dpm++2m, lms, ddpm, lcm (default: the folder's scheduler)
   --seed             noise seed 0..4294967295 (default 0); -1 picks a random seed and prints it
   --guidance         classifier-free guidance scale (default 3 for class labels, 7.5 for prompts; 1 = off;
                      negative values are allowed: a class-conditional LDM steers away from the class,

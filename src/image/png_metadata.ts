@@ -45,6 +45,7 @@ const A1111_SAMPLERS: Record<string, string> = {
   DPMSolverMultistepScheduler: 'DPM++ 2M',
   LMSDiscreteScheduler: 'LMS',
   DDPMScheduler: 'DDPM',
+  LCMScheduler: 'LCM',
 };
 const SHORT_TO_CLASS: Record<string, string> = {
   ddim: 'DDIMScheduler',
@@ -57,8 +58,9 @@ const SHORT_TO_CLASS: Record<string, string> = {
   dpmpp_2m: 'DPMSolverMultistepScheduler',
   lms: 'LMSDiscreteScheduler',
   ddpm: 'DDPMScheduler',
+  lcm: 'LCMScheduler',
 };
-const A1111_TO_SHORT: Record<string, string> = { DDIM: 'ddim', PLMS: 'plms', Euler: 'euler', 'Euler a': 'euler-a', 'DPM++ 2M': 'dpm++2m', LMS: 'lms', DDPM: 'ddpm' };
+const A1111_TO_SHORT: Record<string, string> = { DDIM: 'ddim', PLMS: 'plms', Euler: 'euler', 'Euler a': 'euler-a', 'DPM++ 2M': 'dpm++2m', LMS: 'lms', DDPM: 'ddpm', LCM: 'lcm' };
 
 /** "Euler a" for "euler-a" or "EulerAncestralDiscreteScheduler"; unknown names pass through. */
 export function a1111SamplerName(sampler: string): string {
