@@ -3,7 +3,7 @@
 // linear and conv2d describe their problem as GemmArgs and call gemm().
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { cachedSource, flatWorkgroups } from './kit.js';
+import { cachedSource, flatWorkgroups, isCpuAdapter } from './kit.js';
 import type { Activation } from './kit.wgsl.js';
 import { noteProblem, tunedFor } from './tune_cache.js';
 import { gemmKey, gemmReduceWgsl, gemmSharedBytes, gemmWgsl, tileDims, type GemmTile, type GemmVariant } from './gemm.wgsl.js';
@@ -180,7 +180,10 @@ export function gemm(engine: Engine, g: GemmArgs): void {
   const { BM, BN } = tileDims(tile);
   const kTiles = Math.ceil(K / tile.bk);
   const max = Math.min(g.maxWorkgroupsPerDim ?? Infinity, engine.limits.maxComputeWorkgroupsPerDimension);
-  const want = g.splitK === 'auto' ? splitKFor(Math.ceil(N / BN) * Math.ceil(M / BM) * batch, kTiles) : (g.splitK ?? 1);
+  // On CPU adapters a few workgroups already occupy every core: splitting K would only add the
+  // partial-sum traffic and a second pass.
+  const auto = () => (isCpuAdapter(engine) ? 1 : splitKFor(Math.ceil(N / BN) * Math.ceil(M / BM) * batch, kTiles));
+  const want = g.splitK === 'auto' ? auto() : (g.splitK ?? 1);
   let slices = Math.max(1, Math.min(want, kTiles));
   const tilesPerSlice = Math.max(1, Math.ceil(kTiles / slices));
   slices = Math.max(1, Math.ceil(kTiles / tilesPerSlice)); // no empty slices
