@@ -185,7 +185,8 @@ export const OP_CASES: OpCase[] = [
 /** The cases whose name contains `filter` (all without one); none matching is an error. */
 export function selectOpCases(filter?: string): OpCase[] {
   if (!filter) return OP_CASES;
-  const picked = OP_CASES.filter((c) => c.name.includes(filter));
+  // `a|b` picks the cases matching any of the alternatives
+  const picked = OP_CASES.filter((c) => filter.split('|').some((f) => c.name.includes(f)));
   if (picked.length === 0) throw new Error(`no op benchmark matches ${JSON.stringify(filter)} (cases: ${OP_CASES.map((c) => c.name).join('; ')})`);
   return picked;
 }
