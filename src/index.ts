@@ -29,6 +29,7 @@ export {
 export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './pipelines/ldm.js';
 export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './pipelines/common.js';
 export { StableDiffusionPipeline, type SDGenerateOptions } from './pipelines/stable_diffusion.js';
+export { fromSingleFile } from './loaders/single_file.js';
 export { CLIPTextModel } from './text/clip_text_model.js';
 export { CLIPTokenizer } from './text/clip_tokenizer.js';
 export { SchedulerBase, parseConfigJson } from './schedulers/index.js';

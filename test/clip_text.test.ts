@@ -1,6 +1,7 @@
 // CLIPTextModel against transformers (test/fixtures/clip_text/{quick_gelu,gelu}): outputs, every
 // layer's hidden state, clip skip, the tokenizer -> encoder path, SD 1.x single-file loading,
 // bad inputs and memory accounting.
+import { fromSingleFile } from '../src/loaders/single_file.js';
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -247,7 +248,7 @@ describe('CLIPTextModel.fromSingleFile (SD 1.x cond_stage_model.transformer.*)',
     const bytes = writeSafetensors(tensors);
 
     const base = engine.memory().inUseBytes;
-    const te = await CLIPTextModel.fromSingleFile(engine, bytes, { config: c.config });
+    const te = await fromSingleFile(engine, bytes, 'text_encoder', { config: c.config });
     expect(te.unexpectedWeights).toEqual([]);
     const out = te.forward(idsOf(c.input('input_ids')));
     await expectTensor(`${name} single-file last_hidden_state`, out.lastHiddenState, c.output('last_hidden_state'));
@@ -255,9 +256,9 @@ describe('CLIPTextModel.fromSingleFile (SD 1.x cond_stage_model.transformer.*)',
     te.dispose();
     expect(engine.memory().inUseBytes).toBe(base);
 
-    await expect(CLIPTextModel.fromSingleFile(engine, bytes, undefined as never)).rejects.toThrow(/config/);
+    await expect(fromSingleFile(engine, bytes, 'text_encoder', undefined as never)).rejects.toThrow(/config/);
     const noText = writeSafetensors({ 'model.diffusion_model.conv_in.bias': tensors['model.diffusion_model.conv_in.bias'] });
-    await expect(CLIPTextModel.fromSingleFile(engine, noText, { config: c.config })).rejects.toThrow(/cond_stage_model\.transformer\./);
+    await expect(fromSingleFile(engine, noText, 'text_encoder', { config: c.config })).rejects.toThrow(/cond_stage_model\.transformer\./);
     expect(engine.memory().inUseBytes).toBe(base);
   });
 });

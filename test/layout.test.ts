@@ -13,9 +13,7 @@ describe('src import graph', () => {
   });
 
   it('imports point down the rooms (runtime <- kernels <- models <- ... <- pipelines <- cli)', () => {
-    // Known exception: the models' and CLIP's fromSingleFile helpers reach loaders/single_file.ts.
-    const allowed = ['models/autoencoder_kl.ts -> loaders/single_file.ts', 'models/unet_2d_condition.ts -> loaders/single_file.ts', 'text/clip_text_model.ts -> loaders/single_file.ts'];
-    expect((upwardArrows(graph) as string[]).filter((a) => !allowed.includes(a))).toEqual([]);
+    expect(upwardArrows(graph)).toEqual([]);
   });
 
   it('the checks can fail', () => {

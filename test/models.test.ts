@@ -1,5 +1,6 @@
 // Model parity with diffusers: every fixture case of autoencoder_kl, vq_model, unet2d,
 // unet2d_condition and original_layout, within relative L2 1e-4 in f32.
+import { fromSingleFile } from '../src/loaders/single_file.js';
 import { describe, it, expect, afterAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -125,12 +126,12 @@ describe('Stable Diffusion single-file checkpoint (CompVis keys)', () => {
     const c = loadCase(name);
     const cfg = c.config as { unet: Record<string, unknown>; vae: Record<string, unknown> };
     const bytes = weightsBytes(name);
-    const unet = await UNet2DConditionModel.fromSingleFile(engine, bytes, { config: cfg.unet });
+    const unet = await fromSingleFile(engine, bytes, 'unet', { config: cfg.unet });
     expect(unet.unexpectedWeights).toEqual([]);
     const ctx = up(engine, c.input('unet.encoder_hidden_states'));
     const x = up(engine, c.input('unet.sample'));
     await expectClose(`${name} unet`, unet.forward(x, c.input('unet.timestep').data[0], { encoderHiddenStates: ctx }), c.output('unet.sample'));
-    const vae = await AutoencoderKL.fromSingleFile(engine, bytes, { config: cfg.vae });
+    const vae = await fromSingleFile(engine, bytes, 'vae', { config: cfg.vae });
     expect(vae.unexpectedWeights).toEqual([]);
     const vx = up(engine, c.input('vae.x'));
     const { mean, logvar } = vae.encode(vx);

@@ -7,6 +7,9 @@ import type { DType, Tensor } from '../runtime/tensor.js';
 import { WeightSource } from '../runtime/weights.js';
 import type { IOOptions } from '../runtime/io.js';
 import type { TensorSource } from '../models/nn.js';
+import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
+import { AutoencoderKL } from '../models/autoencoder_kl.js';
+import { CLIPTextModel } from '../text/clip_text_model.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 
 export type SingleFileSource = string | Uint8Array | ArrayBuffer | WeightSource;
@@ -145,4 +148,26 @@ export async function loadFromSingleFile<T>(
   } finally {
     if (!(source instanceof WeightSource)) await file.close();
   }
+}
+
+type SingleFileModels = { unet: UNet2DConditionModel; vae: AutoencoderKL; text_encoder: CLIPTextModel };
+const LOADERS: { [K in keyof SingleFileModels]: (engine: Engine, config: Config, source: TensorSource) => Promise<SingleFileModels[K]> } = {
+  unet: (e, c, s) => UNet2DConditionModel.load(e, c, s),
+  vae: (e, c, s) => AutoencoderKL.load(e, c, s),
+  text_encoder: (e, c, s) => CLIPTextModel.load(e, c, s),
+};
+
+/**
+ * One component of a Stable Diffusion 1.x single-file checkpoint (CompVis key names): 'unet'
+ * (model.diffusion_model.*), 'vae' (first_stage_model.*) or 'text_encoder'
+ * (cond_stage_model.transformer.*), built with the diffusers / transformers config given.
+ */
+export function fromSingleFile<K extends keyof SingleFileModels>(
+  engine: Engine,
+  source: SingleFileSource,
+  component: K,
+  opts: { config: Config } & IOOptions,
+): Promise<SingleFileModels[K]> {
+  if (!opts?.config) return Promise.reject(new Error(`fromSingleFile(${component}): pass { config } (the diffusers config of the component)`));
+  return loadFromSingleFile(LOADERS[component], engine, source, component, opts.config, opts);
 }

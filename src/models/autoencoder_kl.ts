@@ -7,7 +7,6 @@ import { Conv2d, ParamLoader, sequential, type TensorSource } from './nn.js';
 import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
-import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
 
 interface AutoencoderKLParts {
@@ -39,11 +38,6 @@ export class AutoencoderKL extends Model {
 
   static readonly componentName = 'AutoencoderKL';
 
-  /** Loads the vae part of a Stable Diffusion 1.x single-file checkpoint (CompVis key names). */
-  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<AutoencoderKL> {
-    if (!opts?.config) throw new Error('AutoencoderKL.fromSingleFile: pass { config } (the diffusers config of the component)');
-    return loadFromSingleFile((e, c, s) => AutoencoderKL.load(e, c, s), engine, source, 'vae', opts.config, opts);
-  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<AutoencoderKL> {
     const name = 'AutoencoderKL';

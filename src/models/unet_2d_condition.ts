@@ -8,7 +8,6 @@ import { transformerAttention } from './unet_blocks.js';
 import { UNetCore } from './unet_core.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
-import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
 import { timestepList } from './unet_common.js';
 
@@ -44,11 +43,6 @@ export class UNet2DConditionModel extends Model {
     this.core.checkFits(this.engine, op, batch, h, w);
   }
 
-  /** Loads the unet part of a Stable Diffusion 1.x single-file checkpoint (CompVis key names). */
-  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<UNet2DConditionModel> {
-    if (!opts?.config) throw new Error('UNet2DConditionModel.fromSingleFile: pass { config } (the diffusers config of the component)');
-    return loadFromSingleFile((e, c, s) => UNet2DConditionModel.load(e, c, s), engine, source, 'unet', opts.config, opts);
-  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<UNet2DConditionModel> {
     const c = new ConfigReader(NAME, config);

@@ -15,7 +15,7 @@ import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
-import { openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
+import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 
 export interface SDGenerateOptions extends LoopOptions {
@@ -124,12 +124,12 @@ export class StableDiffusionPipeline {
     const file = await openSingleFile(source, opts);
     const loaded: { dispose(): void }[] = [];
     try {
-      const unet = await UNet2DConditionModel.fromSingleFile(engine, file, { config: opts.unetConfig ?? SD15_UNET });
+      const unet = await fromSingleFile(engine, file, 'unet', { config: opts.unetConfig ?? SD15_UNET });
       loaded.push(unet);
-      const vae = await AutoencoderKL.fromSingleFile(engine, file, { config: opts.vaeConfig ?? SD15_VAE });
+      const vae = await fromSingleFile(engine, file, 'vae', { config: opts.vaeConfig ?? SD15_VAE });
       loaded.push(vae);
       const hasText = file.names().some((n) => n.startsWith('cond_stage_model.transformer.'));
-      const textEncoder = hasText ? await CLIPTextModel.fromSingleFile(engine, file, { config: opts.textEncoderConfig ?? SD15_TEXT_ENCODER }) : null;
+      const textEncoder = hasText ? await fromSingleFile(engine, file, 'text_encoder', { config: opts.textEncoderConfig ?? SD15_TEXT_ENCODER }) : null;
       if (textEncoder) loaded.push(textEncoder);
       const tokenizer = typeof opts.tokenizer === 'string' ? await CLIPTokenizer.fromPretrained(opts.tokenizer) : opts.tokenizer ?? null;
       const scheduler = createScheduler(opts.schedulerConfig ?? SD15_SCHEDULER);

@@ -8,7 +8,6 @@ import * as ops from '../kernels/index.js';
 import { LayerNorm, Linear, ParamLoader, type TensorSource } from '../models/nn.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from '../models/model.js';
-import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import type { IOOptions } from '../runtime/io.js';
 
 const NAME = 'CLIPTextModel';
@@ -139,11 +138,6 @@ export class CLIPTextModel extends Model {
 
   static readonly componentName = NAME;
 
-  /** Loads the text encoder of a Stable Diffusion 1.x single-file checkpoint (cond_stage_model.transformer.*). */
-  static async fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<CLIPTextModel> {
-    if (!opts?.config) throw new Error(`${NAME}.fromSingleFile: pass { config } (the transformers CLIPTextConfig of the text encoder)`);
-    return loadFromSingleFile((e, c, s) => CLIPTextModel.load(e, c, s), engine, source, 'text_encoder', opts.config, opts);
-  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<CLIPTextModel> {
     const s = clipTextShape(config);
