@@ -1,7 +1,7 @@
 // Compiles WGSL once per (source, override constants) and derives each kernel's bindings from the
 // WGSL itself with wgsl_reflect, so a launcher binds buffers by name and cannot bind the wrong one.
 import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
-import type { DType } from './tensor.js';
+import type { DType } from './dtype.js';
 
 export interface BindingInfo {
   name: string;

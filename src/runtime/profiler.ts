@@ -1,7 +1,11 @@
 // Optional per-kernel GPU timing. With `timestamp-query`, each profiled dispatch gets its own compute
 // pass whose begin/end timestamps are resolved at submit and read back on sync. Without it, the
 // report holds the wall time of the whole profiled region and dispatch counts per kernel.
-import type { Engine } from './engine.js';
+/** What the profiler needs of the engine (not the Engine type, so the modules do not import each other). */
+export interface ProfiledDevice {
+  readonly device: GPUDevice;
+  sync(): Promise<void>;
+}
 
 const CAPACITY = 4096; // queries per submit (2 per dispatch)
 
@@ -31,7 +35,7 @@ export class Profiler {
   private inFlight: InFlight[] = [];
   private totals = new Map<string, { count: number; ns: number }>();
 
-  constructor(private engine: Engine, readonly timestamps: boolean) {}
+  constructor(private engine: ProfiledDevice, readonly timestamps: boolean) {}
 
   passDescriptor(name: string): GPUComputePassDescriptor | undefined {
     if (!this.timestamps || this.names.length * 2 >= CAPACITY) {

@@ -2,9 +2,9 @@ import type { Engine } from './engine.js';
 import type { PooledBuffer } from './buffer_pool.js';
 import type { Scope } from './scope.js';
 
-export type DType = 'f32' | 'f16' | 'i32';
+import { DTYPE_BYTES, type DType } from './dtype.js';
 
-export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, i32: 4 };
+export { DTYPE_BYTES, type DType };
 
 export function numel(shape: readonly number[]): number {
   let n = 1;
