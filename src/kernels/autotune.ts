@@ -5,6 +5,7 @@
 // JSON file in Node (~/.cache/ldm-webgpu/gemm-tuning.json unless `path` says otherwise),
 // localStorage in browsers; autotune() loads them first, so tuning a shape class happens once per
 // adapter, ever. Typical use: run one forward pass, `await autotune(engine)`, then generate.
+import { readText, userCachePath, writeText } from '../runtime/io.js';
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { GEMM_TILES, gemm, tileFits, type GemmArgs, type GemmTileName, type Im2colArgs } from './gemm.js';
@@ -32,16 +33,7 @@ export interface AutotuneResult extends TunedTile {
 
 const STORAGE_KEY = 'ldm-webgpu:gemm-tuning';
 
-async function nodeFs(): Promise<typeof import('node:fs/promises')> {
-  const spec = 'node:fs/promises';
-  return (await import(/* @vite-ignore */ spec)) as typeof import('node:fs/promises');
-}
-
-async function defaultPath(): Promise<string> {
-  const spec = 'node:os';
-  const os = (await import(/* @vite-ignore */ spec)) as typeof import('node:os');
-  return `${os.homedir()}/.cache/ldm-webgpu/gemm-tuning.json`;
-}
+const defaultPath = () => userCachePath('gemm-tuning.json');
 
 type Persisted = Record<string, Record<string, TunedTile>>;
 
@@ -51,9 +43,8 @@ async function readStore(engine: Engine, persist: boolean | string): Promise<Per
       const ls = (globalThis as { localStorage?: Storage }).localStorage;
       return JSON.parse(ls?.getItem(STORAGE_KEY) ?? '{}') as Persisted;
     }
-    const fs = await nodeFs();
     const path = typeof persist === 'string' ? persist : await defaultPath();
-    return JSON.parse(await fs.readFile(path, 'utf8')) as Persisted;
+    return JSON.parse(await readText(path)) as Persisted;
   } catch {
     return {}; // nothing stored yet, or unreadable: tune afresh
   }
@@ -65,10 +56,7 @@ async function writeStore(engine: Engine, persist: boolean | string, store: Pers
     (globalThis as { localStorage?: Storage }).localStorage?.setItem(STORAGE_KEY, text);
     return;
   }
-  const fs = await nodeFs();
-  const path = typeof persist === 'string' ? persist : await defaultPath();
-  await fs.mkdir(path.slice(0, path.lastIndexOf('/')) || '.', { recursive: true });
-  await fs.writeFile(path, text);
+  await writeText(typeof persist === 'string' ? persist : await defaultPath(), text);
 }
 
 /** Loads the persisted tuning of this engine's adapter into memory (autotune() does this itself). */

@@ -409,6 +409,29 @@ export function parseJsonObject(text: string, source: string): Record<string, un
   return v as Record<string, unknown>;
 }
 
+// ---------------------------------------------------------------- writes (Node)
+
+/** Writes UTF-8 text to a local file (Node), creating its folder; for caches the library keeps. */
+export async function writeText(path: string, text: string): Promise<void> {
+  const fs = await nodeFs(path);
+  const p = toPath(path);
+  try {
+    const dir = p.slice(0, Math.max(p.lastIndexOf('/'), p.lastIndexOf('\\')));
+    if (dir) await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(p, text);
+  } catch (e) {
+    throw new IOError(path, 'file', `cannot write (${(e as Error)?.message ?? String(e)})`, { cause: e });
+  }
+}
+
+/** `~/.cache/ldm-webgpu/<name>` (Node): where the library keeps what it learns about this machine. */
+export async function userCachePath(name: string): Promise<string> {
+  if (!isNode()) throw new IOError(name, 'file', 'there is no user cache folder outside Node');
+  const spec = 'node:os';
+  const os = (await import(/* @vite-ignore */ spec)) as typeof import('node:os');
+  return `${os.homedir()}/.cache/ldm-webgpu/${name}`;
+}
+
 // ---------------------------------------------------------------- random access
 
 export interface RandomAccessFile {
