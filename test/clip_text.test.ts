@@ -255,6 +255,11 @@ describe('CLIPTextModel.fromSingleFile (SD 1.x cond_stage_model.transformer.*)',
     await expectTensor(`${name} single-file pooler_output`, out.poolerOutput, c.output('pooler_output'));
     te.dispose();
     expect(engine.memory().inUseBytes).toBe(base);
+    const te2 = await CLIPTextModel.fromSingleFile(engine, bytes, { config: c.config });
+    const out2 = te2.forward(idsOf(c.input('input_ids')));
+    out2.poolerOutput.dispose();
+    await expectTensor(`${name} CLIPTextModel.fromSingleFile`, out2.lastHiddenState, c.output('last_hidden_state'));
+    te2.dispose();
 
     await expect(fromSingleFile(engine, bytes, 'text_encoder', undefined as never)).rejects.toThrow(/config/);
     const noText = writeSafetensors({ 'model.diffusion_model.conv_in.bias': tensors['model.diffusion_model.conv_in.bias'] });

@@ -139,8 +139,16 @@ describe('Stable Diffusion single-file checkpoint (CompVis keys)', () => {
     await expectClose(`${name} vae mean`, mean, c.output('vae.latent_mean'));
     const z = up(engine, c.input('vae.z'));
     await expectClose(`${name} vae decode`, vae.decode(z), c.output('vae.decode'));
+    // The same through the models' own statics (DESIGN.md's API), which share the mapping.
+    const unet2 = await UNet2DConditionModel.fromSingleFile(engine, bytes, { config: cfg.unet });
+    await expectClose(`${name} unet (static)`, unet2.forward(x, c.input('unet.timestep').data[0], { encoderHiddenStates: ctx }), c.output('unet.sample'));
+    const vae2 = await AutoencoderKL.fromSingleFile(engine, bytes, { config: cfg.vae });
+    await expectClose(`${name} vae decode (static)`, vae2.decode(z), c.output('vae.decode'));
+    await expect(UNet2DConditionModel.fromSingleFile(engine, bytes, undefined as never)).rejects.toThrow(/config/);
     [ctx, x, vx, z].forEach((t) => t.dispose());
     unet.dispose();
     vae.dispose();
+    unet2.dispose();
+    vae2.dispose();
   });
 });

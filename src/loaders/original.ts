@@ -10,7 +10,7 @@ import { f32ToF16Bits } from '../runtime/half.js';
 import type { WeightSource } from '../runtime/weights.js';
 import type { TensorSource } from '../models/nn.js';
 import type { Config } from '../runtime/config.js';
-import { mapVaeKey, renameResnet } from './single_file.js';
+import { mapVaeKey, renameResnet } from './single_file_keys.js';
 
 export class OriginalConfigError extends Error {
   constructor(message: string) {

@@ -8,6 +8,7 @@ import { Decoder, Encoder, vaeShape, type VaeShape } from './vae.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
 import type { IOOptions } from '../runtime/io.js';
+import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file_keys.js';
 
 interface AutoencoderKLParts {
   shape: VaeShape;
@@ -38,6 +39,15 @@ export class AutoencoderKL extends Model {
 
   static readonly componentName = 'AutoencoderKL';
 
+
+  /**
+   * The vae of a Stable Diffusion 1.x single-file checkpoint (CompVis key names, first_stage_model.*),
+   * built with the diffusers config given (single-file checkpoints carry none).
+   */
+  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<AutoencoderKL> {
+    if (!opts?.config) return Promise.reject(new Error('AutoencoderKL.fromSingleFile: pass { config } (the diffusers config of the component)'));
+    return loadFromSingleFile(AutoencoderKL.load, engine, source, 'vae', opts.config, opts);
+  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<AutoencoderKL> {
     const name = 'AutoencoderKL';

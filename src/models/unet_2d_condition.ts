@@ -10,6 +10,7 @@ import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from './model.js';
 import type { IOOptions } from '../runtime/io.js';
 import { timestepList } from './unet_common.js';
+import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file_keys.js';
 
 const NAME = 'UNet2DConditionModel';
 
@@ -43,6 +44,15 @@ export class UNet2DConditionModel extends Model {
     this.core.checkFits(this.engine, op, batch, h, w);
   }
 
+
+  /**
+   * The unet of a Stable Diffusion 1.x single-file checkpoint (CompVis key names, model.diffusion_model.*),
+   * built with the diffusers config given (single-file checkpoints carry none).
+   */
+  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<UNet2DConditionModel> {
+    if (!opts?.config) return Promise.reject(new Error('UNet2DConditionModel.fromSingleFile: pass { config } (the diffusers config of the component)'));
+    return loadFromSingleFile(UNet2DConditionModel.load, engine, source, 'unet', opts.config, opts);
+  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<UNet2DConditionModel> {
     const c = new ConfigReader(NAME, config);

@@ -9,6 +9,7 @@ import { LayerNorm, Linear, ParamLoader, type TensorSource } from '../models/nn.
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from '../models/model.js';
 import type { IOOptions } from '../runtime/io.js';
+import { loadFromSingleFile, type SingleFileSource } from '../loaders/single_file_keys.js';
 
 const NAME = 'CLIPTextModel';
 
@@ -138,6 +139,15 @@ export class CLIPTextModel extends Model {
 
   static readonly componentName = NAME;
 
+
+  /**
+   * The text_encoder of a Stable Diffusion 1.x single-file checkpoint (CompVis key names, cond_stage_model.transformer.*),
+   * built with the diffusers config given (single-file checkpoints carry none).
+   */
+  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<CLIPTextModel> {
+    if (!opts?.config) return Promise.reject(new Error('CLIPTextModel.fromSingleFile: pass { config } (the diffusers config of the component)'));
+    return loadFromSingleFile(CLIPTextModel.load, engine, source, 'text_encoder', opts.config, opts);
+  }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<CLIPTextModel> {
     const s = clipTextShape(config);
