@@ -5,7 +5,8 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { LayerNorm, Linear, ParamLoader, type TensorSource } from '../models/nn.js';
+import { LayerNorm, ParamLoader, type TensorSource } from '../models/nn.js';
+import { PreNormEncoderLayer, type EncoderLayerNames } from './encoder_layer.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from '../models/model.js';
 import type { IOOptions } from '../runtime/io.js';
@@ -48,49 +49,11 @@ export function clipTextShape(config: Config): ClipTextShape {
   return s;
 }
 
-class ClipEncoderLayer {
-  private constructor(
-    private ln1: LayerNorm,
-    private q: Linear,
-    private k: Linear,
-    private v: Linear,
-    private out: Linear,
-    private ln2: LayerNorm,
-    private fc1: Linear,
-    private fc2: Linear,
-    private heads: number,
-    private act: ClipTextShape['act'],
-  ) {}
-
-  static async load(L: ParamLoader, s: ClipTextShape): Promise<ClipEncoderLayer> {
-    const H = s.hidden;
-    return new ClipEncoderLayer(
-      await LayerNorm.load(L, 'layer_norm1', H, s.eps),
-      await Linear.load(L, 'self_attn.q_proj', H, H),
-      await Linear.load(L, 'self_attn.k_proj', H, H),
-      await Linear.load(L, 'self_attn.v_proj', H, H),
-      await Linear.load(L, 'self_attn.out_proj', H, H),
-      await LayerNorm.load(L, 'layer_norm2', H, s.eps),
-      await Linear.load(L, 'mlp.fc1', H, s.intermediate),
-      await Linear.load(L, 'mlp.fc2', s.intermediate, H),
-      s.heads,
-      s.act,
-    );
-  }
-
-  /** x + out_proj(causal_attn(ln1(x))), then + fc2(act(fc1(ln2(.)))); x is left alive. The
-   * residual adds ride in the GEMM epilogues. */
-  forward(x: Tensor): Tensor {
-    return x.engine.scope(() => {
-      const n1 = this.ln1.forward(x);
-      // ops.attention's default scale is dHead^-0.5, CLIP's; scaling the scores equals scaling q.
-      const a = ops.attention(this.q.forward(n1), this.k.forward(n1), this.v.forward(n1), { heads: this.heads, causal: true });
-      const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
-      const m = this.fc1.forward(this.ln2.forward(h), this.act);
-      return ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
-    });
-  }
-}
+// transformers' CLIPEncoderLayer parameter names
+const CLIP_LAYER: EncoderLayerNames = {
+  ln1: 'layer_norm1', q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj',
+  out: 'self_attn.out_proj', ln2: 'layer_norm2', fc1: 'mlp.fc1', fc2: 'mlp.fc2',
+};
 
 export interface ClipTextForwardOptions {
   /** also return every layer's residual stream (transformers' hidden_states) */
@@ -117,7 +80,7 @@ interface CLIPTextModelParts {
   shape: ClipTextShape;
   tokenEmbedding: Tensor;
   positionEmbedding: Tensor;
-  layers: ClipEncoderLayer[];
+  layers: PreNormEncoderLayer[];
   finalLayerNorm: LayerNorm;
 }
 
@@ -125,7 +88,7 @@ export class CLIPTextModel extends Model {
   readonly shape: ClipTextShape;
   private readonly tokenEmbedding: Tensor;
   private readonly positionEmbedding: Tensor;
-  private readonly layers: ClipEncoderLayer[];
+  private readonly layers: PreNormEncoderLayer[];
   private readonly finalLayerNorm: LayerNorm;
 
   private constructor(engine: Engine, config: Config, L: ParamLoader, p: CLIPTextModelParts) {
@@ -161,8 +124,9 @@ export class CLIPTextModel extends Model {
         const T = L.scope('text_model.');
         const tokenEmbedding = await T.get('embeddings.token_embedding.weight', [s.vocabSize, s.hidden]);
         const positionEmbedding = await T.get('embeddings.position_embedding.weight', [s.maxPositions, s.hidden]);
-        const layers: ClipEncoderLayer[] = [];
-        for (let i = 0; i < s.layers; i++) layers.push(await ClipEncoderLayer.load(T.scope(`encoder.layers.${i}.`), s));
+        const layers: PreNormEncoderLayer[] = [];
+        const shape = { hidden: s.hidden, inner: s.hidden, ffn: s.intermediate, heads: s.heads, eps: s.eps, qkvBias: true, act: s.act, causal: true };
+        for (let i = 0; i < s.layers; i++) layers.push(await PreNormEncoderLayer.load(T.scope(`encoder.layers.${i}.`), CLIP_LAYER, shape));
         const finalLayerNorm = await LayerNorm.load(T, 'final_layer_norm', s.hidden, s.eps);
         return { shape: s, tokenEmbedding, positionEmbedding, layers, finalLayerNorm };
       },

@@ -7,7 +7,8 @@
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
-import { LayerNorm, Linear, ParamLoader, sequential, type TensorSource } from '../models/nn.js';
+import { LayerNorm, ParamLoader, sequential, type TensorSource } from '../models/nn.js';
+import { PreNormEncoderLayer, type EncoderLayerNames } from './encoder_layer.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { Model, buildModel } from '../models/model.js';
 
@@ -63,53 +64,17 @@ export function ldmBertKeyFromCompVis(key: string): string | null {
   return null;
 }
 
-class LDMBertLayer {
-  private constructor(
-    private ln1: LayerNorm,
-    private q: Linear,
-    private k: Linear,
-    private v: Linear,
-    private out: Linear,
-    private ln2: LayerNorm,
-    private fc1: Linear,
-    private fc2: Linear,
-    private heads: number,
-  ) {}
-
-  static async load(L: ParamLoader, s: LDMBertShape): Promise<LDMBertLayer> {
-    const D = s.dModel;
-    const inner = s.heads * s.headDim;
-    return new LDMBertLayer(
-      await LayerNorm.load(L, 'self_attn_layer_norm', D, 1e-5),
-      await Linear.load(L, 'self_attn.q_proj', D, inner, false),
-      await Linear.load(L, 'self_attn.k_proj', D, inner, false),
-      await Linear.load(L, 'self_attn.v_proj', D, inner, false),
-      await Linear.load(L, 'self_attn.out_proj', inner, D),
-      await LayerNorm.load(L, 'final_layer_norm', D, 1e-5),
-      await Linear.load(L, 'fc1', D, s.ffn),
-      await Linear.load(L, 'fc2', s.ffn, D),
-      s.heads,
-    );
-  }
-
-  /** x + out(attn(ln1(x))), then + fc2(gelu(fc1(ln2(.)))); x stays alive. */
-  forward(x: Tensor): Tensor {
-    return x.engine.scope(() => {
-      const n1 = this.ln1.forward(x);
-      // default scale head_dim^-0.5: x_transformer scales the scores, diffusers q; same maths
-      const a = ops.attention(this.q.forward(n1), this.k.forward(n1), this.v.forward(n1), { heads: this.heads });
-      const h = ops.linear(a, this.out.weight, this.out.bias, { residual: x });
-      const m = this.fc1.forward(this.ln2.forward(h), 'gelu');
-      return ops.linear(m, this.fc2.weight, this.fc2.bias, { residual: h });
-    });
-  }
-}
+// diffusers' LDMBertEncoderLayer parameter names
+const LDMBERT_LAYER: EncoderLayerNames = {
+  ln1: 'self_attn_layer_norm', q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj',
+  out: 'self_attn.out_proj', ln2: 'final_layer_norm', fc1: 'fc1', fc2: 'fc2',
+};
 
 interface LDMBertModelParts {
   shape: LDMBertShape;
   tokens: Tensor;
   positions: Tensor;
-  layers: LDMBertLayer[];
+  layers: PreNormEncoderLayer[];
   norm: LayerNorm;
 }
 
@@ -117,7 +82,7 @@ export class LDMBertModel extends Model {
   readonly shape: LDMBertShape;
   private readonly tokens: Tensor;
   private readonly positions: Tensor;
-  private readonly layers: LDMBertLayer[];
+  private readonly layers: PreNormEncoderLayer[];
   private readonly norm: LayerNorm;
 
   private constructor(engine: Engine, config: Config, L: ParamLoader, p: LDMBertModelParts) {
@@ -143,8 +108,9 @@ export class LDMBertModel extends Model {
         const M = L.scope('model.');
         const tokens = await M.get('embed_tokens.weight', [s.vocabSize, s.dModel]);
         const positions = await M.get('embed_positions.weight', [s.maxPositions, s.dModel]);
-        const layers: LDMBertLayer[] = [];
-        for (let i = 0; i < s.layers; i++) layers.push(await LDMBertLayer.load(M.scope(`layers.${i}.`), s));
+        const layers: PreNormEncoderLayer[] = [];
+        const shape = { hidden: s.dModel, inner: s.heads * s.headDim, ffn: s.ffn, heads: s.heads, eps: 1e-5, qkvBias: false, act: 'gelu', causal: false } as const;
+        for (let i = 0; i < s.layers; i++) layers.push(await PreNormEncoderLayer.load(M.scope(`layers.${i}.`), LDMBERT_LAYER, shape));
         const norm = await LayerNorm.load(M, 'layer_norm', s.dModel, 1e-5);
         return { shape: s, tokens, positions, layers, norm };
       },
