@@ -15,7 +15,8 @@
 Run: /usr/bin/python3 tools/pyref/gen_fixtures.py verify
      /usr/bin/python3 tools/pyref/gen_fixtures.py make ops/linear --out /tmp/fx --seed 3
 (PYREF: folder with fixenv.py, default /work/pyref; versions in its vendor/VERSIONS, copied in FIXTURES.md.)"""
-import argparse, json, math, os, sys, time
+import argparse, json, math, os, re, sys, time, warnings
+warnings.filterwarnings('ignore', category=FutureWarning)  # diffusers' deprecation notices for old import paths
 sys.path.insert(0, os.environ.get('PYREF', '/work/pyref'))
 import fixenv  # noqa: F401  (vendor dir on sys.path, hub offline, pure-python safetensors)
 import torch
@@ -367,7 +368,7 @@ def verify(names, rtol):
         print('%-48s %s outputs %2d  max_abs %.3e  max_rel %.3e%s%s' % (
             name, 'ok  ' if ok else 'FAIL', len(ref), a, r, '  int_mismatch %d' % bad if bad else '',
             '  missing %s' % missing if missing else ''))
-    print('%d cases, %d failed, worst rel %.3e (abs %.3e) in %s, %.0f s' % (len(names), fails, worst[1], worst[0], worst[2], time.time() - t0))
+    print('%d cases, %d failed, worst rel %.3e (abs %.3e) in %s, %.0f s' % (len(names), fails, worst[1], worst[0], worst[2] or '-', time.time() - t0))
     return 1 if fails else 0
 
 
@@ -484,7 +485,9 @@ def make(names, out_dir, seed, config_path, like, shapes):
                                          **({'fp64_max_abs_diff': fp64[k]} if k in fp64 else {})) for k, v in outputs.items()},
                      'tolerance_note': 'rerun_max_abs_diff: the fp32 computation repeated; fp64_max_abs_diff: vs the same '
                                        'diffusers code in float64 (ints: number of mismatching entries)'})
-        json.dump(case, open(os.path.join(d, 'case.json'), 'w'), indent=2)
+        text = json.dumps(case, indent=2)
+        text = re.sub(r'\[\s*([-0-9.e, \n]*?)\s*\]', lambda m: '[' + re.sub(r'\s*,\s*', ', ', m.group(1).strip()) + ']', text)
+        open(os.path.join(d, 'case.json'), 'w').write(text + '\n')  # shapes on one line, as the committed cases
         print('wrote', d, '(%d weights, %d inputs, %d outputs)' % (len(w), len(inputs), len(outputs)))
     return 0
 
