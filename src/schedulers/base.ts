@@ -3,7 +3,7 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { randnItems } from '../kernels/randn.js';
 import { seedKey } from '../kernels/randn_host.js';
-import { addNoise } from '../kernels/scheduler_step.js';
+import { addNoise, schedulerStep } from '../kernels/scheduler_step.js';
 import { ConfigReader, LIMITS, type Config } from '../runtime/config.js';
 import {
   alphasCumprod, discreteTimesteps, f32, makeBetas,
@@ -185,6 +185,45 @@ export abstract class ClippedAlphaScheduler extends SchedulerBase {
 
   scaleModelInput(sample: Tensor, _t?: number): Tensor {
     return sample.reshape(sample.shape);
+  }
+
+  /**
+   * The fused step DDPM and DDIM end with: prev = cx*sample + ce*modelOutput (+ std*noise when std is
+   * given) + cx0*x0, where x0 = the (optionally clipped) prediction from the x0 weights; one dispatch.
+   */
+  protected posteriorStep(
+    sample: Tensor,
+    modelOutput: Tensor,
+    opts: StepOptions,
+    x0: readonly number[],
+    coefs: [cx: number, ce: number],
+    std: number | null,
+    cx0: number,
+  ): StepResult {
+    const inputs = [sample, modelOutput];
+    const out = [...coefs];
+    let owned: Tensor | null = null;
+    if (std !== null) {
+      const nz = this.noiseFor('step', sample, opts);
+      if (nz.owned) owned = nz.noise;
+      inputs.push(nz.noise);
+      out.push(std);
+    }
+    out.push(cx0);
+    const r = this.clipSampleRange;
+    try {
+      const [prevSample, predOriginalSample] = schedulerStep({
+        inputs,
+        x0: inputs.length === 3 ? [x0[0], x0[1], 0] : [...x0],
+        out,
+        clip: this.clipSample ? [-r, r] : undefined,
+        outputs: 2,
+      });
+      this._stepIndex = (this._stepIndex ?? 0) + 1;
+      return { prevSample, predOriginalSample };
+    } finally {
+      owned?.dispose();
+    }
   }
 
   protected checkT(op: string, t: number): void {

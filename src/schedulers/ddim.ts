@@ -1,6 +1,5 @@
 // DDIM (Song et al., 2021): deterministic for eta = 0, DDPM-like variance for eta = 1.
 import type { Tensor } from '../runtime/tensor.js';
-import { schedulerStep } from '../kernels/scheduler_step.js';
 import { ConfigReader, ClippedAlphaScheduler, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 import { alphaPredictions, f32 } from './schedule.js';
 
@@ -42,26 +41,6 @@ export class DDIMScheduler extends ClippedAlphaScheduler {
       epsW = [1 / sb, 0, -sa / sb];
     }
     const dir = Math.sqrt(Math.max(0, 1 - aPrev - std * std));
-    const inputs = [sample, modelOutput];
-    const out = [dir * epsW[0], dir * epsW[1]];
-    let owned: Tensor | null = null;
-    if (eta > 0) {
-      const nz = this.noiseFor('step', sample, opts);
-      if (nz.owned) owned = nz.noise;
-      inputs.push(nz.noise);
-      out.push(std);
-    }
-    out.push(Math.sqrt(aPrev) + dir * epsW[2]);
-    const r = this.clipSample ? this.clipSampleRange : 0;
-    const [prevSample, predOriginalSample] = schedulerStep({
-      inputs,
-      x0: inputs.length === 3 ? [x0[0], x0[1], 0] : x0,
-      out,
-      clip: this.clipSample ? [-r, r] : undefined,
-      outputs: 2,
-    });
-    owned?.dispose();
-    this._stepIndex = (this._stepIndex ?? 0) + 1;
-    return { prevSample, predOriginalSample };
+    return this.posteriorStep(sample, modelOutput, opts, x0, [dir * epsW[0], dir * epsW[1]], eta > 0 ? std : null, Math.sqrt(aPrev) + dir * epsW[2]);
   }
 }

@@ -1,6 +1,5 @@
 // DDPM ancestral sampling (Ho et al., 2020), posterior q(x_{t-1} | x_t, x0) with a fixed variance.
 import type { Tensor } from '../runtime/tensor.js';
-import { schedulerStep } from '../kernels/scheduler_step.js';
 import { ConfigReader, ClippedAlphaScheduler, type SchedulerConfig, type StepOptions, type StepResult } from './base.js';
 import { alphaPredictions, f32 } from './schedule.js';
 
@@ -37,29 +36,8 @@ export class DDPMScheduler extends ClippedAlphaScheduler {
     const { x0 } = alphaPredictions(this.predictionType, a);
     const cX0 = (Math.sqrt(aPrev) * curBeta) / b;
     const cX = (Math.sqrt(curAlpha) * bPrev) / b;
-    const inputs = [sample, modelOutput];
-    const out = [cX, 0];
-    let owned: Tensor | null = null;
-    if (t > 0) {
-      let std: number;
-      if (this.varianceType === 'fixed_large') std = Math.sqrt(curBeta);
-      else std = Math.sqrt(Math.max((bPrev / b) * curBeta, 1e-20));
-      const nz = this.noiseFor('step', sample, opts);
-      if (nz.owned) owned = nz.noise;
-      inputs.push(nz.noise);
-      out.push(std);
-    }
-    out.push(cX0);
-    const r = this.clipSampleRange;
-    const [prevSample, predOriginalSample] = schedulerStep({
-      inputs,
-      x0: inputs.length === 3 ? [x0[0], x0[1], 0] : x0,
-      out,
-      clip: this.clipSample ? [-r, r] : undefined,
-      outputs: 2,
-    });
-    owned?.dispose();
-    this._stepIndex = (this._stepIndex ?? 0) + 1;
-    return { prevSample, predOriginalSample };
+    let std: number | null = null;
+    if (t > 0) std = this.varianceType === 'fixed_large' ? Math.sqrt(curBeta) : Math.sqrt(Math.max((bPrev / b) * curBeta, 1e-20));
+    return this.posteriorStep(sample, modelOutput, opts, x0, [cX, 0], std, cX0);
   }
 }
