@@ -38,7 +38,7 @@ function load(name: string) {
   };
 }
 
-const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256', 'lsun_churches256', 'text2img256', 'layout2img-openimages256', 'inpainting_big'];
+const SUPPORTED = ['cin256-v2', 'txt2img-1p4B', 'celeba256', 'bsr_sr', 'semantic_synthesis256', 'cin256', 'lsun_churches256', 'text2img256', 'layout2img-openimages256', 'inpainting_big', 'ffhq256', 'lsun_beds256', 'semantic_synthesis512'];
 
 describe('LatentDiffusion.fromOriginal vs CompVis (shrunk release configs)', () => {
   let engine: Engine;

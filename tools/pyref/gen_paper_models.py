@@ -64,6 +64,10 @@ CASES = {
     'text2img256': ('models/ldm/text2img256/config.yaml', 8),
     'layout2img-openimages256': ('models/ldm/layout2img-openimages256/config.yaml', 8),
     'inpainting_big': ('models/ldm/inpainting_big/config.yaml', 8),
+    'ffhq256': ('models/ldm/ffhq256/config.yaml', 8),
+    'lsun_beds256': ('models/ldm/lsun_beds256/config.yaml', 8),
+    # twice semantic_synthesis256's latent size, as in the releases (128 vs 64)
+    'semantic_synthesis512': ('models/ldm/semantic_synthesis512/config.yaml', 16),
 }
 
 def strip(node, key):
