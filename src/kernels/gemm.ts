@@ -5,7 +5,7 @@ import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { cachedSource, flatWorkgroups, isCpuAdapter } from './kit.js';
 import type { Activation } from './kit.wgsl.js';
-import { noteProblem, tunedFor } from './tune_cache.js';
+import { noteProblem, tunedFor, type GemmDims } from './tune_cache.js';
 import { gemmKey, gemmReduceWgsl, gemmSharedBytes, gemmWgsl, tileDims, type GemmTile, type GemmVariant } from './gemm.wgsl.js';
 
 export type { GemmTile };
@@ -56,7 +56,7 @@ export interface Im2colArgs {
 }
 
 /** A fully resolved GEMM: C[z] (M x N) = epilogue(op(A[z]) op(B[z])), strides in elements. */
-export interface GemmArgs {
+export interface GemmArgs extends GemmDims {
   op: string;
   a: Tensor;
   b: Tensor;
@@ -65,12 +65,6 @@ export interface GemmArgs {
   /** bias per column (linear, default) or per row (conv output channels) */
   biasAxis?: 'm' | 'n';
   residual?: Tensor;
-  M: number;
-  N: number;
-  K: number;
-  batch: number;
-  strideA: number;
-  strideB: number;
   transA: boolean;
   transB: boolean;
   activation: Activation;

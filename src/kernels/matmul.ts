@@ -10,6 +10,7 @@ import { DTYPE_BYTES, numel, shapeStr, type DType, type Tensor } from '../runtim
 import { engineOf, fail, floatDtype } from './check.js';
 import { ACTIVATION_FLOPS, isActivation, type Activation, type Cost } from './kit.js';
 import { gemm } from './gemm.js';
+import type { GemmDims } from './tune_cache.js';
 
 export type { Activation };
 
@@ -30,13 +31,7 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
-interface MatmulPlan {
-  M: number;
-  N: number;
-  K: number;
-  batch: number;
-  strideA: number;
-  strideB: number;
+interface MatmulPlan extends GemmDims {
   outShape: number[];
 }
 

@@ -3,17 +3,21 @@
 // autotune.ts so gemm.ts can consult it without importing the tuner (no import circle).
 import type { Engine } from '../runtime/engine.js';
 
-/** A GEMM problem as autotune() replays it: sizes and layout, not data. */
-export interface GemmProblem {
-  /** op | shape class | dtype: the cache key */
-  key: string;
-  op: string;
+/** The sizes of a batched GEMM C[z] (M x N) = A[z] (M x K) B[z] (K x N), strides in elements. */
+export interface GemmDims {
   M: number;
   N: number;
   K: number;
   batch: number;
   strideA: number;
   strideB: number;
+}
+
+/** A GEMM problem as autotune() replays it: sizes and layout, not data. */
+export interface GemmProblem extends GemmDims {
+  /** op | shape class | dtype: the cache key */
+  key: string;
+  op: string;
   transA: boolean;
   transB: boolean;
   dtype: 'f32' | 'f16';
