@@ -146,6 +146,16 @@ fn wgSum(val: f32, lid: u32) -> f32 {
 }
 `;
 
+/** The entry of both long-row passes: workgroup wg handles chunk j (of CH elements) of one row. */
+const chunkMain = /* wgsl */ `@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let wg = wid.y * nwg.x + wid.x;
+  if (wg >= p.rows * p.chunks) { return; }
+  let row = wg / p.chunks;
+  let j = wg % p.chunks;
+  let CH = 256u * K * V;`;
+
 /** Long rows, pass 1: each workgroup reduces one chunk of 256*K*V elements of a row to (mean, M2). */
 function stats(v: V): string {
   const F = v === 1 ? 'f32' : 'vec4<f32>';
@@ -153,15 +163,7 @@ function stats(v: V): string {
 ${head(v, 'write')}
 ${wgSum}
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wg = wid.y * nwg.x + wid.x;
-  if (wg >= p.rows * p.chunks) { return; }
-  let row = wg / p.chunks;
-  let j = wg % p.chunks;
-  let CH = 256u * K * V;
-  let start = j * CH;
+${chunkMain}  let start = j * CH;
   let cnt = min(CH, p.len - start);
   let base = (row * p.len + start) / V;
   var vals: array<${F}, K>;
@@ -193,15 +195,7 @@ function apply(v: V): string {
 ${head(v, 'read')}
 ${wgSum}
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let wg = wid.y * nwg.x + wid.x;
-  if (wg >= p.rows * p.chunks) { return; }
-  let row = wg / p.chunks;
-  let j = wg % p.chunks;
-  let CH = 256u * K * V;
-  let n = f32(p.len);
+${chunkMain}  let n = f32(p.len);
   var s = 0.0;
   for (var c = lid; c < p.chunks; c += 256u) {
     s += f32(min(CH, p.len - c * CH)) * stats[2u * (row * p.chunks + c)];
