@@ -13,6 +13,10 @@ import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { attentionWgsl, attentionLayout, type AttentionConfig } from './attention.wgsl.js';
 import { engineOf, floatDtype, fail, rankIs, grid1d } from './check.js';
 import { cachedSource, type Cost } from './kit.js';
+import { matmul } from './matmul.js';
+import { concat, slice } from './layout.js';
+import { scale as scaleBy } from './unary.js';
+import { softmax } from './softmax.js';
 
 export interface AttentionOptions {
   heads: number;
@@ -84,6 +88,22 @@ export function attentionConfig(engine: Engine, dHead: number, lq: number, causa
   return fallback;
 }
 
+/**
+ * The unfused path: per head, S = (scale q) k^T, P = softmax(S), P v, with the scores in memory
+ * (B * Lq * Lk per head). q is scaled first so f16 scores stay in range.
+ */
+function attentionByParts(q: Tensor, k: Tensor, v: Tensor, heads: number, dHead: number, scale: number, causal: boolean): Tensor {
+  return q.engine.scope(() => {
+    const head = (x: Tensor, h: number) => (heads === 1 ? x : slice(x, 2, h * dHead, (h + 1) * dHead));
+    const outs: Tensor[] = [];
+    for (let h = 0; h < heads; h++) {
+      const scores = matmul(scaleBy(head(q, h), scale), head(k, h), { transposeB: true });
+      outs.push(matmul(softmax(scores, { causal }), head(v, h)));
+    }
+    return heads === 1 ? outs[0] : concat(outs, 2);
+  });
+}
+
 /** softmax(Q K^T * scale) V per head; q [B, Lq, C], k and v [B, Lk, C], C = heads * dHead, heads
  * splitting the channels head-major. Returns [B, Lq, C]. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
@@ -107,13 +127,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (!Number.isFinite(scale)) fail(op, `scale must be a finite number, got ${scale}`, [q, k, v]);
   const causal = opts.causal ?? false;
 
-  const out = engine.empty([B, Lq, C], dtype, op);
-  if (B * Lq * C === 0) return out;
+  if (B * Lq * C === 0) return engine.empty([B, Lq, C], dtype, op);
   const cfg = attentionConfig(engine, dHead, Lq, causal);
-  if (!cfg) {
-    out.dispose();
-    fail(op, `head dim ${dHead} needs more workgroup memory than this device's ${engine.limits.maxComputeWorkgroupStorageSize} bytes`, [q, k, v]);
-  }
+  // A head too wide for the fused kernel's tiles in workgroup memory (the paper's cin256-v2 has one
+  // head of up to 960 channels): attention by parts, with an L x L score matrix per head.
+  if (!cfg) return attentionByParts(q, k, v, heads, dHead, scale, causal);
+  const out = engine.empty([B, Lq, C], dtype, op);
   const { BQ } = attentionLayout(cfg);
   const qTiles = Math.ceil(Lq / BQ);
   const total = qTiles * heads * B;

@@ -103,6 +103,51 @@ describe('attention', () => {
     }
   });
 
+  // Heads too wide for the fused kernel's workgroup tiles (cin256-v2 has one head of 384-960
+  // channels) run by parts: scores in memory, row softmax, P V; the same numbers either way.
+  for (const [n, c] of ([
+    { label: 'wide head d3000 (by parts)', B: 2, Lq: 9, Lk: 13, heads: 1, D: 3000, byParts: true },
+    { label: 'wide heads d1501 x2 cross (by parts)', B: 1, Lq: 7, Lk: 11, heads: 2, D: 1501, byParts: true },
+    { label: 'wide head d3001 causal, Lq > Lk (by parts)', B: 1, Lq: 12, Lk: 5, heads: 1, D: 3001, causal: true, byParts: true },
+    { label: 'wide head d3000 peaky scale 0.3 (by parts)', B: 1, Lq: 10, Lk: 300, heads: 1, D: 3000, std: 2, scale: 0.3, byParts: true },
+    { label: 'head d576 (cin256-v2 level 2)', B: 2, Lq: 64, Lk: 64, heads: 1, D: 576 },
+  ] as (Case & { byParts?: boolean })[]).entries()) {
+    it(`${c.label}: B${c.B} Lq${c.Lq} Lk${c.Lk} heads${c.heads} dHead${c.D}`, async () => {
+      const e = await getEngine();
+      if (c.byParts) expect(attentionConfig(e, c.D, c.Lq, c.causal ?? false)).toBeNull();
+      const before = e.memory().inUseBytes;
+      const { got, ref } = await runCase(e, c, 500 + 11 * n);
+      expect(got.every(Number.isFinite)).toBe(true);
+      expect(track('wide heads', relL2(got, ref))).toBeLessThan(1e-5);
+      expect(e.memory().inUseBytes).toBe(before);
+    });
+  }
+
+  it('softmax over the last axis matches float64, with scale and the causal mask', async () => {
+    const e = await getEngine();
+    for (const [i, [rows, lq, len, causal, sc]] of ([
+      [6, 3, 1, false, 1],
+      [7, 7, 301, false, 0.5],
+      [10, 5, 17, true, 2],
+      [4, 4, 600, true, 1],
+    ] as [number, number, number, boolean, number][]).entries()) {
+      const xa = randn(rows * lq * len, 700 + i, 3);
+      const x = e.tensor(xa, [rows, lq, len]);
+      const got = await readF32(ops.softmax(x, { scale: sc, causal }));
+      const ref = new Float64Array(xa.length);
+      for (let r = 0; r < rows * lq; r++) {
+        const n = causal ? Math.min(len, (r % lq) + 1) : len;
+        let mx = -Infinity;
+        for (let j = 0; j < n; j++) mx = Math.max(mx, xa[r * len + j] * sc);
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += Math.exp(xa[r * len + j] * sc - mx);
+        for (let j = 0; j < n; j++) ref[r * len + j] = Math.exp(xa[r * len + j] * sc - mx) / sum;
+      }
+      expect(track('softmax', relL2(got, ref))).toBeLessThan(1e-6);
+      x.dispose();
+    }
+  });
+
   it('long sequence (1024 x 1024) without an L^2 buffer', async () => {
     const e = await getEngine();
     const B = 1, L = 1024, heads = 2, D = 8, C = heads * D;
