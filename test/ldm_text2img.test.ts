@@ -1,23 +1,17 @@
 // LDMTextToImagePipeline (diffusers' port of the paper's text-to-image LDM) loaded from a diffusers
 // folder, against diffusers 0.31 itself (tools/pyref/gen_ldm_text2img.py; weights seeded on both sides).
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
-import { readFileSync, mkdtempSync, mkdirSync, writeFileSync, copyFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { FIXTURES, readSafetensorsFile } from './fixture.js';
+import { readSafetensorsFile } from './fixture.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
-import { seededSafetensors, type ManifestEntry } from './seeded.js';
+import { buildTinyText2ImgFolder, readText2ImgManifest, TEXT2IMG_DIR } from './tiny_text2img.js';
 import type { Engine } from '../src/runtime/engine.js';
 import { LDMTextToImagePipeline } from '../src/pipelines/ldm_text2img.js';
 
-const DIR = join(FIXTURES, 'paper', 'ldm_text2img');
-const m = JSON.parse(readFileSync(join(DIR, 'manifest.json'), 'utf8')) as {
-  prompt: string;
-  steps: number;
-  guidance_scale: number;
-  configs: Record<string, Record<string, unknown>>;
-  tensors: Record<string, ManifestEntry[]>;
-};
+const DIR = TEXT2IMG_DIR;
+const m = readText2ImgManifest();
 const refs = readSafetensorsFile(join(DIR, 'refs.safetensors'));
 
 describe('LDMTextToImagePipeline vs diffusers', () => {
@@ -26,23 +20,7 @@ describe('LDMTextToImagePipeline vs diffusers', () => {
   beforeAll(async () => {
     engine = await getEngine();
     folder = mkdtempSync(join(tmpdir(), 'ldm-t2i-'));
-    const classes: Record<string, [string, string]> = {
-      vqvae: ['diffusers', 'AutoencoderKL'],
-      bert: ['latent_diffusion', 'LDMBertModel'],
-      unet: ['diffusers', 'UNet2DConditionModel'],
-      scheduler: ['diffusers', 'DDIMScheduler'],
-      tokenizer: ['transformers', 'BertTokenizer'],
-    };
-    writeFileSync(join(folder, 'model_index.json'), JSON.stringify({ _class_name: 'LDMTextToImagePipeline', ...classes }));
-    for (const c of ['vqvae', 'bert', 'unet']) {
-      mkdirSync(join(folder, c));
-      writeFileSync(join(folder, c, 'config.json'), JSON.stringify({ _class_name: classes[c][1], ...m.configs[c] }));
-      writeFileSync(join(folder, c, c === 'bert' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors'), seededSafetensors(m.tensors[c]));
-    }
-    mkdirSync(join(folder, 'scheduler'));
-    writeFileSync(join(folder, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'DDIMScheduler', ...m.configs.scheduler }));
-    mkdirSync(join(folder, 'tokenizer'));
-    copyFileSync(join(FIXTURES, 'tokenizers', 'bert-base-uncased', 'vocab.txt'), join(folder, 'tokenizer', 'vocab.txt'));
+    buildTinyText2ImgFolder(folder, m);
   });
   afterAll(() => rmSync(folder, { recursive: true, force: true }));
 

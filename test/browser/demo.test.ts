@@ -16,8 +16,7 @@ import type { Browser, ElementHandle, Page } from 'puppeteer-core';
 import { CHROMIUM, CHROMIUM_FLAGS, launchChromium } from '../../bench/chromium.js';
 import { Engine, LDMPipeline, readGenerationParameters, readTextChunks } from '../../src/index.js';
 import { buildTinySdFolder } from '../tiny_sd.js';
-import { FIXTURES } from '../fixture.js';
-import { seededSafetensors, type ManifestEntry } from '../seeded.js';
+import { buildTinyText2ImgFolder } from '../tiny_text2img.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 const ARTIFACTS = join(root, 'test', 'artifacts');
@@ -86,29 +85,6 @@ async function serveFolders(dir: string): Promise<{ url: string; requests: strin
   return { url: `http://127.0.0.1:${port}`, requests, close: () => new Promise<void>((ok) => srv.close(() => ok())) };
 }
 
-/** A tiny LDMTextToImagePipeline folder (the paper's text-to-image LDM in diffusers' layout) with the
- * seeded weights of test/ldm_text2img.test.ts. */
-function buildTinyText2ImgFolder(dir: string): void {
-  const m = JSON.parse(readFileSync(join(FIXTURES, 'paper', 'ldm_text2img', 'manifest.json'), 'utf8')) as { configs: Record<string, Record<string, unknown>>; tensors: Record<string, ManifestEntry[]> };
-  const classes: Record<string, [string, string]> = {
-    vqvae: ['diffusers', 'AutoencoderKL'],
-    bert: ['latent_diffusion', 'LDMBertModel'],
-    unet: ['diffusers', 'UNet2DConditionModel'],
-    scheduler: ['diffusers', 'DDIMScheduler'],
-    tokenizer: ['transformers', 'BertTokenizer'],
-  };
-  mkdirSync(dir);
-  writeFileSync(join(dir, 'model_index.json'), JSON.stringify({ _class_name: 'LDMTextToImagePipeline', ...classes }));
-  for (const c of ['vqvae', 'bert', 'unet']) {
-    mkdirSync(join(dir, c));
-    writeFileSync(join(dir, c, 'config.json'), JSON.stringify({ _class_name: classes[c][1], ...m.configs[c] }));
-    writeFileSync(join(dir, c, c === 'bert' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors'), seededSafetensors(m.tensors[c]));
-  }
-  mkdirSync(join(dir, 'scheduler'));
-  writeFileSync(join(dir, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'DDIMScheduler', ...m.configs.scheduler }));
-  mkdirSync(join(dir, 'tokenizer'));
-  cpSync(join(FIXTURES, 'tokenizers', 'bert-base-uncased', 'vocab.txt'), join(dir, 'tokenizer', 'vocab.txt'));
-}
 
 /** The bytes behind the page's "download PNG" link. */
 async function downloadedPng(): Promise<Buffer> {
