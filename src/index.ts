@@ -30,7 +30,7 @@ export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './pip
 export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './pipelines/common.js';
 export { StableDiffusionPipeline, type SDGenerateOptions } from './pipelines/stable_diffusion.js';
 export { fromSingleFile } from './loaders/single_file.js';
-export { CLIPTextModel } from './text/clip_text_model.js';
+export { CLIPTextModel, CLIPTextModelWithProjection, type ClipTextForwardOptions, type ClipTextOutput, type ClipTextWithProjectionOutput } from './text/clip_text_model.js';
 export { CLIPTokenizer } from './text/clip_tokenizer.js';
 export { SchedulerBase, parseConfigJson } from './schedulers/index.js';
 export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SD15_SCHEDULER } from './pipelines/sd_configs.js';
