@@ -82,6 +82,34 @@ export function resolveSeed(op: string, seed: number | undefined, B: number): nu
   return seed;
 }
 
+/** Checks prompt embeddings given instead of prompts: [B, L, dim]. */
+export function checkEmbeds(op: string, name: string, t: Tensor, B: number, dim: number): void {
+  if (!(t instanceof Tensor) || t.rank !== 3 || t.shape[0] !== B || t.shape[2] !== dim) {
+    throw new Error(`${op}: ${name} must be [${B}, L, ${dim}], got ${t instanceof Tensor ? shapeStr(t.shape) : typeof t}`);
+  }
+}
+
+/** Checks an image (or mask) input: [B, C, H, W]. */
+export function checkImage(op: string, name: string, t: Tensor, B: number, C: number, H: number, W: number): void {
+  if (!(t instanceof Tensor) || t.rank !== 4 || t.shape[0] !== B || t.shape[1] !== C || t.shape[2] !== H || t.shape[3] !== W) {
+    throw new Error(`${op}: ${name} must be [${B}, ${C}, ${H}, ${W}] in [0, 1], got ${t instanceof Tensor ? shapeStr(t.shape) : typeof t}`);
+  }
+}
+
+/**
+ * Sets `steps` timesteps on `scheduler` and keeps the last strength * steps of them (diffusers'
+ * img2img get_timesteps: t_start = steps - floor(steps * strength)); strength 1 keeps all.
+ */
+export function strengthTimesteps(op: string, scheduler: Scheduler, steps: number, strength: number): { timesteps: number[]; tStart: number } {
+  scheduler.setTimesteps(steps);
+  const all = [...scheduler.timesteps];
+  if (strength >= 1) return { timesteps: all, tStart: 0 };
+  const tStart = Math.max(steps - Math.min(Math.floor(steps * strength), steps), 0);
+  const timesteps = all.slice(tStart);
+  if (!timesteps.length) throw new Error(`${op}: strength ${strength} with ${steps} steps leaves no step to run`);
+  return { timesteps, tStart };
+}
+
 /** A guidance scale: a finite number (NaN used to act silently as 1). */
 export function checkGuidance(op: string, scale: unknown): number {
   if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new Error(`${op}: guidanceScale must be a finite number, got ${String(scale)}`);

@@ -10,7 +10,7 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
-import { asDtype, assertFinite, checkGuidance, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { asDtype, assertFinite, checkEmbeds, checkGuidance, checkImage, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { joinPath } from '../runtime/io.js';
@@ -201,14 +201,7 @@ export class StableDiffusionPipeline {
     this.unet.checkFits(op, guided ? 2 * B : B, H / f, W / f);
     // each call owns its scheduler: calls in flight together do not share timesteps or state
     const scheduler = schedulerForCall(this.scheduler, opts.sampler);
-    scheduler.setTimesteps(steps);
-    let timesteps = scheduler.timesteps;
-    let tStart = 0;
-    if (opts.image && strength < 1) {
-      tStart = Math.max(steps - Math.min(Math.floor(steps * strength), steps), 0);
-      timesteps = timesteps.slice(tStart);
-      if (!timesteps.length) throw new Error(`${op}: strength ${strength} with ${steps} steps leaves no step to run`);
-    }
+    const { timesteps, tStart } = strengthTimesteps(op, scheduler, steps, opts.image ? strength : 1);
 
     return engine.scope(async (s) => {
       // ---- conditioning: [uncond; cond] when guided, the order guidedPredict doubles the batch in
@@ -296,18 +289,6 @@ export class StableDiffusionPipeline {
     this.textEncoder?.dispose();
     this.previewDecoder?.dispose();
     this.scheduler.reset();
-  }
-}
-
-function checkEmbeds(op: string, name: string, t: Tensor, B: number, dim: number): void {
-  if (!(t instanceof Tensor) || t.rank !== 3 || t.shape[0] !== B || t.shape[2] !== dim) {
-    throw new Error(`${op}: ${name} must be [${B}, L, ${dim}], got ${t instanceof Tensor ? shapeStr(t.shape) : typeof t}`);
-  }
-}
-
-function checkImage(op: string, name: string, t: Tensor, B: number, C: number, H: number, W: number): void {
-  if (!(t instanceof Tensor) || t.rank !== 4 || t.shape[0] !== B || t.shape[1] !== C || t.shape[2] !== H || t.shape[3] !== W) {
-    throw new Error(`${op}: ${name} must be [${B}, ${C}, ${H}, ${W}] in [0, 1], got ${t instanceof Tensor ? shapeStr(t.shape) : typeof t}`);
   }
 }
 
