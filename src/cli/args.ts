@@ -8,7 +8,10 @@ export interface GenerateArgs {
   classLabels?: number[];
   prompt?: string;
   negativePrompt?: string;
-  steps: number;
+  /** undefined: the family's default (src/cli/families.ts) */
+  steps?: number;
+  /** --family: a key of FAMILIES (its defaults fill steps / guidance / sampler not given) */
+  family?: string;
   sampler?: string;
   seed: number;
   /** no-progress timeout of downloads in ms (--timeout seconds; 0 = none) */
@@ -22,6 +25,8 @@ export interface GenerateArgs {
   out: string;
   /** f16 storage where the adapter has shader-f16 (default); false forces f32 */
   f16?: boolean;
+  /** the options come whole from a PNG (--from): no family defaults are added */
+  exact?: boolean;
   /** rerun of a PNG: write only this image of the batch */
   batchIndex?: number;
   /** an original release (LatentDiffusion.fromOriginal): checkpoint + config.yaml */

@@ -11,6 +11,7 @@ import { StableDiffusionPipeline } from '../pipelines/stable_diffusion.js';
 import type { GenerateArgs } from './args.js';
 import { encodePng, outputNames, writeFileAtomic } from './output.js';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
+import { describeDefaults, detectFamily, withFamilyDefaults } from './families.js';
 
 export { encodePng, outputNames } from './output.js';
 
@@ -88,11 +89,20 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
   }
 }
 
-async function generateWith(args: GenerateArgs, abort: AbortController): Promise<number> {
+async function generateWith(given: GenerateArgs, abort: AbortController): Promise<number> {
   const fetch = announcingFetch();
-  const index = await readJson(joinPath(args.model, 'model_index.json'), { fetch, signal: abort.signal, timeoutMs: args.timeoutMs });
+  const io = { fetch, signal: abort.signal, timeoutMs: given.timeoutMs };
+  const index = await readJson(joinPath(given.model, 'model_index.json'), io);
   const kind = String(index._class_name ?? '');
-  const schedulerConfig = await readJson(joinPath(args.model, 'scheduler', 'scheduler_config.json'), { fetch, signal: abort.signal, timeoutMs: args.timeoutMs });
+  const schedulerConfig = await readJson(joinPath(given.model, 'scheduler', 'scheduler_config.json'), io);
+  // the family's defaults fill what the command line left out (--family, else guessed from the folder)
+  let family = given.family;
+  if (!family && !given.exact) {
+    const unetConfig = kind && Array.isArray(index.unet) ? await readJson(joinPath(given.model, 'unet', 'config.json'), io).catch(() => null) : null;
+    family = detectFamily(index, schedulerConfig, unetConfig);
+  }
+  const args = family ? withFamilyDefaults(given, family) : { ...given, steps: given.steps ?? 20 };
+  if (family) process.stderr.write(`family: ${family}${given.family ? '' : ' (guessed from the folder; --family to change)'}: ${describeDefaults(args)}\n`);
   const badSteps = stepsProblem(schedulerConfig, args.sampler, args.steps);
   if (badSteps) throw new Error(badSteps);
   if (args.seedWasRandom) process.stderr.write(`seed: ${args.seed} (random)\n`);

@@ -11,10 +11,11 @@ import { randomInt } from 'node:crypto';
 import { outputPathProblem } from './output.js';
 import { adoptParentTerminal, runWithFilteredStderr, wantsFilteredStderr } from './stderr.js';
 import { readGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
+import { FAMILIES, FAMILY_NAMES, isFamily, withFamilyDefaults } from './families.js';
 
 export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
-                      [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
+                      [--family NAME] [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
                       [--batch N] [--out out.png] [--timeout S] [--verbose]
   ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
   ldm-webgpu generate --ckpt model.ckpt --config config.yaml [--class N | --prompt TEXT --tokenizer DIR]
@@ -29,8 +30,18 @@ generate:
                      "3,1,4" makes a batch with one image per label
   --prompt, --negative-prompt
                      text for a StableDiffusionPipeline folder
-  --steps            denoising steps (default 20)
-  --sampler          ddim, pndm/plms, euler, euler-a, dpm++2m, lms, ddpm, lcm (default: the folder's scheduler)
+  --family           the model family, whose defaults fill --steps, --guidance and --sampler when not given
+                     (default: guessed from the folder and printed):
+                       sd1, sd2        20 steps, guidance 7.5, the folder's scheduler
+                       sdxl            20 steps, guidance 5
+                       sd-turbo        1 step, guidance 0 (off), euler_a_trailing (SD-Turbo, SDXL-Turbo)
+                       lcm             4 steps, guidance 1 (off), lcm
+                       lcm-lora        4 steps, guidance 1 (off), lcm; needs --lora (the LCM-LoRA file)
+                       ldm             20 steps (the paper's LDMs; also --ckpt)
+  --steps            denoising steps (default: the family's)
+  --sampler          ddim, pndm/plms, euler, euler-a, dpm++2m, lms, ddpm, lcm, or with their own options
+                     euler_a_trailing, euler_trailing, euler_karras, dpm++2m_karras
+                     (default: the family's, else the folder's scheduler)
   --seed             noise seed 0..4294967295 (default 0); -1 picks a random seed and prints it
   --guidance         classifier-free guidance scale (default 3 for class labels, 7.5 for prompts; 1 = off;
                      negative values are allowed: a class-conditional LDM steers away from the class,
@@ -142,6 +153,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     config: { type: 'string' },
     tokenizer: { type: 'string' },
     eta: { type: 'string' },
+    family: { type: 'string' },
   });
   delete v.verbose; // handled before parsing (src/cli/stderr.ts)
   const timeoutMs = timeoutArg(v.timeout);
@@ -156,6 +168,13 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
   if (v.ckpt !== undefined && v.model !== undefined) throw new UsageError('give either --model or --ckpt/--config, not both');
   if (v.ckpt === undefined && (v.tokenizer !== undefined || v.eta !== undefined)) throw new UsageError('--tokenizer and --eta apply to --ckpt models');
   if (v['negative-prompt'] !== undefined && v.prompt === undefined) throw new UsageError('--negative-prompt needs --prompt');
+  if (v.family !== undefined) {
+    if (!isFamily(v.family)) throw new UsageError(`--family must be one of ${FAMILY_NAMES.join(', ')}; got ${JSON.stringify(v.family)}`);
+    if (FAMILIES[v.family].needs === 'lora' && (v as Record<string, unknown>).lora === undefined) {
+      throw new UsageError(`--family ${v.family} needs --lora <file> (the LCM-LoRA weights; LoRA loading is the --lora option)`);
+    }
+    if (v.ckpt !== undefined && v.family !== 'ldm') throw new UsageError(`--ckpt/--config load the paper's LDM releases: --family ldm, not ${v.family}`);
+  }
   let classLabels: number[] | undefined;
   if (v.class !== undefined) {
     classLabels = v.class.split(',').map((s) => intArg('class', s, 0)!);
@@ -167,14 +186,15 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
   }
   const out = v.out ?? 'out.png';
   if (!/\.png$/i.test(out)) throw new UsageError(`--out must name a .png file, got ${JSON.stringify(out)}`);
-  return {
+  const parsed: GenerateArgs = {
     model: v.model ?? defaultModel(),
     modelLabel: v.model ?? BUNDLED_MODEL,
     classLabels,
     prompt: v.prompt,
     negativePrompt: v['negative-prompt'],
-    steps: intArg('steps', v.steps, 1, 1000) ?? 20,
+    steps: intArg('steps', v.steps, 1, 1000),
     sampler: v.sampler,
+    family: v.family,
     ...seedArg(v.seed),
     timeoutMs,
     guidance: numArg('guidance', v.guidance),
@@ -184,6 +204,8 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     out,
     ...(v.ckpt !== undefined ? { ckpt: v.ckpt, config: v.config, tokenizer: v.tokenizer, eta: numArg('eta', v.eta), modelLabel: v.ckpt } : {}),
   };
+  // a family named on the command line sets its defaults now; otherwise generate guesses it from the folder
+  return parsed.family ? withFamilyDefaults(parsed, parsed.family) : parsed;
 }
 
 /** GenerateArgs from the `ldm-webgpu` JSON chunk of a PNG (this CLI's or the demo page's). */
@@ -232,6 +254,7 @@ export function argsFromPng(file: string, model: string | undefined, out: string
     out,
     f16: p.f16 === false ? false : undefined,
     batchIndex: int('batchIndex', 0) ?? 0,
+    exact: true,
   };
 }
 

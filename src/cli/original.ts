@@ -1,5 +1,6 @@
 // `ldm-webgpu generate --ckpt model.ckpt --config config.yaml`: one of the paper's original releases
 // through LatentDiffusion.fromOriginal, sampled with CompVis DDIM, written as PNGs.
+import { FAMILIES } from './families.js';
 import { Engine } from '../runtime/engine.js';
 import { LatentDiffusion } from '../pipelines/latent_diffusion.js';
 import type { GenerateArgs } from './args.js';
@@ -18,7 +19,7 @@ export async function generateOriginal(args: GenerateArgs, abort: AbortControlle
       classLabels: args.classLabels,
       prompt: args.prompt !== undefined ? Array(n).fill(args.prompt) : undefined,
       batchSize: args.classLabels || args.prompt !== undefined ? undefined : n,
-      steps: args.steps,
+      steps: args.steps ?? FAMILIES.ldm.steps,
       eta: args.eta ?? 0,
       guidanceScale: args.guidance ?? 1,
       seed: args.seed,

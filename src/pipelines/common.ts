@@ -47,16 +47,31 @@ export const SAMPLER_ALIASES: Record<string, SchedulerName> = {
   lcm: 'LCMScheduler',
 };
 
+/** Short names for a class with options of its own, set over the model's config (diffusers'
+ * `Scheduler.from_config(config, timestep_spacing="trailing")`). */
+export const SAMPLER_PRESETS: Record<string, { className: SchedulerName; options: SchedulerConfig }> = {
+  // SD-Turbo / SDXL-Turbo: ancestral Euler from t = 999 (trailing spacing), 1-4 steps, guidance off
+  euler_a_trailing: { className: 'EulerAncestralDiscreteScheduler', options: { timestep_spacing: 'trailing' } },
+  'euler-a-trailing': { className: 'EulerAncestralDiscreteScheduler', options: { timestep_spacing: 'trailing' } },
+  euler_trailing: { className: 'EulerDiscreteScheduler', options: { timestep_spacing: 'trailing' } },
+  'dpm++2m_karras': { className: 'DPMSolverMultistepScheduler', options: { use_karras_sigmas: true } },
+  euler_karras: { className: 'EulerDiscreteScheduler', options: { use_karras_sigmas: true } },
+};
+
 /** A scheduler from a diffusers scheduler_config.json (its _class_name) or another class with the
  * same training betas (diffusers' `Scheduler.from_config(pipe.scheduler.config)`). */
 export function createScheduler(config: SchedulerConfig, className?: string): Scheduler {
   const own = (o: object, k: unknown) => typeof k === 'string' && Object.prototype.hasOwnProperty.call(o, k);
   const alias = className?.toLowerCase();
+  if (own(SAMPLER_PRESETS, alias)) {
+    const p = SAMPLER_PRESETS[alias!];
+    return createScheduler({ ...config, ...p.options }, p.className);
+  }
   const name = (className ? (own(SAMPLER_ALIASES, alias) ? SAMPLER_ALIASES[alias!] : className) : config._class_name) as string;
   // own properties only: 'toString' or '__proto__' must not reach Object.prototype
   const cls = own(SCHEDULERS, name) ? SCHEDULERS[name as SchedulerName] : undefined;
   if (!cls) {
-    throw new Error(`unsupported scheduler ${JSON.stringify(name)} (supported: ${Object.keys(SCHEDULERS).join(', ')}; short names ${Object.keys(SAMPLER_ALIASES).join(', ')})`);
+    throw new Error(`unsupported scheduler ${JSON.stringify(name)} (supported: ${Object.keys(SCHEDULERS).join(', ')}; short names ${[...Object.keys(SAMPLER_ALIASES), ...Object.keys(SAMPLER_PRESETS)].join(', ')})`);
   }
   const cfg = { ...config };
   if (className && name !== config._class_name) {

@@ -1,0 +1,104 @@
+// `generate --family`: each family's defaults (steps, guidance, sampler) fill what the command line
+// leaves out, the family of a folder is guessed when not given, and the sampler presets (SD-Turbo's
+// trailing ancestral Euler, Karras sigmas) set their options over the model's scheduler config.
+import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { PNG } from 'pngjs';
+import { parseGenerateArgs, UsageError } from '../src/cli/main.js';
+import { detectFamily, FAMILIES, FAMILY_NAMES } from '../src/cli/families.js';
+import { createScheduler } from '../src/index.js';
+import { readGenerationParameters } from '../src/image/png_metadata.js';
+import { buildTinySd2Folder, readSd2Manifest } from './tiny_sd2.js';
+
+const root = resolve(import.meta.dirname, '..');
+const cli = (args: string[]) =>
+  spawnSync(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), ...args], { cwd: root, encoding: 'utf8', timeout: 240_000 });
+
+const SD_SCHED = { _class_name: 'PNDMScheduler', beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', steps_offset: 1, skip_prk_steps: true };
+
+describe('--family defaults', () => {
+  it('fills steps, guidance and sampler from the family; flags given win', () => {
+    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sd-turbo'])).toMatchObject({ family: 'sd-turbo', steps: 1, guidance: 0, sampler: 'euler_a_trailing' });
+    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sd-turbo', '--steps', '4', '--guidance', '1.5', '--sampler', 'euler'])).toMatchObject({ steps: 4, guidance: 1.5, sampler: 'euler' });
+    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'lcm'])).toMatchObject({ steps: 4, guidance: 1, sampler: 'lcm' });
+    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sdxl'])).toMatchObject({ steps: 20, guidance: 5, sampler: undefined });
+    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sd2'])).toMatchObject({ steps: 20, guidance: 7.5 });
+    // an LDM keeps its own guidance default (3 with class labels, else 1)
+    expect(parseGenerateArgs(['--class', '3', '--family', 'ldm'])).toMatchObject({ steps: 20, guidance: undefined });
+    // without --family nothing is decided yet: generate guesses the family from the folder
+    expect(parseGenerateArgs(['--prompt', 'a']).steps).toBeUndefined();
+    for (const f of FAMILY_NAMES) expect(FAMILIES[f].steps, f).toBeGreaterThan(0);
+  });
+
+  it('refuses unknown families, LCM-LoRA without a LoRA, and SD families on --ckpt', () => {
+    expect(() => parseGenerateArgs(['--family', 'sd3'])).toThrow(/--family must be one of sd1, sd2, sdxl, sd-turbo, lcm, lcm-lora, ldm/);
+    expect(() => parseGenerateArgs(['--prompt', 'a', '--family', 'lcm-lora'])).toThrow(UsageError);
+    expect(() => parseGenerateArgs(['--prompt', 'a', '--family', 'lcm-lora'])).toThrow(/needs --lora/);
+    expect(() => parseGenerateArgs(['--ckpt', 'm.ckpt', '--config', 'c.yaml', '--family', 'sd1'])).toThrow(/--family ldm/);
+  });
+
+  it('guesses the family of a folder from its configs', () => {
+    const sd = { _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DConditionModel'] };
+    expect(detectFamily(sd, SD_SCHED, { cross_attention_dim: 768 })).toBe('sd1');
+    expect(detectFamily(sd, SD_SCHED, { cross_attention_dim: 1024, use_linear_projection: true })).toBe('sd2');
+    expect(detectFamily(sd, { ...SD_SCHED, _class_name: 'DDIMScheduler', prediction_type: 'v_prediction' }, { cross_attention_dim: 1024 })).toBe('sd2');
+    expect(detectFamily(sd, { ...SD_SCHED, _class_name: 'EulerDiscreteScheduler', timestep_spacing: 'trailing' }, { cross_attention_dim: 1024 })).toBe('sd-turbo');
+    expect(detectFamily({ _class_name: 'StableDiffusionXLPipeline' }, { ...SD_SCHED, _class_name: 'EulerAncestralDiscreteScheduler', timestep_spacing: 'trailing' }, null)).toBe('sd-turbo');
+    expect(detectFamily({ _class_name: 'StableDiffusionXLPipeline' }, { ...SD_SCHED, _class_name: 'EulerDiscreteScheduler', timestep_spacing: 'leading' }, { cross_attention_dim: 2048 })).toBe('sdxl');
+    expect(detectFamily(sd, { ...SD_SCHED, _class_name: 'LCMScheduler' }, { cross_attention_dim: 768 })).toBe('lcm');
+    expect(detectFamily({ _class_name: 'LatentConsistencyModelPipeline' }, SD_SCHED, { cross_attention_dim: 768, time_cond_proj_dim: 256 })).toBe('lcm');
+    expect(detectFamily({ _class_name: 'LDMPipeline' }, { _class_name: 'DDIMScheduler' }, null)).toBe('ldm');
+  });
+});
+
+describe('sampler presets', () => {
+  it('euler_a_trailing is ancestral Euler from t = 999 (SD-Turbo), on the model betas', () => {
+    const s = createScheduler(SD_SCHED, 'euler_a_trailing');
+    expect(s.className).toBe('EulerAncestralDiscreteScheduler');
+    s.setTimesteps(1);
+    expect([...s.timesteps]).toEqual([999]);
+    s.setTimesteps(4);
+    expect([...s.timesteps]).toEqual([999, 749, 499, 249]);
+    // the plain alias keeps the config's spacing (none given: Euler's linspace): 1 step runs at t = 0
+    const plain = createScheduler(SD_SCHED, 'euler_a');
+    plain.setTimesteps(1);
+    expect([...plain.timesteps]).toEqual([0]);
+    expect(createScheduler(SD_SCHED, 'dpm++2m_karras').config.use_karras_sigmas).toBe(true);
+    expect(createScheduler(SD_SCHED, 'EULER_TRAILING').className).toBe('EulerDiscreteScheduler');
+    expect(() => createScheduler(SD_SCHED, 'euler_a_leadin')).toThrow(/euler_a_trailing/);
+  });
+});
+
+describe('generate picks the family', () => {
+  let dir = '';
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cli-family-'));
+    buildTinySd2Folder(join(dir, 'sd2'), 'ddim', readSd2Manifest());
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('guesses SD 2.x from the folder, and runs it as SD-Turbo with --family sd-turbo (1 step, guidance off)', () => {
+    const a = join(dir, 'a.png');
+    const r = cli(['generate', '--model', join(dir, 'sd2'), '--prompt', 'a red cube', '--steps', '2', '--width', '32', '--height', '32', '--out', a]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/family: sd2 \(guessed from the folder; --family to change\): 2 steps, guidance 7.5, sampler the model's own/);
+    expect(readGenerationParameters(readFileSync(a))?.params).toMatchObject({ steps: 2, guidanceScale: 7.5 });
+
+    const b = join(dir, 'b.png');
+    const t = cli(['generate', '--model', join(dir, 'sd2'), '--family', 'sd-turbo', '--prompt', 'a red cube', '--width', '32', '--height', '32', '--out', b]);
+    expect(t.status, t.stderr).toBe(0);
+    expect(t.stderr).toMatch(/family: sd-turbo: 1 step, guidance 0 \(off\), sampler euler_a_trailing/);
+    const png = readFileSync(b);
+    expect(readGenerationParameters(png)?.params).toMatchObject({ steps: 1, guidanceScale: 0, sampler: 'euler_a_trailing' });
+    expect([PNG.sync.read(png).width, PNG.sync.read(png).height]).toEqual([32, 32]);
+    // --from reruns exactly what the PNG says (no family defaults added) to the same bytes
+    const c = join(dir, 'c.png');
+    const f = cli(['generate', '--from', b, '--out', c]);
+    expect(f.status, f.stderr).toBe(0);
+    expect(f.stderr).not.toMatch(/family:/);
+    expect(readFileSync(c).equals(png)).toBe(true);
+  }, 240_000);
+});
