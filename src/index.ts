@@ -14,7 +14,7 @@ export { AutoencoderKL } from './models/autoencoder_kl.js';
 export { VQModel } from './models/vq_model.js';
 export { AutoencoderTiny } from './models/autoencoder_tiny.js';
 export { UNet2DModel } from './models/unet_2d.js';
-export { UNet2DConditionModel } from './models/unet_2d_condition.js';
+export { UNet2DConditionModel, type AddedCondKwargs, type UNet2DConditionForwardOptions } from './models/unet_2d_condition.js';
 export {
   DDPMScheduler,
   DDIMScheduler,

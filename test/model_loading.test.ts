@@ -291,7 +291,7 @@ describe('unsupported config values', () => {
   const cases = [
     { cls: AutoencoderKL, fixture: 'autoencoder_kl/small', key: 'act_fn', value: 'gelu', component: 'AutoencoderKL' },
     { cls: UNet2DModel, fixture: 'unet2d/uncond', key: 'time_embedding_type', value: 'fourier', component: 'UNet2DModel' },
-    { cls: UNet2DConditionModel, fixture: 'unet2d_condition/conv_proj', key: 'addition_embed_type', value: 'text_time', component: 'UNet2DConditionModel' },
+    { cls: UNet2DConditionModel, fixture: 'unet2d_condition/conv_proj', key: 'addition_embed_type', value: 'text_image', component: 'UNet2DConditionModel' },
     { cls: VQModel, fixture: 'vq_model/small', key: 'norm_type', value: 'spatial', component: 'VQModel' },
   ] as const;
   for (const k of cases) {

@@ -17,6 +17,7 @@ import { matmul } from './matmul.js';
 import { concat, slice } from './layout.js';
 import { scale as scaleBy } from './unary.js';
 import { softmax } from './softmax.js';
+import { cast } from './elementwise.js';
 
 export interface AttentionOptions {
   heads: number;
@@ -24,6 +25,13 @@ export interface AttentionOptions {
   scale?: number;
   /** mask key j > query i (decoder / CLIP text encoder) */
   causal?: boolean;
+  /**
+   * diffusers' upcast_attention (SD 2.1): Q K^T and the softmax in f32 for f16 inputs. The fused kernel
+   * always computes them in f32 (its loads widen to f32, its running max/sum/accumulator are f32), so
+   * this only changes the by-parts path for very wide heads, whose score matrix would otherwise be
+   * stored in f16 (large logits overflow to Inf there). No effect on f32 inputs.
+   */
+  upcast?: boolean;
 }
 
 export interface AttentionCostArgs {
@@ -92,13 +100,16 @@ export function attentionConfig(engine: Engine, dHead: number, lq: number, causa
  * The unfused path: per head, S = (scale q) k^T, P = softmax(S), P v, with the scores in memory
  * (B * Lq * Lk per head). q is scaled first so f16 scores stay in range.
  */
-function attentionByParts(q: Tensor, k: Tensor, v: Tensor, heads: number, dHead: number, scale: number, causal: boolean): Tensor {
+function attentionByParts(q: Tensor, k: Tensor, v: Tensor, heads: number, dHead: number, scale: number, causal: boolean, upcast: boolean): Tensor {
   return q.engine.scope(() => {
     const head = (x: Tensor, h: number) => (heads === 1 ? x : slice(x, 2, h * dHead, (h + 1) * dHead));
+    // upcast: scores and probabilities in f32, P cast back to v's dtype for P v (as diffusers does)
+    const wide = upcast && q.dtype === 'f16' ? (x: Tensor) => cast(x, 'f32') : (x: Tensor) => x;
     const outs: Tensor[] = [];
     for (let h = 0; h < heads; h++) {
-      const scores = matmul(scaleBy(head(q, h), scale), head(k, h), { transposeB: true });
-      outs.push(matmul(softmax(scores, { causal }), head(v, h)));
+      const scores = matmul(scaleBy(wide(head(q, h)), scale), wide(head(k, h)), { transposeB: true });
+      const p = softmax(scores, { causal });
+      outs.push(matmul(p.dtype === v.dtype ? p : cast(p, v.dtype), head(v, h)));
     }
     return heads === 1 ? outs[0] : concat(outs, 2);
   });
@@ -131,7 +142,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const cfg = attentionConfig(engine, dHead, Lq, causal);
   // A head too wide for the fused kernel's tiles in workgroup memory (the paper's cin256-v2 has one
   // head of up to 960 channels): attention by parts, with an L x L score matrix per head.
-  if (!cfg) return attentionByParts(q, k, v, heads, dHead, scale, causal);
+  if (!cfg) return attentionByParts(q, k, v, heads, dHead, scale, causal, opts.upcast ?? false);
   const out = engine.empty([B, Lq, C], dtype, op);
   const { BQ } = attentionLayout(cfg);
   const qTiles = Math.ceil(Lq / BQ);

@@ -1,4 +1,4 @@
-// The key mapping of Stable Diffusion 1.x single-file checkpoints (CompVis / original LDM key names) mapped onto the
+// The key mapping of Stable Diffusion 1.x (and SDXL: the UNet's added embedding) single-file checkpoints (CompVis / original LDM key names) mapped onto the
 // diffusers modules: model.diffusion_model.* -> UNet2DConditionModel, first_stage_model.* ->
 // AutoencoderKL, cond_stage_model.transformer.* -> CLIPTextModel. The mapping follows the block
 // arithmetic of the original code, generalised to any layers_per_block and number of levels.
@@ -42,6 +42,8 @@ export function mapUNetKey(key: string, config: Config): string | null {
   const upTypes = c.oneOfList('up_block_types', ['CrossAttnUpBlock2D', 'UpBlock2D'], ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], n);
   let m: RegExpExecArray | null;
   if ((m = /^time_embed\.(0|2)\.(.*)$/.exec(key))) return `time_embedding.linear_${m[1] === '0' ? 1 : 2}.${m[2]}`;
+  const added = mapUNetAddedKey(key, config);
+  if (added) return added;
   if ((m = /^label_emb\.0\.(.*)$/.exec(key))) return `class_embedding.${m[1]}`;
   if ((m = /^out\.(0|2)\.(.*)$/.exec(key))) return `${m[1] === '0' ? 'conv_norm_out' : 'conv_out'}.${m[2]}`;
   if ((m = /^input_blocks\.0\.0\.(.*)$/.exec(key))) return `conv_in.${m[1]}`;
@@ -82,6 +84,17 @@ export function mapUNetKey(key: string, config: Config): string | null {
     return null;
   }
   return null;
+}
+
+/**
+ * SDXL single files (Stability's sgm layout, same block numbering as CompVis): the added-embedding MLP
+ * label_emb.0.0 / label_emb.0.2 is diffusers' add_embedding.linear_1 / linear_2 when the config has
+ * addition_embed_type "text_time". Null for any other key.
+ */
+export function mapUNetAddedKey(key: string, config: Config): string | null {
+  if (config.addition_embed_type !== 'text_time') return null;
+  const m = /^label_emb\.0\.(0|2)\.(weight|bias)$/.exec(key);
+  return m ? `add_embedding.linear_${m[1] === '0' ? 1 : 2}.${m[2]}` : null;
 }
 
 /** CompVis VAE key (without 'first_stage_model.') -> diffusers key, or null. */

@@ -147,25 +147,38 @@ export class TimestepEmbedding {
     private dim: number,
     private flipSinToCos: boolean,
     private freqShift: number,
+    private condProj: Linear | null,
   ) {}
 
-  static async load(L: ParamLoader, name: string, dim: number, embedDim: number, opts: { flipSinToCos: boolean; freqShift: number }): Promise<TimestepEmbedding> {
+  /** condProjDim: diffusers' cond_proj_dim (an LCM UNet's time_cond_proj_dim): a bias-free linear from
+   * the condition to `dim`, added to the sinusoid before linear_1. */
+  static async load(L: ParamLoader, name: string, dim: number, embedDim: number, opts: { flipSinToCos: boolean; freqShift: number; condProjDim?: number | null }): Promise<TimestepEmbedding> {
     return new TimestepEmbedding(
       await Linear.load(L, `${name}.linear_1`, dim, embedDim),
       await Linear.load(L, `${name}.linear_2`, embedDim, embedDim),
       dim,
       opts.flipSinToCos,
       opts.freqShift,
+      opts.condProjDim ? await Linear.load(L, `${name}.cond_proj`, opts.condProjDim, dim, false) : null,
     );
   }
 
-  /** timesteps: one per batch item */
-  forward(timesteps: number[]): Tensor {
+  /** timesteps: one per batch item; condition [B, cond_proj_dim] when the embedding has a cond_proj */
+  forward(timesteps: number[], condition?: Tensor): Tensor {
     const engine = this.linear1.weight.engine;
     return engine.scope(() => {
       let proj = ops.timestepEmbedding(engine, timesteps, this.dim, { flipSinToCos: this.flipSinToCos, downscaleFreqShift: this.freqShift });
       if (this.linear1.weight.dtype === 'f16') proj = ops.cast(proj, 'f16');
-      return this.linear2.forward(this.linear1.forward(proj, 'silu'));
+      return this.project(proj, condition);
+    });
+  }
+
+  /** linear_2(silu(linear_1(x + cond_proj(condition)))) of an embedding input x [B, dim] that is already made
+   * (SDXL's add_embedding reads pooled text embeds and time-id sinusoids). */
+  project(x: Tensor, condition?: Tensor): Tensor {
+    return x.engine.scope(() => {
+      const h = condition && this.condProj ? ops.add(x, this.condProj.forward(condition)) : x;
+      return this.linear2.forward(this.linear1.forward(h, 'silu'));
     });
   }
 }
@@ -178,9 +191,11 @@ export class CrossAttention {
     private v: Linear,
     private out: Linear,
     private heads: number,
+    private upcast: boolean,
   ) {}
 
-  static async load(L: ParamLoader, name: string, queryDim: number, contextDim: number, heads: number, dimHead: number, opts: { qkvBias?: boolean } = {}): Promise<CrossAttention> {
+  /** upcast: diffusers' upcast_attention (Q K^T and the softmax in f32 under f16; see ops.attention) */
+  static async load(L: ParamLoader, name: string, queryDim: number, contextDim: number, heads: number, dimHead: number, opts: { qkvBias?: boolean; upcast?: boolean } = {}): Promise<CrossAttention> {
     const s = L.scope(`${name}.`);
     const inner = heads * dimHead;
     const bias = opts.qkvBias ?? false;
@@ -190,13 +205,14 @@ export class CrossAttention {
       await Linear.load(s, 'to_v', contextDim, inner, bias),
       await Linear.load(s, 'to_out.0', inner, queryDim),
       heads,
+      opts.upcast ?? false,
     );
   }
 
   forward(x: Tensor, context?: Tensor, opts: { causal?: boolean } = {}): Tensor {
     const c = context ?? x;
     return x.engine.scope(() => {
-      const a = ops.attention(this.q.forward(x), this.k.forward(c), this.v.forward(c), { heads: this.heads, causal: opts.causal });
+      const a = ops.attention(this.q.forward(x), this.k.forward(c), this.v.forward(c), { heads: this.heads, causal: opts.causal, upcast: this.upcast });
       return this.out.forward(a);
     });
   }
@@ -222,13 +238,13 @@ export class BasicTransformerBlock {
     private ff: FeedForwardGEGLU,
   ) {}
 
-  static async load(L: ParamLoader, name: string, dim: number, heads: number, dimHead: number, crossDim: number | null, opts: { onlyCrossAttention?: boolean } = {}): Promise<BasicTransformerBlock> {
+  static async load(L: ParamLoader, name: string, dim: number, heads: number, dimHead: number, crossDim: number | null, opts: { onlyCrossAttention?: boolean; upcastAttention?: boolean } = {}): Promise<BasicTransformerBlock> {
     const s = L.scope(`${name}.`);
     return new BasicTransformerBlock(
       await LayerNorm.load(s, 'norm1', dim, 1e-5),
-      await CrossAttention.load(s, 'attn1', dim, opts.onlyCrossAttention && crossDim ? crossDim : dim, heads, dimHead),
+      await CrossAttention.load(s, 'attn1', dim, opts.onlyCrossAttention && crossDim ? crossDim : dim, heads, dimHead, { upcast: opts.upcastAttention }),
       crossDim ? await LayerNorm.load(s, 'norm2', dim, 1e-5) : null,
-      crossDim ? await CrossAttention.load(s, 'attn2', dim, crossDim, heads, dimHead) : null,
+      crossDim ? await CrossAttention.load(s, 'attn2', dim, crossDim, heads, dimHead, { upcast: opts.upcastAttention }) : null,
       await LayerNorm.load(s, 'norm3', dim, 1e-5),
       await FeedForwardGEGLU.load(s, 'ff', dim, dim * 4),
     );
@@ -259,13 +275,13 @@ export class Transformer2DModel {
     L: ParamLoader,
     name: string,
     channels: number,
-    opts: { heads: number; dimHead: number; crossDim: number | null; layers: number; linearProjection: boolean; groups?: number; onlyCrossAttention?: boolean },
+    opts: { heads: number; dimHead: number; crossDim: number | null; layers: number; linearProjection: boolean; groups?: number; onlyCrossAttention?: boolean; upcastAttention?: boolean },
   ): Promise<Transformer2DModel> {
     const s = L.scope(`${name}.`);
     const inner = opts.heads * opts.dimHead;
     const blocks: BasicTransformerBlock[] = [];
     for (let i = 0; i < opts.layers; i++) {
-      blocks.push(await BasicTransformerBlock.load(s, `transformer_blocks.${i}`, inner, opts.heads, opts.dimHead, opts.crossDim, { onlyCrossAttention: opts.onlyCrossAttention }));
+      blocks.push(await BasicTransformerBlock.load(s, `transformer_blocks.${i}`, inner, opts.heads, opts.dimHead, opts.crossDim, { onlyCrossAttention: opts.onlyCrossAttention, upcastAttention: opts.upcastAttention }));
     }
     const proj = (n: string, a: number, b: number) => (opts.linearProjection ? Linear.load(s, n, a, b) : Conv2d.load(s, n, a, b, { kernel: 1 }));
     return new Transformer2DModel(await GroupNorm.load(s, 'norm', channels, opts.groups ?? 32, 1e-6), await proj('proj_in', channels, inner), blocks, await proj('proj_out', inner, channels));

@@ -10,7 +10,8 @@ export interface Attn {
   forward(x: Tensor, context?: Tensor): Tensor;
 }
 
-export type AttnFactory = (L: ParamLoader, name: string, channels: number) => Promise<Attn>;
+/** j: the attention's index within its block */
+export type AttnFactory = (L: ParamLoader, name: string, channels: number, j: number) => Promise<Attn>;
 
 export interface ResnetOpts {
   temb: number;
@@ -33,7 +34,7 @@ export class DownBlock {
     const attns: Attn[] = [];
     for (let j = 0; j < layers; j++) {
       resnets.push(await ResnetBlock2D.load(L, `${name}.resnets.${j}`, j === 0 ? cin : cout, cout, r));
-      if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout));
+      if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout, j));
     }
     const down = !downsample
       ? null
@@ -60,7 +61,7 @@ export class MidBlock {
   static async load(L: ParamLoader, name: string, ch: number, r: ResnetOpts, attn: AttnFactory | null): Promise<MidBlock> {
     return new MidBlock(
       await ResnetBlock2D.load(L, `${name}.resnets.0`, ch, ch, r),
-      attn ? await attn(L, `${name}.attentions.0`, ch) : null,
+      attn ? await attn(L, `${name}.attentions.0`, ch, 0) : null,
       await ResnetBlock2D.load(L, `${name}.resnets.1`, ch, ch, r),
     );
   }
@@ -83,7 +84,7 @@ export class UpBlock {
       const resSkip = j === layers - 1 ? skipIn : cout;
       const resIn = j === 0 ? prev : cout;
       resnets.push(await ResnetBlock2D.load(L, `${name}.resnets.${j}`, resIn + resSkip, cout, r));
-      if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout));
+      if (attn) attns.push(await attn(L, `${name}.attentions.${j}`, cout, j));
     }
     const up = !upsample
       ? null
@@ -119,9 +120,30 @@ export function spatialAttention(headDim: number | null, groups: number, eps: nu
   return (L, name, ch) => SpatialAttention.load(L, name, ch, { heads: headDim ? Math.floor(ch / headDim) : 1, groups, eps });
 }
 
-export function transformerAttention(opts: { heads: number; crossDim: number; layers: number; linearProjection: boolean; groups: number; onlyCrossAttention: boolean }): AttnFactory {
-  return (L, name, ch) => {
+/** layers: transformer blocks per Transformer2DModel, one number for all of a block's attentions or a list
+ * with one per attention (diffusers' per-layer transformer_layers_per_block lists). */
+export function transformerAttention(opts: {
+  heads: number;
+  crossDim: number;
+  layers: number | readonly number[];
+  linearProjection: boolean;
+  groups: number;
+  onlyCrossAttention: boolean;
+  upcastAttention?: boolean;
+}): AttnFactory {
+  return (L, name, ch, j) => {
     if (ch % opts.heads !== 0) throw new Error(`${name}: ${ch} channels do not split into ${opts.heads} heads`);
-    return Transformer2DModel.load(L, name, ch, { heads: opts.heads, dimHead: ch / opts.heads, crossDim: opts.crossDim, layers: opts.layers, linearProjection: opts.linearProjection, groups: opts.groups, onlyCrossAttention: opts.onlyCrossAttention });
+    const layers = typeof opts.layers === 'number' ? opts.layers : opts.layers[j];
+    if (layers === undefined) throw new Error(`${name}: no transformer_layers_per_block entry for attention ${j}`);
+    return Transformer2DModel.load(L, name, ch, {
+      heads: opts.heads,
+      dimHead: ch / opts.heads,
+      crossDim: opts.crossDim,
+      layers,
+      linearProjection: opts.linearProjection,
+      groups: opts.groups,
+      onlyCrossAttention: opts.onlyCrossAttention,
+      upcastAttention: opts.upcastAttention,
+    });
   };
 }

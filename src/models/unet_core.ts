@@ -1,5 +1,5 @@
 // The skeleton both UNets share (diffusers' UNet2DModel and UNet2DConditionModel): the timestep
-// embedding plus optional class embedding (and, later, SDXL's added embeddings: they enter in
+// embedding plus optional class embedding and added embeddings (SDXL's text_time: they enter in
 // embed()), conv_in, the down blocks whose outputs are the skips, the mid block, the up blocks that
 // consume them, and norm_out + SiLU + conv_out. The two models differ only in their config keys,
 // their attention blocks and their input checks.
@@ -20,6 +20,8 @@ export interface UNetCoreSpec {
   tembDim: number;
   flipSinToCos: boolean;
   freqShift: number;
+  /** time_cond_proj_dim: the time embedding's cond_proj input (LCM's guidance embedding), or null */
+  timeCondProjDim?: number | null;
   numClassEmbeds: number | null;
   groups: number;
   normOutGroups: number;
@@ -101,7 +103,7 @@ export class UNetCore {
     }
     const parts: UNetCoreParts = {
       convIn: await Conv2d.load(L, 'conv_in', s.inChannels, boc[0]),
-      time: await TimestepEmbedding.load(L, 'time_embedding', boc[0], s.tembDim, { flipSinToCos: s.flipSinToCos, freqShift: s.freqShift }),
+      time: await TimestepEmbedding.load(L, 'time_embedding', boc[0], s.tembDim, { flipSinToCos: s.flipSinToCos, freqShift: s.freqShift, condProjDim: s.timeCondProjDim }),
       classEmbedding: s.numClassEmbeds ? await L.get('class_embedding.weight', [s.numClassEmbeds, s.tembDim]) : null,
       down,
       mid,
@@ -113,10 +115,11 @@ export class UNetCore {
     return new UNetCore(parts, s.numClassEmbeds, widths);
   }
 
-  /** silu(time_embedding(t) + class_embedding(labels) + extra...), [B, temb]: what every resnet reads. */
-  embed(op: string, timesteps: number[], opts: { classLabels?: readonly number[]; extra?: Tensor[] } = {}): Tensor {
+  /** silu(time_embedding(t, timestepCond) + class_embedding(labels) + extra...), [B, temb]: what every
+   * resnet reads. extra: added embeddings (SDXL's add_embedding); timestepCond: LCM's guidance embedding. */
+  embed(op: string, timesteps: number[], opts: { classLabels?: readonly number[]; extra?: Tensor[]; timestepCond?: Tensor } = {}): Tensor {
     const { time, classEmbedding } = this.p;
-    let emb = time.forward(timesteps);
+    let emb = time.forward(timesteps, opts.timestepCond);
     if (classEmbedding) emb = ops.add(emb, ops.embedding(classEmbedding, checkClassLabels(op, opts.classLabels, timesteps.length, this.numClassEmbeds!)));
     for (const e of opts.extra ?? []) emb = ops.add(emb, e);
     return ops.silu(emb);

@@ -74,6 +74,9 @@ export const LIMITS: Readonly<Record<string, Bounds>> = {
   pad_token_id: TOKEN_ID,
   steps_offset: { min: 0, max: 100_000 },
   original_inference_steps: { min: 1, max: 100_000 },
+  addition_time_embed_dim: CHANNELS,
+  projection_class_embeddings_input_dim: { min: 1, max: 1 << 20 },
+  time_cond_proj_dim: CHANNELS,
 };
 
 type Primitive = string | number | boolean | null;
@@ -261,6 +264,28 @@ export class ConfigReader {
     const r = typeof v === 'number' ? Array<unknown>(blocks).fill(v) : v;
     if (!Array.isArray(r) || r.length !== blocks) throw this.fail(key, v, `config key '${key}' must be an integer or a list of ${blocks} integers, got ${show(v)}`);
     const out = r.map((x, i) => this.toInt(`${key}[${i}]`, x, bounds));
+    this.out[key] = out;
+    return out;
+  }
+
+  /**
+   * transformer_layers_per_block and its reverse_ list: an integer, one per block, or per block a list with
+   * one integer per layer of that block (`layers(i)` of them; diffusers' asymmetrical UNets). Null when the
+   * key is absent and def is null.
+   */
+  perBlockPerLayer(key: string, def: number | null, blocks: number, layers: (i: number) => number, bounds?: Bounds): (number | number[])[] | null {
+    const v = this.raw(key) ?? def;
+    if (v === null) return null;
+    if (typeof v === 'number') return this.perBlock(key, v, blocks, bounds);
+    if (!Array.isArray(v) || v.length !== blocks) {
+      throw this.fail(key, v, `config key '${key}' must be an integer or a list of ${blocks} entries (each an integer or a list with one per layer), got ${show(v)}`);
+    }
+    const b = bounds ?? LIMITS[key] ?? LIMITS.transformer_layers_per_block;
+    const out = v.map((x: unknown, i) => {
+      if (!Array.isArray(x)) return this.toInt(`${key}[${i}]`, x, b);
+      if (x.length !== layers(i)) throw this.fail(key, v, `config key '${key}[${i}]' must list ${layers(i)} integers (one per layer of block ${i}), got ${show(x)}`);
+      return x.map((y: unknown, j) => this.toInt(`${key}[${i}][${j}]`, y, b));
+    });
     this.out[key] = out;
     return out;
   }
