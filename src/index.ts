@@ -30,6 +30,7 @@ export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './pip
 export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './pipelines/common.js';
 export { StableDiffusionPipeline, type SDGenerateOptions } from './pipelines/stable_diffusion.js';
 export { fromSingleFile } from './loaders/single_file.js';
+export { LoraMerger, LoraError, loadWithLoras, type LoraSpec, type LoraReport, type LoraComponent, type LoraFileSource } from './loaders/lora.js';
 export { CLIPTextModel, CLIPTextModelWithProjection, type ClipTextForwardOptions, type ClipTextOutput, type ClipTextWithProjectionOutput } from './text/clip_text_model.js';
 export { CLIPTokenizer } from './text/clip_tokenizer.js';
 export { SchedulerBase, parseConfigJson } from './schedulers/index.js';

@@ -7,6 +7,7 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import type { Config } from '../runtime/config.js';
+import type { WeightSource } from '../runtime/weights.js';
 import { loadFromSingleFile, type SingleFileSource } from './single_file_keys.js';
 
 export * from './single_file_keys.js';
@@ -27,8 +28,12 @@ export function fromSingleFile<K extends keyof SingleFileModels>(
   engine: Engine,
   source: SingleFileSource,
   component: K,
-  opts: { config: Config } & IOOptions,
+  opts: { config: Config; transformWeights?: (weights: WeightSource, config: Config) => WeightSource } & IOOptions,
 ): Promise<SingleFileModels[K]> {
   if (!opts?.config) return Promise.reject(new Error(`fromSingleFile(${component}): pass { config } (the diffusers config of the component)`));
-  return loadFromSingleFile(LOADERS[component], engine, source, component, opts.config, opts);
+  const load = LOADERS[component];
+  const t = opts.transformWeights;
+  // singleFileComponent hands the loader a WeightSource view; a transform (LoRA merge) wraps it
+  const wrapped = t ? (e: Engine, c: Config, s: TensorSource) => load(e, c, t(s as WeightSource, c)) : load;
+  return loadFromSingleFile(wrapped, engine, source, component, opts.config, opts);
 }

@@ -116,7 +116,7 @@ export async function buildModel<P, M extends Model>(
 export async function fromPretrained<T>(cls: Loadable<T>, engine: Engine, pathOrUrl: string, opts: LoadOptions = {}): Promise<T> {
   const { config, weights } = await loadComponentFolder(pathOrUrl, opts);
   try {
-    return await cls.load(engine, config, weights);
+    return await cls.load(engine, config, opts.transformWeights ? opts.transformWeights(weights, config) : weights);
   } finally {
     await weights.close?.();
   }

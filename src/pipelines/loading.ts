@@ -2,12 +2,15 @@
 // in a subfolder (config.json + weights; scheduler/scheduler_config.json; tokenizer/ files).
 import type { Engine } from '../runtime/engine.js';
 import { joinPath, readJson, type ProgressCallback } from '../runtime/io.js';
-import type { LoadOptions } from '../runtime/weights.js';
+import type { LoadOptions, WeightSource } from '../runtime/weights.js';
 import type { Config } from '../runtime/config.js';
+import { LoraMerger, LORA_COMPONENTS, type LoraComponent, type LoraReport, type LoraSpec } from '../loaders/lora.js';
 
 export interface PipelineLoadOptions extends LoadOptions {
   /** progress over all components: (component, loadedBytes, totalBytes) */
   onComponentProgress?: (component: string, loaded: number, total: number) => void;
+  /** LoRA files merged into the UNet and text encoder(s) as they load, each with its scale */
+  loras?: readonly LoraSpec[];
 }
 
 interface Disposable {
@@ -26,21 +29,38 @@ export async function loadPipelineFolder(
   base: string,
   classes: Record<string, ComponentClass>,
   opts: PipelineLoadOptions = {},
-): Promise<{ index: Config; models: Record<string, Disposable>; schedulerConfig: Config }> {
+): Promise<{ index: Config; models: Record<string, Disposable>; schedulerConfig: Config; loraReport: LoraReport | null }> {
   const io = { ...opts, onProgress: undefined };
   const index: Config = await readJson(joinPath(base, 'model_index.json'), io);
   const models: Record<string, Disposable> = {};
+  const loras = opts.loras?.length ? await LoraMerger.open(opts.loras, io) : null;
   try {
     for (const [name, cls] of Object.entries(classes)) {
       const entry = index[name];
       if (!Array.isArray(entry) || entry[1] === null) continue;
       const onProgress: ProgressCallback | undefined = opts.onComponentProgress ? (l, t) => opts.onComponentProgress!(name, l, t) : opts.onProgress;
-      models[name] = await cls.fromPretrained(engine, joinPath(base, name), { ...opts, onProgress });
+      const transformWeights = loras && (LORA_COMPONENTS as readonly string[]).includes(name) ? withLoras(loras, name as LoraComponent) : undefined;
+      models[name] = await cls.fromPretrained(engine, joinPath(base, name), { ...opts, onProgress, transformWeights });
     }
     const schedulerConfig: Config = await readJson(joinPath(base, 'scheduler', 'scheduler_config.json'), io);
-    return { index, models, schedulerConfig };
+    return { index, models, schedulerConfig, loraReport: reportLoras(loras) };
   } catch (e) {
     for (const m of Object.values(models)) m.dispose();
     throw e;
+  } finally {
+    await loras?.close();
   }
+}
+
+/** The transformWeights hook that merges `loras` into one component as it loads. */
+export function withLoras(loras: LoraMerger, component: LoraComponent): (weights: WeightSource, config: Config) => WeightSource {
+  return (weights, config) => loras.wrap(component, weights, config);
+}
+
+/** The merge report (null without LoRAs); keys left out are also said on the console. */
+export function reportLoras(loras: LoraMerger | null): LoraReport | null {
+  if (!loras) return null;
+  const r = loras.report();
+  if (r.ignored.length) console.warn(`LoRA: ${r.ignored.length} key(s) ignored: ${r.ignored.slice(0, 5).join('; ')}${r.ignored.length > 5 ? '; ...' : ''}`);
+  return r;
 }

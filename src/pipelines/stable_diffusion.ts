@@ -12,7 +12,8 @@ import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 import { asDtype, assertFinite, checkEmbeds, checkGuidance, checkImage, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import { loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
+import { LoraMerger, type LoraReport } from '../loaders/lora.js';
 import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
 import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
@@ -58,6 +59,8 @@ export class StableDiffusionPipeline {
   readonly tokenizer: CLIPTokenizer | null;
   previewDecoder: AutoencoderTiny | null;
   scheduler: Scheduler;
+  /** what the `loras` load option merged and left out (null when loaded without LoRAs) */
+  loraReport: LoraReport | null = null;
 
   constructor(c: {
     vae: AutoencoderKL;
@@ -97,14 +100,14 @@ export class StableDiffusionPipeline {
       const index = c.index as Record<string, unknown>;
       const tokenizer = Array.isArray(index.tokenizer) && index.tokenizer[1] ? await CLIPTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs }) : null;
       const scheduler = createScheduler(c.schedulerConfig);
-      return new StableDiffusionPipeline({
+      return withReport(c.loraReport, new StableDiffusionPipeline({
         vae: c.models.vae as AutoencoderKL,
         unet: c.models.unet as UNet2DConditionModel,
         textEncoder: (c.models.text_encoder as CLIPTextModel | undefined) ?? null,
         tokenizer,
         scheduler,
         predictionType: scheduler.predictionType,
-      });
+      }));
     } catch (e) {
       for (const m of Object.values(c.models)) m.dispose();
       throw e;
@@ -123,21 +126,26 @@ export class StableDiffusionPipeline {
   ): Promise<StableDiffusionPipeline> {
     const file = await openSingleFile(source, opts);
     const loaded: { dispose(): void }[] = [];
+    let loras: LoraMerger | null = null;
     try {
-      const unet = await fromSingleFile(engine, file, 'unet', { config: opts.unetConfig ?? SD15_UNET });
+      loras = opts.loras?.length ? await LoraMerger.open(opts.loras, opts) : null;
+      const unet = await fromSingleFile(engine, file, 'unet', { config: opts.unetConfig ?? SD15_UNET, transformWeights: loras ? withLoras(loras, 'unet') : undefined });
       loaded.push(unet);
       const vae = await fromSingleFile(engine, file, 'vae', { config: opts.vaeConfig ?? SD15_VAE });
       loaded.push(vae);
       const hasText = file.names().some((n) => n.startsWith('cond_stage_model.transformer.'));
-      const textEncoder = hasText ? await fromSingleFile(engine, file, 'text_encoder', { config: opts.textEncoderConfig ?? SD15_TEXT_ENCODER }) : null;
+      const textEncoder = hasText
+        ? await fromSingleFile(engine, file, 'text_encoder', { config: opts.textEncoderConfig ?? SD15_TEXT_ENCODER, transformWeights: loras ? withLoras(loras, 'text_encoder') : undefined })
+        : null;
       if (textEncoder) loaded.push(textEncoder);
       const tokenizer = typeof opts.tokenizer === 'string' ? await CLIPTokenizer.fromPretrained(opts.tokenizer) : opts.tokenizer ?? null;
       const scheduler = createScheduler(opts.schedulerConfig ?? SD15_SCHEDULER);
-      return new StableDiffusionPipeline({ vae, unet, textEncoder, tokenizer, scheduler, predictionType: scheduler.predictionType });
+      return withReport(reportLoras(loras), new StableDiffusionPipeline({ vae, unet, textEncoder, tokenizer, scheduler, predictionType: scheduler.predictionType }));
     } catch (e) {
       for (const m of loaded) m.dispose();
       throw e;
     } finally {
+      await loras?.close();
       if (typeof source === 'string' || source instanceof Uint8Array || source instanceof ArrayBuffer) await file.close();
     }
   }
@@ -320,4 +328,9 @@ async function prepareMask(maskT: Tensor, imageT: Tensor, f: number): Promise<{ 
 function upload(engine: Engine, a: Float32Array, shape: number[], dtype: 'f32' | 'f16'): Tensor {
   const t = engine.tensor(a, shape);
   return dtype === 'f32' ? t : ops.cast(t, dtype);
+}
+
+function withReport(report: LoraReport | null, pipe: StableDiffusionPipeline): StableDiffusionPipeline {
+  pipe.loraReport = report;
+  return pipe;
 }

@@ -381,6 +381,8 @@ export interface ComponentLoadOptions extends IOOptions {
   variant?: 'fp16';
   /** download progress (URL) or read progress as tensors are uploaded (local folder) */
   onProgress?: ProgressCallback;
+  /** the source the model loads from instead of the folder's weights (e.g. LoRAs merged on upload) */
+  transformWeights?: (weights: WeightSource, config: Config) => WeightSource;
 }
 
 export interface Component {

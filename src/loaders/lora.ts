@@ -1,0 +1,474 @@
+// LoRA (Hu et al., 2021) merged into the base weights as they are loaded:
+//   W' = W + scale * (alpha / rank) * up @ down
+// (down [rank, in, kh, kw] or [rank, in]; up [out, rank, 1, 1] or [out, rank]), which is what
+// diffusers' fuse_lora computes. Each base tensor with a LoRA is read once on the host in f32, the
+// deltas of every LoRA added, and uploaded once in the model's dtype: the GPU never holds a second
+// copy of the base weights. This module parses the files, maps their names onto a component's
+// weights and wraps the component's WeightSource; it imports no model (pipelines hand it sources).
+//
+// Names understood:
+// - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B`, the older `<module>.lora.down.weight`
+//   / `up`, attention processors (`attn1.processor.to_q_lora.down.weight`), `lora_linear_layer`;
+//   prefixes `unet.`, `text_encoder.`, `text_encoder_2.` (a file without any is a UNet LoRA).
+//   No alpha in these files: alpha = rank unless `<module>.alpha` or the spec's alpha says otherwise.
+// - kohya: `lora_unet_<module_with_underscores>.lora_down.weight` / `.lora_up.weight` / `.alpha`,
+//   `lora_te_` (SD 1.x text encoder), `lora_te1_` / `lora_te2_` (SDXL); UNet modules named after
+//   diffusers' blocks or after the original checkpoint's (input_blocks / middle_block /
+//   output_blocks, mapped through layers_per_block).
+import type { Engine } from '../runtime/engine.js';
+import { type DType, type Tensor, numel, shapeStr, DTYPE_BYTES } from '../runtime/tensor.js';
+import { WeightSource, WeightError, closeNames, type UploadOptions } from '../runtime/weights.js';
+import { f32ToF16Bits } from '../runtime/half.js';
+import type { IOOptions } from '../runtime/io.js';
+import type { Config } from '../runtime/config.js';
+
+/** The components a LoRA can touch (diffusers' component names). */
+export type LoraComponent = 'unet' | 'text_encoder' | 'text_encoder_2';
+export const LORA_COMPONENTS: readonly LoraComponent[] = ['unet', 'text_encoder', 'text_encoder_2'];
+
+/** A LoRA safetensors file: a local path (Node), a URL, its bytes, or an opened WeightSource. */
+export type LoraFileSource = string | URL | Uint8Array | ArrayBuffer | WeightSource;
+
+export interface LoraSpec {
+  source: LoraFileSource;
+  /** the strength (diffusers' lora_scale / cross_attention_kwargs scale); default 1 */
+  scale?: number;
+  /** alpha for modules whose file has none (PEFT keeps lora_alpha in adapter_config.json); default rank */
+  alpha?: number;
+  /** name in reports and errors (default: the path, or 'LoRA #i') */
+  label?: string;
+}
+
+/** What a load merged: `label: component.module` per merged layer, and `label: key` (why) per key left out. */
+export interface LoraReport {
+  applied: string[];
+  ignored: string[];
+}
+
+/** A LoRA that does not fit the base model (names or shapes), or that cannot be read as a LoRA. */
+export class LoraError extends Error {
+  override readonly name = 'LoraError';
+  constructor(
+    /** the LoRA's label */
+    readonly lora: string,
+    /** the first few offending keys, each with the reason */
+    readonly offenders: string[],
+    /** how many offenders in all */
+    readonly count: number,
+    what: string,
+  ) {
+    super(`${lora}: ${what}${offenders.length ? `: ${offenders.join('; ')}${count > offenders.length ? `; ... (${count} in all)` : ''}` : ''}`);
+  }
+}
+
+const SHOWN = 5;
+
+type Part = 'down' | 'up' | 'alpha';
+
+/** One LoRA layer of a file: its down/up/alpha keys and the module they name (not yet resolved). */
+interface Layer {
+  component: LoraComponent;
+  /** kohya: the module with underscores; dotted: diffusers' module name */
+  module: string;
+  kohya: boolean;
+  down?: string;
+  up?: string;
+  alpha?: string;
+}
+
+interface LoraFile {
+  label: string;
+  scale: number;
+  alpha?: number;
+  source: WeightSource;
+  owned: boolean;
+  layers: Layer[];
+  /** keys that are not LoRA weights this loader uses, with the reason */
+  ignored: string[];
+}
+
+/** One delta to add to a base weight. */
+interface Delta {
+  lora: LoraFile;
+  layer: Layer;
+  rank: number;
+  /** scale * alpha / rank */
+  factor: number;
+}
+
+// ---------------------------------------------------------------- key parsing
+
+const KOHYA = /^lora_(unet|te|te1|te2)_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)$/;
+const KOHYA_COMPONENT: Record<string, LoraComponent> = { unet: 'unet', te: 'text_encoder', te1: 'text_encoder', te2: 'text_encoder_2' };
+/** dotted suffixes -> part, longest first */
+const DOTTED_PARTS: [string, Part][] = [
+  ['.lora_linear_layer.down.weight', 'down'],
+  ['.lora_linear_layer.up.weight', 'up'],
+  ['_lora.down.weight', 'down'],
+  ['_lora.up.weight', 'up'],
+  ['.lora.down.weight', 'down'],
+  ['.lora.up.weight', 'up'],
+  ['.lora_A.weight', 'down'],
+  ['.lora_B.weight', 'up'],
+  ['.alpha', 'alpha'],
+];
+
+/** diffusers' old attention-processor names -> module names of each component */
+function normalizeDotted(component: LoraComponent, module: string): string {
+  let m = module.replace(/\.processor(?=\.|$)/, '').replace(/_lora$/, '');
+  const te = component !== 'unet';
+  const proc = /(^|\.)(to_q|to_k|to_v|to_out)$/.exec(m);
+  if (proc) {
+    const stem = m.slice(0, m.length - proc[2].length);
+    if (te) m = stem + { to_q: 'q_proj', to_k: 'k_proj', to_v: 'v_proj', to_out: 'out_proj' }[proc[2]];
+    else if (proc[2] === 'to_out') m = stem + 'to_out.0';
+  }
+  return m;
+}
+
+function parseFile(label: string, source: WeightSource): { layers: Layer[]; ignored: string[] } {
+  const names = source.names();
+  const byModule = new Map<string, Layer>();
+  const ignored: string[] = [];
+  const dora: string[] = [];
+  const prefixed = names.some((n) => /^(base_model\.model\.)?(unet|text_encoder|text_encoder_2)\./.test(n));
+  for (const key of names) {
+    if (/dora_scale$|lora_magnitude_vector/.test(key)) {
+      dora.push(key);
+      continue;
+    }
+    let component: LoraComponent | undefined;
+    let module = '';
+    let part: Part | undefined;
+    let kohya = false;
+    const k = KOHYA.exec(key);
+    if (k) {
+      component = KOHYA_COMPONENT[k[1]];
+      module = k[2];
+      part = k[3] === 'alpha' ? 'alpha' : k[3].startsWith('lora_down') ? 'down' : 'up';
+      kohya = true;
+    } else {
+      const suffix = DOTTED_PARTS.find(([s]) => key.endsWith(s));
+      if (suffix) {
+        let rest = key.slice(0, key.length - suffix[0].length).replace(/^base_model\.model\./, '');
+        const pre = /^(unet|text_encoder_2|text_encoder)\./.exec(rest);
+        if (pre) {
+          component = pre[1] as LoraComponent;
+          rest = rest.slice(pre[0].length);
+        } else if (!prefixed) {
+          component = 'unet';
+        }
+        if (component) {
+          part = suffix[1];
+          module = normalizeDotted(component, rest);
+        }
+      }
+    }
+    if (!component || !part || !module) {
+      ignored.push(`${key} (not a LoRA weight)`);
+      continue;
+    }
+    const id = `${component}|${kohya ? 'k' : 'd'}|${module}`;
+    let layer = byModule.get(id);
+    if (!layer) byModule.set(id, (layer = { component, module, kohya }));
+    if (layer[part]) throw new LoraError(label, [`${layer[part]} and ${key}`], 1, `two ${part} tensors for one layer`);
+    layer[part] = key;
+  }
+  if (dora.length) throw new LoraError(label, dora.slice(0, SHOWN), dora.length, 'DoRA LoRAs (dora_scale / lora_magnitude_vector) are not supported');
+  const layers: Layer[] = [];
+  const half: string[] = [];
+  for (const l of byModule.values()) {
+    if (l.down && l.up) layers.push(l);
+    else half.push(l.down ? `${l.down} (no up tensor)` : l.up ? `${l.up} (no down tensor)` : `${l.alpha} (an alpha without weights)`);
+  }
+  if (half.length) throw new LoraError(label, half.slice(0, SHOWN), half.length, 'incomplete LoRA layers');
+  if (!layers.length) throw new LoraError(label, ignored.slice(0, SHOWN), ignored.length, 'no LoRA weights found (expected diffusers/PEFT lora_A/lora_B or kohya lora_down/lora_up keys)');
+  return { layers, ignored };
+}
+
+// ---------------------------------------------------------------- original (SGM) UNet numbering
+
+const RESNET_INNER: [RegExp, string][] = [
+  [/^in_layers_2$/, 'conv1'],
+  [/^out_layers_3$/, 'conv2'],
+  [/^emb_layers_1$/, 'time_emb_proj'],
+  [/^skip_connection$/, 'conv_shortcut'],
+];
+
+function resnetInner(rest: string): string {
+  for (const [re, to] of RESNET_INNER) if (re.test(rest)) return to;
+  return rest;
+}
+
+/**
+ * Candidate diffusers module names (underscored) for a kohya UNet module named with the original
+ * checkpoint's blocks: input_blocks.N (N = 1 + block * (L + 1) + layer; a downsampler at layer L),
+ * middle_block.0/1/2 and output_blocks.N (N = block * (L + 1) + layer), L = layers_per_block.
+ */
+function sgmCandidates(raw: string, config: Config): string[] {
+  const L = config.layers_per_block;
+  if (typeof L !== 'number' || !Number.isInteger(L) || L < 1) return [];
+  const S = L + 1;
+  let m: RegExpExecArray | null;
+  if (raw === 'input_blocks_0_0') return ['conv_in'];
+  if (raw === 'out_2') return ['conv_out'];
+  if ((m = /^time_embed_(0|2)$/.exec(raw))) return [`time_embedding_linear_${m[1] === '0' ? 1 : 2}`];
+  if ((m = /^label_emb_0_(0|2)$/.exec(raw))) return [`add_embedding_linear_${m[1] === '0' ? 1 : 2}`];
+  if ((m = /^input_blocks_(\d+)_(\d+)_(.+)$/.exec(raw))) {
+    const n = Number(m[1]) - 1;
+    const [b, l, inner, rest] = [Math.floor(n / S), n % S, Number(m[2]), m[3]];
+    if (n < 0) return [];
+    if (l === L) return rest === 'op' || rest === 'conv' ? [`down_blocks_${b}_downsamplers_0_conv`] : [];
+    if (inner === 0) return [`down_blocks_${b}_resnets_${l}_${resnetInner(rest)}`];
+    if (inner === 1) return [`down_blocks_${b}_attentions_${l}_${rest}`];
+    return [];
+  }
+  if ((m = /^middle_block_(\d)_(.+)$/.exec(raw))) {
+    const i = Number(m[1]);
+    if (i === 1) return [`mid_block_attentions_0_${m[2]}`];
+    if (i === 0 || i === 2) return [`mid_block_resnets_${i / 2}_${resnetInner(m[2])}`];
+    return [];
+  }
+  if ((m = /^output_blocks_(\d+)_(\d+)_(.+)$/.exec(raw))) {
+    const n = Number(m[1]);
+    const [b, l, inner, rest] = [Math.floor(n / S), n % S, Number(m[2]), m[3]];
+    if (inner === 0) return [`up_blocks_${b}_resnets_${l}_${resnetInner(rest)}`];
+    const out: string[] = [];
+    if (inner === 1) out.push(`up_blocks_${b}_attentions_${l}_${rest}`);
+    if (rest === 'conv') out.push(`up_blocks_${b}_upsamplers_0_conv`);
+    return out;
+  }
+  return [];
+}
+
+// ---------------------------------------------------------------- opening
+
+async function openLora(spec: LoraSpec, i: number, io: IOOptions): Promise<LoraFile> {
+  if (!spec || typeof spec !== 'object' || spec.source === undefined || spec.source === null) {
+    throw new LoraError(`LoRA #${i + 1}`, [], 0, 'expected { source, scale? }');
+  }
+  const src = spec.source;
+  const label = spec.label ?? (typeof src === 'string' || src instanceof URL ? String(src) : src instanceof WeightSource ? src.label : `LoRA #${i + 1}`);
+  const scale = spec.scale ?? 1;
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new LoraError(label, [], 0, `scale must be a finite number, got ${String(scale)}`);
+  if (spec.alpha !== undefined && !(typeof spec.alpha === 'number' && Number.isFinite(spec.alpha))) {
+    throw new LoraError(label, [], 0, `alpha must be a finite number, got ${String(spec.alpha)}`);
+  }
+  const owned = !(src instanceof WeightSource);
+  const source =
+    src instanceof WeightSource ? src : typeof src === 'string' || src instanceof URL ? await WeightSource.open(src, io) : WeightSource.fromBytes(src, label);
+  try {
+    return { label, scale, alpha: spec.alpha, source, owned, ...parseFile(label, source) };
+  } catch (e) {
+    if (owned) await source.close();
+    throw e;
+  }
+}
+
+/**
+ * Several LoRAs, each with its scale, merged into the components they name as those load.
+ * `wrap(component, weights, config)` returns the source a model's `load` reads (the base source when
+ * no LoRA touches that component); `report()` after the loads; `close()` releases the files.
+ */
+export class LoraMerger {
+  private wrapped = new Set<LoraComponent>();
+  private applied: string[] = [];
+  /** per wrapped component: target weight -> deltas not yet merged */
+  private pending = new Map<string, Delta[]>();
+
+  private constructor(readonly loras: LoraFile[]) {}
+
+  static async open(specs: readonly LoraSpec[], io: IOOptions = {}): Promise<LoraMerger> {
+    if (!Array.isArray(specs)) throw new LoraError('loras', [], 0, 'expected an array of { source, scale? }');
+    const files: LoraFile[] = [];
+    try {
+      for (let i = 0; i < specs.length; i++) files.push(await openLora(specs[i], i, io));
+    } catch (e) {
+      await Promise.all(files.filter((f) => f.owned).map((f) => f.source.close()));
+      throw e;
+    }
+    return new LoraMerger(files);
+  }
+
+  /** Components at least one LoRA names. */
+  get components(): LoraComponent[] {
+    return LORA_COMPONENTS.filter((c) => this.loras.some((f) => f.layers.some((l) => l.component === c)));
+  }
+
+  /**
+   * The source `component`'s model loads from: `weights` with every LoRA layer of that component
+   * merged into its base tensor on upload. Checks every layer's name and shapes first (LoraError
+   * naming the first offenders), so a LoRA that does not fit fails before anything is uploaded.
+   */
+  wrap(component: LoraComponent, weights: WeightSource, config: Config = {}): WeightSource {
+    if (this.wrapped.has(component)) throw new Error(`LoraMerger.wrap: ${component} was already wrapped`);
+    const plan = new Map<string, Delta[]>();
+    // base modules: weights of rank 2 (linear) or 4 (conv), by dotted and underscored name
+    const modules = new Map<string, number[]>();
+    const underscored = new Map<string, string>();
+    for (const n of weights.names()) {
+      if (!n.endsWith('.weight')) continue;
+      const shape = weights.info(n)!.shape;
+      if (shape.length !== 2 && shape.length !== 4) continue;
+      const mod = n.slice(0, -'.weight'.length);
+      modules.set(mod, shape);
+      underscored.set(mod.replace(/\./g, '_'), mod);
+    }
+    for (const lora of this.loras) {
+      const offenders: string[] = [];
+      const targets = new Map<string, string>();
+      for (const layer of lora.layers) {
+        if (layer.component !== component) continue;
+        const candidates = layer.kohya ? [layer.module, ...(component === 'unet' ? sgmCandidates(layer.module, config) : [])] : [layer.module];
+        let target: string | undefined;
+        for (const c of candidates) {
+          target = layer.kohya ? underscored.get(c) : modules.has(c) ? c : underscored.get(c.replace(/\./g, '_'));
+          if (target) break;
+        }
+        if (!target) {
+          const close = closeNames(layer.module, layer.kohya ? [...underscored.keys()] : [...modules.keys()], 2);
+          offenders.push(`${layer.down} (no layer '${layer.module}' in the ${component}${close.length ? `; close: ${close.join(', ')}` : ''})`);
+          continue;
+        }
+        const prev = targets.get(target);
+        if (prev) {
+          offenders.push(`${layer.down} (layer ${target} already has ${prev})`);
+          continue;
+        }
+        targets.set(target, layer.down!);
+        const base = modules.get(target)!;
+        const down = lora.source.info(layer.down!)!.shape;
+        const up = lora.source.info(layer.up!)!.shape;
+        const rank = down[0];
+        const fits =
+          down.length >= 2 &&
+          up.length >= 2 &&
+          rank > 0 &&
+          up[1] === rank &&
+          up.slice(2).every((d) => d === 1) &&
+          up[0] === base[0] &&
+          numel(down) / rank === numel(base) / base[0] &&
+          (down.length === 2 || base.length === 4);
+        if (!fits) {
+          offenders.push(`${layer.down} (down ${shapeStr(down)}, up ${shapeStr(up)} do not fit ${component}.${target}.weight ${shapeStr(base)})`);
+          continue;
+        }
+        // a file's own alpha (kohya) is read at merge time and wins over this default
+        const alpha = lora.alpha ?? rank;
+        const list = plan.get(`${target}.weight`) ?? [];
+        list.push({ lora, layer, rank, factor: lora.scale * (alpha / rank) });
+        plan.set(`${target}.weight`, list);
+      }
+      if (offenders.length) {
+        throw new LoraError(lora.label, offenders.slice(0, SHOWN), offenders.length, `does not fit the ${component} (${weights.label})`);
+      }
+    }
+    this.wrapped.add(component);
+    if (!plan.size) return weights;
+    for (const [k, v] of plan) this.pending.set(`${component}|${k}`, v);
+    const view = weights.renamed((n) => n);
+    const merger = this;
+    return Object.assign(view, {
+      upload(engine: Engine, name: string, shape?: readonly number[], opts: UploadOptions = {}): Promise<Tensor> {
+        const deltas = plan.get(name);
+        if (!deltas) return weights.upload(engine, name, shape, opts);
+        return merger.mergeUpload(component, weights, engine, name, deltas, shape, opts);
+      },
+    });
+  }
+
+  private async mergeUpload(component: LoraComponent, weights: WeightSource, engine: Engine, name: string, deltas: Delta[], expected: readonly number[] | undefined, opts: UploadOptions): Promise<Tensor> {
+    const stored = weights.info(name)!.shape;
+    const shape = expected ?? stored;
+    const same = stored.length === shape.length && stored.every((d, i) => d === shape[i]);
+    if (!same && !(opts.allowReshape && numel(stored) === numel(shape))) {
+      throw new WeightError(weights.label, `weight '${name}' has shape ${shapeStr(stored)}, expected ${shapeStr(shape)}`, name);
+    }
+    const dtype: DType = opts.dtype ?? (engine.f16 ? 'f16' : 'f32');
+    if (dtype === 'i32') throw new WeightError(weights.label, `weight '${name}' has a LoRA but is loaded as i32`, name);
+    const need = numel(shape) * DTYPE_BYTES[dtype];
+    if (need > engine.limits.maxStorageBufferBindingSize) {
+      throw new WeightError(weights.label, `weight '${name}' ${shapeStr(shape)} needs ${need} bytes as ${dtype}, over this device's maxStorageBufferBindingSize`, name);
+    }
+    // a copy: an F32 tensor of an in-memory file is a view of the file's bytes
+    const w = Float32Array.from(await weights.readF32(name));
+    const out = stored[0];
+    const cols = w.length / out;
+    for (const d of deltas) {
+      const src = d.lora.source;
+      let factor = d.factor;
+      if (d.layer.alpha) {
+        const a = await src.readF32(d.layer.alpha);
+        if (a.length !== 1 || !Number.isFinite(a[0])) throw new LoraError(d.lora.label, [`${d.layer.alpha} (${a.length} values)`], 1, 'alpha must be one finite number');
+        factor = d.lora.scale * (a[0] / d.rank);
+      }
+      const up = await src.readF32(d.layer.up!);
+      const down = await src.readF32(d.layer.down!);
+      addLowRank(w, up, down, out, d.rank, cols, factor);
+      this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
+    }
+    this.pending.delete(`${component}|${name}`);
+    const t = engine.empty(shape, dtype, `upload ${name} (+LoRA)`, true);
+    try {
+      engine.writeTensor(t, dtype === 'f16' ? f32ToF16Bits(w) : w);
+    } catch (err) {
+      t.dispose();
+      throw err;
+    }
+    return t;
+  }
+
+  /** Layers merged, and keys left out: not LoRA weights, for components not loaded, or never uploaded. */
+  report(): LoraReport {
+    const ignored: string[] = [];
+    for (const f of this.loras) {
+      for (const k of f.ignored) ignored.push(`${f.label}: ${k}`);
+      for (const l of f.layers) if (!this.wrapped.has(l.component)) ignored.push(`${f.label}: ${l.down} (no ${l.component} loaded)`);
+    }
+    for (const [k, ds] of this.pending) {
+      const [component, name] = k.split('|');
+      for (const d of ds) ignored.push(`${d.lora.label}: ${d.layer.down} (${component} never loaded ${name})`);
+    }
+    return { applied: [...this.applied], ignored };
+  }
+
+  /** Closes the files this merger opened (sources passed in as WeightSource stay open). */
+  async close(): Promise<void> {
+    await Promise.all(this.loras.filter((f) => f.owned).map((f) => f.source.close()));
+  }
+}
+
+/** w[o, j] += factor * sum_r up[o, r] * down[r, j], accumulated in float64 per row. */
+export function addLowRank(w: Float32Array, up: Float32Array, down: Float32Array, out: number, rank: number, cols: number, factor: number): void {
+  const row = new Float64Array(cols);
+  for (let o = 0; o < out; o++) {
+    row.fill(0);
+    for (let r = 0; r < rank; r++) {
+      const c = up[o * rank + r];
+      if (c === 0) continue;
+      const off = r * cols;
+      for (let j = 0; j < cols; j++) row[j] += c * down[off + j];
+    }
+    const base = o * cols;
+    for (let j = 0; j < cols; j++) w[base + j] += factor * row[j];
+  }
+}
+
+/** Opens `loras`, wraps one component's weights, loads with `load`, and closes the files. For the
+ * models' own `load(engine, config, source)`: the report of what merged comes back beside the model. */
+export async function loadWithLoras<T>(
+  load: (source: WeightSource) => Promise<T>,
+  component: LoraComponent,
+  weights: WeightSource,
+  config: Config,
+  loras: readonly LoraSpec[],
+  io: IOOptions = {},
+): Promise<{ model: T; lora: LoraReport }> {
+  const merger = await LoraMerger.open(loras, io);
+  try {
+    const model = await load(merger.wrap(component, weights, config));
+    return { model, lora: merger.report() };
+  } finally {
+    await merger.close();
+  }
+}

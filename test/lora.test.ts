@@ -1,0 +1,268 @@
+// LoRA merged at load (src/loaders/lora.ts) vs diffusers 0.31 + peft (tools/pyref/gen_lora.py): merged
+// weights of the tiny SD UNet and CLIP text encoder for PEFT, kohya and original-numbering (SGM) kohya
+// files (linear, 1x1 and 3x3 conv layers), two LoRAs with their scales, whole pipelines (DDIM, and an
+// LCM-LoRA-shaped file with LCMScheduler at 4 steps, guidance 1.5), errors and the ignored-keys report.
+// The LoRA files are built here from test/seeded.ts with the keys and shapes case.json lists.
+import { describe, it, expect, afterAll, beforeAll } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { StableDiffusionPipeline, WeightSource, LoraMerger, LoraError, loadWithLoras, UNet2DConditionModel, type LoraSpec } from '../src/index.js';
+import { getEngine, relL2, track, reportWorst } from './helpers.js';
+import { FIXTURES, readSafetensorsFile, loadCase } from './fixture.js';
+import { seededSafetensors, seededValues, type ManifestEntry } from './seeded.js';
+import { buildTinySdFolder } from './tiny_sd.js';
+
+afterAll(() => reportWorst('lora'));
+
+const DIR = join(FIXTURES, 'lora');
+interface CaseJson {
+  prompt: string;
+  prompt_ids: number[];
+  files: Record<string, ManifestEntry[]>;
+  cases: Record<string, { loras: { file: string; scale: number }[]; weights?: string[]; scheduler?: string; steps?: number; guidance_scale?: number; seed?: number; timesteps?: number[] }>;
+}
+const meta = JSON.parse(readFileSync(join(DIR, 'case.json'), 'utf8')) as CaseJson;
+const refs = readSafetensorsFile(join(DIR, 'refs.safetensors'));
+const fileBytes = new Map<string, Uint8Array>();
+function loraBytes(name: string): Uint8Array {
+  if (!fileBytes.has(name)) fileBytes.set(name, seededSafetensors(meta.files[name]));
+  return fileBytes.get(name)!;
+}
+const specs = (c: { loras: { file: string; scale: number }[] }): LoraSpec[] => c.loras.map((l) => ({ source: loraBytes(l.file), scale: l.scale, label: l.file }));
+
+const sd = loadCase('pipelines/txt2img_cfg_ddim');
+const unetConfig = (sd.config as Record<string, Record<string, unknown>>).unet;
+const sdBytes = readFileSync(join(sd.dir, 'weights.safetensors'));
+const teBytes = readFileSync(join(FIXTURES, 'clip_text', 'quick_gelu', 'model.safetensors'));
+const bases = () => ({ unet: WeightSource.fromBytes(sdBytes, 'unet').withPrefix('unet.'), text_encoder: WeightSource.fromBytes(teBytes, 'te') });
+
+/** Merged f32 weights of `names` (component.module.weight) through the merger's wrapped sources. */
+async function mergedWeights(loras: LoraSpec[], names: string[]): Promise<Map<string, Float32Array>> {
+  const engine = await getEngine();
+  const merger = await LoraMerger.open(loras);
+  const b = bases();
+  const src = { unet: merger.wrap('unet', b.unet, unetConfig), text_encoder: merger.wrap('text_encoder', b.text_encoder) };
+  const out = new Map<string, Float32Array>();
+  for (const n of names) {
+    const [comp, ...rest] = n.split('.');
+    const name = rest.join('.');
+    const s = src[comp as 'unet' | 'text_encoder'];
+    const t = await s.upload(engine, name, s.info(name)!.shape, { dtype: 'f32' });
+    out.set(n, (await t.read()) as Float32Array);
+    t.dispose();
+  }
+  await merger.close();
+  return out;
+}
+
+describe('LoRA merge = diffusers fuse_lora (W + scale * alpha / rank * up @ down)', () => {
+  for (const c of ['peft', 'kohya', 'sgm', 'two']) {
+    it(`merge/${c}: every merged layer (linear, 1x1 and 3x3 conv; UNet and text encoder)`, async () => {
+      const cs = meta.cases[`merge/${c}`];
+      const got = await mergedWeights(specs(cs), cs.weights!);
+      const b = bases();
+      for (const n of cs.weights!) {
+        const ref = refs[`merge/${c}/${n}`].data;
+        expect(track(`merge/${c}`, relL2(got.get(n)!, ref)), n).toBeLessThan(1e-6);
+        // the LoRA changed the weight (so the check above can fail)
+        const [comp, ...rest] = n.split('.');
+        const base = await b[comp as 'unet' | 'text_encoder'].readF32(rest.join('.'));
+        expect(relL2(base, ref), n).toBeGreaterThan(1e-2);
+      }
+      expect(cs.weights!.some((n) => refs[`merge/${c}/${n}`].shape.length === 4 && refs[`merge/${c}/${n}`].shape[2] === 3)).toBe(true);
+    });
+  }
+
+  it('older diffusers names (lora.down / processor to_q_lora / lora_linear_layer) merge like PEFT ones', async () => {
+    const entries = meta.files.peft.map((e) => {
+      let key = e.key.replace('.lora_A.weight', '.lora.down.weight').replace('.lora_B.weight', '.lora.up.weight');
+      key = key
+        .replace(/\.attn1\.to_q\.lora\./, '.attn1.processor.to_q_lora.')
+        .replace(/\.attn1\.to_out\.0\.lora\./, '.attn1.processor.to_out_lora.')
+        .replace(/\.self_attn\.q_proj\.lora\./, '.self_attn.to_q_lora.')
+        .replace(/\.self_attn\.out_proj\.lora\./, '.self_attn.to_out_lora.')
+        .replace(/\.mlp\.fc1\.lora\./, '.mlp.fc1.lora_linear_layer.');
+      return { key, shape: e.shape, values: Array.from(readSeeded(e)) };
+    });
+    expect(entries.some((e) => e.key.includes('processor.to_out_lora'))).toBe(true);
+    expect(entries.some((e) => e.key.includes('self_attn.to_q_lora'))).toBe(true);
+    const cs = meta.cases['merge/peft'];
+    const got = await mergedWeights([{ source: seededSafetensors(entries), scale: 0.8 }], cs.weights!);
+    for (const n of cs.weights!) expect(track('merge/old-diffusers', relL2(got.get(n)!, refs[`merge/peft/${n}`].data)), n).toBeLessThan(1e-6);
+  });
+
+  it('a LoRA in f16 storage merges into an f16 upload', async () => {
+    const engine = await getEngine();
+    const cs = meta.cases['merge/kohya'];
+    const merger = await LoraMerger.open(specs(cs));
+    const src = merger.wrap('unet', bases().unet, unetConfig);
+    const name = 'down_blocks.0.resnets.0.conv1.weight';
+    const t = await src.upload(engine, name, src.info(name)!.shape, { dtype: 'f16' });
+    const back = await t.read();
+    t.dispose();
+    await merger.close();
+    expect(relL2(back, refs[`merge/kohya/unet.${name}`].data)).toBeLessThan(1e-3);
+  });
+});
+
+/** The values of a manifest entry (seeded from its own key). */
+function readSeeded(e: ManifestEntry): Float32Array {
+  return e.values ? Float32Array.from(e.values) : seededValues(e.key, e.shape);
+}
+
+describe('StableDiffusionPipeline with LoRAs vs diffusers (fuse_lora, then the pipeline)', () => {
+  let dir = '';
+  beforeAll(() => {
+    dir = buildTinySdFolder();
+  });
+
+  for (const name of ['kohya_ddim', 'two_ddim', 'lcm']) {
+    it(`pipe/${name}: latents at every step and the image (f32, rel L2 <= 1e-4)`, async () => {
+      const engine = await getEngine();
+      const c = meta.cases[`pipe/${name}`];
+      const pipe = await StableDiffusionPipeline.fromPretrained(engine, dir, { loras: specs(c) });
+      expect(Array.from(pipe.tokenizer!.encode(meta.prompt))).toEqual(meta.prompt_ids);
+      const nLayers = c.loras.reduce((s, l) => s + meta.files[l.file].filter((e) => e.key.endsWith('down.weight') || e.key.endsWith('lora_A.weight')).length, 0);
+      expect(pipe.loraReport!.applied).toHaveLength(nLayers);
+      expect(pipe.loraReport!.ignored).toEqual([]);
+      const steps = refs[`pipe/${name}/latents`];
+      const per = steps.data.length / steps.shape[0];
+      const seen: number[] = [];
+      const out = await pipe.generate({
+        prompt: meta.prompt,
+        negativePrompt: '',
+        steps: c.steps,
+        guidanceScale: c.guidance_scale,
+        seed: c.seed,
+        sampler: c.scheduler === 'lcm' ? 'lcm' : undefined,
+        onStep: async ({ step, timestep, latents }) => {
+          seen.push(timestep);
+          const got = await latents.read();
+          expect(track(`pipe/${name} latents`, relL2(got, steps.data.subarray((step - 1) * per, step * per))), `step ${step}`).toBeLessThan(1e-4);
+        },
+      });
+      expect(seen).toEqual(c.timesteps);
+      const image = await out.images.read();
+      expect(track(`pipe/${name} image`, relL2(image, refs[`pipe/${name}/image`].data))).toBeLessThan(1e-4);
+      out.images.dispose();
+      const loraBytesOnGpu = pipe.unet.parameterBytes + pipe.textEncoder!.parameterBytes;
+      pipe.dispose();
+      // without the LoRA the same call gives another image: the comparison above sees the LoRA
+      if (name === 'lcm') {
+        const plain = await StableDiffusionPipeline.fromPretrained(engine, dir);
+        expect(plain.loraReport).toBeNull();
+        // merging left no extra GPU copy: the merged models hold exactly the plain models' bytes
+        expect(plain.unet.parameterBytes + plain.textEncoder!.parameterBytes).toBe(loraBytesOnGpu);
+        const o = await plain.generate({ prompt: meta.prompt, negativePrompt: '', steps: c.steps, guidanceScale: c.guidance_scale, seed: c.seed, sampler: 'lcm' });
+        expect(relL2(await o.images.read(), refs[`pipe/${name}/image`].data)).toBeGreaterThan(1e-2);
+        o.images.dispose();
+        plain.dispose();
+      }
+    });
+  }
+});
+
+describe('LoRAs that do not fit, and keys left out', () => {
+  let dir = '';
+  beforeAll(() => {
+    dir = buildTinySdFolder();
+  });
+
+  /** the kohya file with some entries renamed or reshaped */
+  function kohyaWith(edit: (e: ManifestEntry) => ManifestEntry | ManifestEntry[]): Uint8Array {
+    return seededSafetensors(meta.files.kohya.flatMap(edit));
+  }
+
+  it('unknown layer names: one LoraError naming the first offenders and the count; nothing stays on the GPU', async () => {
+    const engine = await getEngine();
+    const bad = kohyaWith((e) => (e.key.includes('attn1_to_') ? { ...e, key: e.key.replace('attn1_to_', 'attn9_to_') } : e));
+    const before = engine.memory().inUseBytes;
+    const err = await StableDiffusionPipeline.fromPretrained(engine, dir, { loras: [{ source: bad, label: 'bad.safetensors' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LoraError);
+    const le = err as LoraError;
+    expect(le.lora).toBe('bad.safetensors');
+    expect(le.count).toBe(4);
+    expect(le.offenders[0]).toMatch(/attn9_to_/);
+    expect(le.message).toMatch(/does not fit the unet/);
+    expect(engine.memory().inUseBytes).toBe(before);
+  });
+
+  it('shapes that do not fit (a LoRA for a wider model): LoraError with the shapes', async () => {
+    const engine = await getEngine();
+    const bad = kohyaWith((e) => (e.key.startsWith('lora_te_') && e.key.endsWith('q_proj.lora_down.weight') ? { ...e, shape: [4, 48] } : e));
+    const before = engine.memory().inUseBytes;
+    const err = await StableDiffusionPipeline.fromPretrained(engine, dir, { loras: [{ source: bad }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LoraError);
+    expect((err as LoraError).message).toMatch(/\[4, 48\].*do not fit text_encoder\.text_model\.encoder\.layers\.0\.self_attn\.q_proj\.weight \[32, 32\]/);
+    expect(engine.memory().inUseBytes).toBe(before);
+  });
+
+  it('a 3x3 conv layer given a linear LoRA is refused', async () => {
+    const bad = kohyaWith((e) => (e.key === 'lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight' ? { ...e, shape: [4, 16] } : e));
+    const merger = await LoraMerger.open([{ source: bad }]);
+    expect(() => merger.wrap('unet', bases().unet, unetConfig)).toThrow(/conv1\.lora_down\.weight \(down \[4, 16\]/);
+    await merger.close();
+  });
+
+  it('incomplete layers, DoRA, and files with no LoRA weights are LoraErrors', async () => {
+    const noUp = kohyaWith((e) => (e.key.endsWith('conv1.lora_up.weight') ? [] : e));
+    await expect(LoraMerger.open([{ source: noUp }])).rejects.toThrow(/incomplete LoRA layers: lora_unet_down_blocks_0_resnets_0_conv1\.lora_down\.weight \(no up tensor\)/);
+    const dora = kohyaWith((e) => (e.key.endsWith('conv1.alpha') ? [e, { key: e.key.replace('.alpha', '.dora_scale'), shape: [16, 1, 1, 1] }] : e));
+    await expect(LoraMerger.open([{ source: dora }])).rejects.toThrow(/DoRA/);
+    await expect(LoraMerger.open([{ source: seededSafetensors([{ key: 'model.weight', shape: [4, 4] }]) }])).rejects.toThrow(LoraError);
+    await expect(LoraMerger.open([{ source: loraBytes('kohya'), scale: Number.NaN }])).rejects.toThrow(/scale must be a finite number/);
+  });
+
+  it('report: keys that are not LoRA weights and components not loaded are listed as ignored', async () => {
+    const engine = await getEngine();
+    const extra = kohyaWith((e) =>
+      e.key === 'lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha'
+        ? [e, { key: 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight', shape: [4, 32] }, { key: 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight', shape: [32, 4] }, { key: 'ss_network_dim', shape: [1] }]
+        : e,
+    );
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine, dir, { loras: [{ source: extra, label: 'x' }] });
+    const r = pipe.loraReport!;
+    expect(r.applied).toHaveLength(20);
+    expect(r.ignored).toEqual(['x: ss_network_dim (not a LoRA weight)', 'x: lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight (no text_encoder_2 loaded)']);
+    pipe.dispose();
+  });
+
+  it("loadWithLoras: a model's own load with LoRAs merged (the UNet alone; text encoder keys reported as ignored)", async () => {
+    const engine = await getEngine();
+    const { model, lora } = await loadWithLoras((s) => UNet2DConditionModel.load(engine, unetConfig, s), 'unet', bases().unet, unetConfig, specs(meta.cases['merge/kohya']));
+    expect(lora.applied).toHaveLength(14);
+    expect(lora.ignored).toHaveLength(6);
+    expect(lora.ignored[0]).toMatch(/lora_te_.*\(no text_encoder loaded\)/);
+    model.dispose();
+  });
+
+  it('original (SGM) numbering: the upsampler at output_blocks.N.1.conv of a block without attention', async () => {
+    // diffusers 0.31 maps every output_blocks.N.1 to attentions (so it cannot load this one); the
+    // engine picks the layer that exists: up_blocks.0 (UpBlock2D) has its upsampler there
+    const engine = await getEngine();
+    const e = [
+      { key: 'lora_unet_output_blocks_1_1_conv.lora_down.weight', shape: [4, 32, 3, 3] },
+      { key: 'lora_unet_output_blocks_1_1_conv.lora_up.weight', shape: [32, 4, 1, 1] },
+    ];
+    const merger = await LoraMerger.open([{ source: seededSafetensors(e) }]);
+    const src = merger.wrap('unet', bases().unet, unetConfig);
+    const name = 'up_blocks.0.upsamplers.0.conv.weight';
+    const t = await src.upload(engine, name, src.info(name)!.shape, { dtype: 'f32' });
+    const got = await t.read();
+    t.dispose();
+    const base = await bases().unet.readF32(name);
+    const down = readSeeded(e[0]);
+    const up = readSeeded(e[1]);
+    let worst = 0;
+    for (let o = 0; o < 32; o++) {
+      for (let j = 0; j < 32 * 9; j++) {
+        let d = 0;
+        for (let r = 0; r < 4; r++) d += up[o * 4 + r] * down[r * 288 + j];
+        worst = Math.max(worst, Math.abs(got[o * 288 + j] - (base[o * 288 + j] + d)));
+      }
+    }
+    expect(worst).toBeLessThan(1e-5);
+    expect(merger.report().applied).toEqual(['LoRA #1: unet.up_blocks.0.upsamplers.0.conv']);
+    await merger.close();
+  });
+});
