@@ -29,6 +29,7 @@ export {
 export { LDMPipeline, type LDMGenerateOptions, type PipelineOutput } from './pipelines/ldm.js';
 export { createScheduler, toRgba, type StepInfo, type RgbaImage } from './pipelines/common.js';
 export { StableDiffusionPipeline, type SDGenerateOptions } from './pipelines/stable_diffusion.js';
+export { StableDiffusionXLPipeline, type SDXLGenerateOptions, type SDXLPromptEmbeds } from './pipelines/stable_diffusion_xl.js';
 export { fromSingleFile } from './loaders/single_file.js';
 export { LoraMerger, LoraError, loadWithLoras, type LoraSpec, type LoraReport, type LoraComponent, type LoraFileSource } from './loaders/lora.js';
 export { CLIPTextModel, CLIPTextModelWithProjection, type ClipTextForwardOptions, type ClipTextOutput, type ClipTextWithProjectionOutput } from './text/clip_text_model.js';

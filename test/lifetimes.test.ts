@@ -3,7 +3,8 @@
 // .inUseBytes returns exactly to its value before the call. Plus the failures reported in issue #9
 // §1: an absurd batch, an absurd sample_size, NaN guidance, dispose() during a run, odd SD sizes.
 import { describe, it, expect } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   AutoencoderKL,
@@ -11,6 +12,7 @@ import {
   CLIPTextModel,
   LDMPipeline,
   StableDiffusionPipeline,
+  StableDiffusionXLPipeline,
   UNet2DConditionModel,
   UNet2DModel,
   VQModel,
@@ -22,6 +24,7 @@ import {
 import { getEngine, randArray } from './helpers.js';
 import { loadCase, FIXTURES } from './fixture.js';
 import { buildTinySdFolder } from './tiny_sd.js';
+import { buildTinySdxlFolder } from './tiny_sdxl.js';
 
 const inUse = (e: Engine) => e.memory().inUseBytes;
 
@@ -177,6 +180,27 @@ describe('a failure at any dispatch frees everything the call made', () => {
     );
     [image, mask].forEach((t) => t.dispose());
     pipe.dispose();
+  });
+
+  it('StableDiffusionXLPipeline.generate (two encoders, zeros negative, guidance; refiner img2img through the VAE)', async () => {
+    const engine = await getEngine();
+    const root = mkdtempSync(join(tmpdir(), 'tiny-sdxl-life-'));
+    try {
+      buildTinySdxlFolder(join(root, 'base'), 'base');
+      buildTinySdxlFolder(join(root, 'refiner'), 'refiner');
+      const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, join(root, 'base'));
+      await failEverywhere(engine, 'StableDiffusionXLPipeline.generate', () => pipe.generate({ prompt: ['a cat', 'a dog'], steps: 2, seed: 1, width: 16, height: 24 }));
+      pipe.dispose();
+      const refiner = await StableDiffusionXLPipeline.fromPretrained(engine, join(root, 'refiner'));
+      const image = engine.tensor(randArray(3 * 16 * 16, 13, 0, 1), [1, 3, 16, 16]);
+      await failEverywhere(engine, 'StableDiffusionXLPipeline.generate img2img', () =>
+        refiner.generate({ prompt: 'a cat', negativePrompt: 'blurry', image, strength: 0.7, steps: 3, seed: 2, sampler: 'dpm++2m' }),
+      );
+      image.dispose();
+      refiner.dispose();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 

@@ -90,6 +90,9 @@ export class StableDiffusionPipeline {
     if (this.previewDecoder && this.previewDecoder.shape.latentChannels !== L) {
       throw new Error(`StableDiffusionPipeline: the preview decoder takes ${this.previewDecoder.shape.latentChannels} latent channels, the VAE has ${L}`);
     }
+    if ((c.unet.config as Record<string, unknown>).addition_embed_type === 'text_time') {
+      throw new Error('StableDiffusionPipeline: this is an SDXL UNet (addition_embed_type "text_time"): load it with StableDiffusionXLPipeline');
+    }
     checkPrediction(c.scheduler, 'StableDiffusionPipeline', c.predictionType);
   }
 
@@ -173,7 +176,10 @@ export class StableDiffusionPipeline {
     const op = 'StableDiffusionPipeline.generate';
     const engine = this.engine;
     const scale = checkGuidance(op, opts.guidanceScale ?? 7.5);
-    const guided = scale > 1;
+    // an LCM-distilled UNet (time_cond_proj_dim) takes the scale as an embedding, without
+    // classifier-free guidance (diffusers' do_classifier_free_guidance)
+    const lcm = this.unet.timeCondProjDim !== null;
+    const guided = scale > 1 && !lcm;
     const steps = opts.steps ?? 50;
     const dtype = this.unet.dtype as 'f32' | 'f16';
 
@@ -221,6 +227,8 @@ export class StableDiffusionPipeline {
         emb = s.run(() => ops.concat([uncond, cond], 0));
       }
 
+      const timestepCond = lcm ? s.run(() => this.unet.guidanceEmbedding(scale, B)) : undefined;
+
       // ---- image conditioning
       const imageLatents = opts.image ? s.run(() => this.encodeImage(opts.image!, noiseSeed)) : null;
       let maskLatent: Tensor | null = null;
@@ -243,7 +251,7 @@ export class StableDiffusionPipeline {
 
       // ---- the loop
       const predict = guidedPredict({
-        model: (x, t) => this.unet.forward(x, t, { encoderHiddenStates: emb }),
+        model: (x, t) => this.unet.forward(x, t, { encoderHiddenStates: emb, timestepCond }),
         guided,
         scale,
         extraChannels: inpaintUNet ? () => [maskLatent!, maskedImageLatents!] : undefined,

@@ -1,0 +1,424 @@
+// StableDiffusionXLPipeline: SDXL text-to-image and image-to-image (diffusers' StableDiffusionXLPipeline
+// and StableDiffusionXLImg2ImgPipeline in one). Two CLIP text encoders whose penultimate hidden states
+// are concatenated (the refiner has only the second), the pooled text embedding of the second and the
+// micro-conditioning time ids (original size, crop top-left, target size; the refiner's aesthetic
+// score) go into the UNet's text_time added embedding. LCM-distilled UNets (time_cond_proj_dim) take the
+// guidance scale as an embedding and run without classifier-free guidance.
+import type { Engine } from '../runtime/engine.js';
+import { Tensor, shapeStr } from '../runtime/tensor.js';
+import * as ops from '../kernels/index.js';
+import { AutoencoderKL } from '../models/autoencoder_kl.js';
+import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
+import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
+import { CLIPTextModel, CLIPTextModelWithProjection } from '../text/clip_text_model.js';
+import { CLIPTokenizer } from '../text/clip_tokenizer.js';
+import {
+  asDtype,
+  assertFinite,
+  checkEmbeds,
+  checkGuidance,
+  checkImage,
+  checkLatentSize,
+  createScheduler,
+  decodeWithUpcast,
+  denoise,
+  guidedPredict,
+  initialLatents,
+  resolveSeed,
+  rgbaPreview,
+  schedulerForCall,
+  strengthTimesteps,
+  toRgba,
+  toUnitRange,
+  unetDownFactor,
+  type LoopOptions,
+  type Scheduler,
+} from './common.js';
+import { checkPrediction, type PipelineOutput } from './ldm.js';
+import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import { NOISE_STREAM } from './stable_diffusion.js';
+import { joinPath } from '../runtime/io.js';
+import { ConfigReader } from '../runtime/config.js';
+
+export interface SDXLGenerateOptions extends LoopOptions {
+  prompt?: string | string[];
+  /** the second text encoder's prompt (default: prompt) */
+  prompt2?: string | string[];
+  /** default: zeros when the pipeline has force_zeros_for_empty_prompt (SDXL base), else '' */
+  negativePrompt?: string | string[];
+  negativePrompt2?: string | string[];
+  /** [B, L, cross_attention_dim] (instead of prompt); needs pooledPromptEmbeds */
+  promptEmbeds?: Tensor;
+  /** [B, projection_dim]: the second encoder's text_embeds */
+  pooledPromptEmbeds?: Tensor;
+  negativePromptEmbeds?: Tensor;
+  negativePooledPromptEmbeds?: Tensor;
+  steps?: number;
+  /** default 5; <= 1 runs the UNet once per step (no classifier-free guidance); LCM UNets embed it instead */
+  guidanceScale?: number;
+  /** image i of the batch draws all its noise from seed + i (as StableDiffusionPipeline) */
+  seed?: number;
+  /** text-to-image: x_T; image-to-image: the noise added to the image latents */
+  latents?: Tensor | Float32Array;
+  height?: number;
+  width?: number;
+  sampler?: string;
+  /** image-to-image source: [B, 3, H, W] in [0, 1], or [B, latent_channels, h, w] latents (already scaled, as diffusers takes a 4-channel image) */
+  image?: Tensor;
+  /** image-to-image: the part of the schedule run on the noised image (default 0.3, diffusers' SDXL img2img default) */
+  strength?: number;
+  /** CLIP layers to skip: hidden_states[-(clipSkip + 2)] of both encoders, positive prompt only (as diffusers) */
+  clipSkip?: number;
+  /** micro-conditioning, [height, width] in pixels (defaults: the output size) */
+  originalSize?: [number, number];
+  cropsCoordsTopLeft?: [number, number];
+  targetSize?: [number, number];
+  negativeOriginalSize?: [number, number];
+  negativeCropsCoordsTopLeft?: [number, number];
+  negativeTargetSize?: [number, number];
+  /** refiner (requires_aesthetics_score) only: defaults 6 and 2.5 as diffusers */
+  aestheticScore?: number;
+  negativeAestheticScore?: number;
+}
+
+/** What the prompt encoder hands the UNet: [B, L, D1 + D2] and [B, projection_dim]. */
+export interface SDXLPromptEmbeds {
+  promptEmbeds: Tensor;
+  pooledPromptEmbeds: Tensor;
+}
+
+export class StableDiffusionXLPipeline {
+  readonly engine: Engine;
+  readonly unet: UNet2DConditionModel;
+  readonly vae: AutoencoderKL;
+  readonly textEncoder: CLIPTextModel | null;
+  readonly textEncoder2: CLIPTextModelWithProjection | null;
+  readonly tokenizer: CLIPTokenizer | null;
+  readonly tokenizer2: CLIPTokenizer | null;
+  previewDecoder: AutoencoderTiny | null;
+  scheduler: Scheduler;
+  /** negative prompt not given -> zero embeddings (model_index.json; true for SDXL base) */
+  readonly forceZerosForEmptyPrompt: boolean;
+  /** the refiner's time ids: original size + crop + aesthetic score (model_index.json) */
+  readonly requiresAestheticsScore: boolean;
+
+  constructor(c: {
+    vae: AutoencoderKL;
+    unet: UNet2DConditionModel;
+    scheduler: Scheduler;
+    textEncoder?: CLIPTextModel | null;
+    textEncoder2?: CLIPTextModelWithProjection | null;
+    tokenizer?: CLIPTokenizer | null;
+    tokenizer2?: CLIPTokenizer | null;
+    previewDecoder?: AutoencoderTiny | null;
+    forceZerosForEmptyPrompt?: boolean;
+    requiresAestheticsScore?: boolean;
+    predictionType?: string;
+  }) {
+    const N = 'StableDiffusionXLPipeline';
+    if (!c.vae || !c.unet || !c.scheduler) throw new Error(`${N}: needs { vae, unet, scheduler }`);
+    this.vae = c.vae;
+    this.unet = c.unet;
+    this.scheduler = c.scheduler;
+    this.textEncoder = c.textEncoder ?? null;
+    this.textEncoder2 = c.textEncoder2 ?? null;
+    this.tokenizer = c.tokenizer ?? null;
+    this.tokenizer2 = c.tokenizer2 ?? null;
+    this.previewDecoder = c.previewDecoder ?? null;
+    this.forceZerosForEmptyPrompt = c.forceZerosForEmptyPrompt ?? true;
+    this.requiresAestheticsScore = c.requiresAestheticsScore ?? false;
+    this.engine = c.unet.engine;
+    const cfg = c.unet.config as Record<string, unknown>;
+    if (cfg.addition_embed_type !== 'text_time') {
+      throw new Error(`${N}: the UNet has addition_embed_type ${JSON.stringify(cfg.addition_embed_type ?? null)}; SDXL UNets have "text_time" (use StableDiffusionPipeline for SD 1.x/2.x)`);
+    }
+    const L = c.vae.shape.latentChannels;
+    if (c.unet.outChannels !== L || c.unet.inChannels !== L) {
+      throw new Error(`${N}: the UNet maps ${c.unet.inChannels} -> ${c.unet.outChannels} channels but the VAE latents have ${L}`);
+    }
+    if (this.textEncoder && !this.textEncoder2) throw new Error(`${N}: text_encoder without text_encoder_2: the pooled embedding comes from the second encoder`);
+    if (!!this.textEncoder !== !!this.tokenizer || !!this.textEncoder2 !== !!this.tokenizer2) {
+      throw new Error(`${N}: each text encoder needs its tokenizer (text_encoder ${!!this.textEncoder}, tokenizer ${!!this.tokenizer}, text_encoder_2 ${!!this.textEncoder2}, tokenizer_2 ${!!this.tokenizer2})`);
+    }
+    const width = (this.textEncoder?.shape.hidden ?? 0) + (this.textEncoder2?.shape.hidden ?? 0);
+    if (this.textEncoder2 && width !== c.unet.crossAttentionDim) {
+      throw new Error(`${N}: the text encoders give ${this.textEncoder ? `${this.textEncoder.shape.hidden} + ` : ''}${this.textEncoder2.shape.hidden} = ${width}-wide embeddings but the UNet cross-attends to ${c.unet.crossAttentionDim}`);
+    }
+    if (this.previewDecoder && this.previewDecoder.shape.latentChannels !== L) {
+      throw new Error(`${N}: the preview decoder takes ${this.previewDecoder.shape.latentChannels} latent channels, the VAE has ${L}`);
+    }
+    const vcfg = c.vae.config as Record<string, unknown>;
+    if (vcfg.latents_mean != null || vcfg.latents_std != null) throw new Error(`${N}: VAEs with latents_mean/latents_std are not supported`);
+    if (this.textEncoder2) this.checkTimeIds(N, this.textEncoder2.shape.projectionDim);
+    checkPrediction(c.scheduler, N, c.predictionType);
+  }
+
+  /** A diffusers StableDiffusionXLPipeline folder (base or refiner layout; local path or URL). */
+  static async fromPretrained(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions = {}): Promise<StableDiffusionXLPipeline> {
+    const c = await loadPipelineFolder(
+      engine,
+      pathOrUrl,
+      { text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection, unet: UNet2DConditionModel, vae: AutoencoderKL },
+      opts,
+    );
+    try {
+      const index = c.index as Record<string, unknown>;
+      const io = { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs };
+      const tok = async (name: string) => (Array.isArray(index[name]) && (index[name] as unknown[])[1] ? CLIPTokenizer.fromPretrained(joinPath(pathOrUrl, name), io) : null);
+      const tokenizer = await tok('tokenizer');
+      const tokenizer2 = await tok('tokenizer_2');
+      const scheduler = createScheduler(c.schedulerConfig);
+      const flag = (k: string, def: boolean) => {
+        const v = index[k];
+        if (v === undefined || v === null) return def;
+        if (typeof v !== 'boolean') throw new Error(`model_index.json: ${k} must be true or false, got ${JSON.stringify(v)}`);
+        return v;
+      };
+      return new StableDiffusionXLPipeline({
+        vae: c.models.vae as AutoencoderKL,
+        unet: c.models.unet as UNet2DConditionModel,
+        textEncoder: (c.models.text_encoder as CLIPTextModel | undefined) ?? null,
+        textEncoder2: (c.models.text_encoder_2 as CLIPTextModelWithProjection | undefined) ?? null,
+        tokenizer,
+        tokenizer2,
+        scheduler,
+        forceZerosForEmptyPrompt: flag('force_zeros_for_empty_prompt', true),
+        requiresAestheticsScore: flag('requires_aesthetics_score', false),
+        predictionType: scheduler.predictionType,
+      });
+    } catch (e) {
+      for (const m of Object.values(c.models)) m.dispose();
+      throw e;
+    }
+  }
+
+  get vaeScaleFactor(): number {
+    return 2 ** (this.vae.shape.blockOutChannels.length - 1);
+  }
+
+  /** UNet config: the time ids' sinusoid width and the added embedding's input width. */
+  private addedEmbedDims(): { timeDim: number; inputDim: number } {
+    const r = new ConfigReader('StableDiffusionXLPipeline: UNet2DConditionModel', this.unet.config);
+    return { timeDim: r.int('addition_time_embed_dim', 256), inputDim: r.int('projection_class_embeddings_input_dim', 2816) };
+  }
+
+  /** diffusers' _get_add_time_ids check: time ids x addition_time_embed_dim + pooled width = the added embedding's input. */
+  private checkTimeIds(op: string, pooledDim: number): void {
+    const { timeDim, inputDim } = this.addedEmbedDims();
+    const n = this.requiresAestheticsScore ? 5 : 6;
+    if (n * timeDim + pooledDim === inputDim) return;
+    const other = this.requiresAestheticsScore ? 6 : 5;
+    const hint = other * timeDim + pooledDim === inputDim ? ` (it fits ${other} ids: set requires_aesthetics_score ${!this.requiresAestheticsScore} in model_index.json)` : '';
+    throw new Error(`${op}: the UNet's added embedding takes ${inputDim} inputs but ${n} time ids x ${timeDim} + the ${pooledDim}-wide pooled text embedding make ${n * timeDim + pooledDim}${hint}`);
+  }
+
+  /**
+   * Prompts -> SDXL conditioning: the encoders' hidden_states[-(clipSkip + 2)] (no final LayerNorm)
+   * concatenated along the width, and the second encoder's text_embeds. `prompts2` defaults to `prompts`.
+   */
+  encodePrompt(prompts: readonly string[], prompts2: readonly string[] = prompts, clipSkip = 0): SDXLPromptEmbeds {
+    const op = 'StableDiffusionXLPipeline.encodePrompt';
+    const enc2 = this.textEncoder2;
+    const tok2 = this.tokenizer2;
+    if (!enc2 || !tok2) throw new Error(`${op}: this pipeline has no text encoders; pass promptEmbeds and pooledPromptEmbeds`);
+    if (prompts2.length !== prompts.length) throw new Error(`${op}: ${prompts2.length} second prompts for ${prompts.length} prompts`);
+    return this.engine.scope(() => {
+      const parts: Tensor[] = [];
+      if (this.textEncoder) parts.push(this.textEncoder.hiddenState(prompts.map((p) => this.tokenizer!.encode(p)), -(clipSkip + 2)));
+      // the refiner (one encoder) feeds it the first prompt, as diffusers zips prompts with encoders
+      const second = enc2.forward((this.textEncoder ? prompts2 : prompts).map((p) => tok2.encode(p)), { hiddenStateIndex: -(clipSkip + 2) });
+      parts.push(second.hiddenState!);
+      return { promptEmbeds: parts.length > 1 ? ops.concat(parts, 2) : parts[0], pooledPromptEmbeds: second.textEmbeds };
+    });
+  }
+
+  async generate(opts: SDXLGenerateOptions = {}): Promise<PipelineOutput> {
+    const op = 'StableDiffusionXLPipeline.generate';
+    const engine = this.engine;
+    const scale = checkGuidance(op, opts.guidanceScale ?? 5);
+    const lcm = this.unet.timeCondProjDim !== null;
+    // an LCM UNet takes the scale as an embedding and runs without classifier-free guidance (diffusers)
+    const guided = scale > 1 && !lcm;
+    const steps = opts.steps ?? 50;
+    const dtype = this.unet.dtype as 'f32' | 'f16';
+    const cross = this.unet.crossAttentionDim;
+
+    // ---- everything that can be checked before allocating
+    const list = (v: string | string[] | undefined, name: string, B?: number): string[] | undefined => {
+      if (v === undefined) return undefined;
+      const a = typeof v === 'string' ? (B === undefined ? [v] : Array(B).fill(v)) : v;
+      if (!Array.isArray(a) || a.some((p) => typeof p !== 'string')) throw new Error(`${op}: ${name} must be a string or an array of strings`);
+      if (B !== undefined && a.length !== B) throw new Error(`${op}: ${a.length} ${name} for ${B} prompts`);
+      return a;
+    };
+    const prompts = list(opts.prompt, 'prompt') ?? [''];
+    const B = opts.promptEmbeds ? opts.promptEmbeds.shape?.[0] : prompts.length;
+    const prompts2 = list(opts.prompt2, 'prompt2', B) ?? prompts;
+    if (opts.promptEmbeds) {
+      checkEmbeds(op, 'promptEmbeds', opts.promptEmbeds, B, cross);
+      if (!(opts.pooledPromptEmbeds instanceof Tensor)) throw new Error(`${op}: promptEmbeds needs pooledPromptEmbeds (the second text encoder's text_embeds)`);
+    } else if (!this.textEncoder2) throw new Error(`${op}: this pipeline has no text encoders; pass promptEmbeds and pooledPromptEmbeds`);
+    const negatives = list(opts.negativePrompt, 'negativePrompt', B);
+    const negatives2 = list(opts.negativePrompt2, 'negativePrompt2', B) ?? negatives;
+    const zeroNegative = opts.negativePrompt === undefined && this.forceZerosForEmptyPrompt;
+    if (guided && opts.negativePromptEmbeds) {
+      checkEmbeds(op, 'negativePromptEmbeds', opts.negativePromptEmbeds, B, cross);
+      if (!(opts.negativePooledPromptEmbeds instanceof Tensor)) throw new Error(`${op}: negativePromptEmbeds needs negativePooledPromptEmbeds`);
+    } else if (guided && !zeroNegative && !this.textEncoder2) {
+      throw new Error(`${op}: guidance needs negativePromptEmbeds and negativePooledPromptEmbeds when the pipeline has no text encoders`);
+    }
+    const clipSkip = opts.clipSkip ?? 0;
+    if (!Number.isInteger(clipSkip) || clipSkip < 0) throw new Error(`${op}: clipSkip must be a non-negative integer, got ${String(opts.clipSkip)}`);
+    const noiseSeed = resolveSeed(op, opts.seed, B);
+    const f = this.vaeScaleFactor;
+    const Lc = this.vae.shape.latentChannels;
+    const img = opts.image;
+    const imageIsLatent = img instanceof Tensor && img.rank === 4 && img.shape[1] === Lc;
+    const [sh, sw] = new ConfigReader('StableDiffusionXLPipeline: UNet2DConditionModel', this.unet.config).sampleSize(128);
+    const H = opts.height ?? (img ? img.shape[2] * (imageIsLatent ? f : 1) : sh * f);
+    const W = opts.width ?? (img ? img.shape[3] * (imageIsLatent ? f : 1) : sw * f);
+    for (const [k, v] of [['height', H], ['width', W]] as const) {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new Error(`${op}: ${k} must be a positive integer, got ${String(v)}`);
+    }
+    if (H % f || W % f) throw new Error(`${op}: height and width must be multiples of ${f}, got ${H}x${W}`);
+    checkLatentSize(op, 'height x width', H / f, W / f, unetDownFactor(this.unet), f);
+    const shape = [B, Lc, H / f, W / f];
+    if (img) {
+      if (imageIsLatent) checkImage(op, 'image (latents)', img, B, Lc, H / f, W / f);
+      else checkImage(op, 'image', img, B, 3, H, W);
+    }
+    const strength = img ? (opts.strength ?? 0.3) : 1;
+    if (!(strength > 0 && strength <= 1)) throw new Error(`${op}: strength must be in (0, 1], got ${strength}`);
+    const pooledDim = opts.pooledPromptEmbeds?.shape[1] ?? this.textEncoder2!.shape.projectionDim;
+    this.checkTimeIds(op, pooledDim);
+    for (const [name, t] of [['pooledPromptEmbeds', opts.pooledPromptEmbeds], ['negativePooledPromptEmbeds', guided ? opts.negativePooledPromptEmbeds : undefined]] as const) {
+      if (t && (!(t instanceof Tensor) || t.rank !== 2 || t.shape[0] !== B || t.shape[1] !== pooledDim)) {
+        throw new Error(`${op}: ${name} must be [${B}, ${pooledDim}], got ${t instanceof Tensor ? shapeStr(t.shape) : typeof t}`);
+      }
+    }
+    const [addIds, negIds] = this.timeIds(op, opts, H, W);
+    this.unet.checkFits(op, guided ? 2 * B : B, H / f, W / f);
+    const scheduler = schedulerForCall(this.scheduler, opts.sampler);
+    const { timesteps, tStart } = strengthTimesteps(op, scheduler, steps, strength);
+
+    return engine.scope(async (s) => {
+      // ---- conditioning, [uncond; cond] when guided (the order guidedPredict doubles the batch in)
+      const cond = opts.promptEmbeds
+        ? { promptEmbeds: opts.promptEmbeds, pooledPromptEmbeds: opts.pooledPromptEmbeds! }
+        : s.run(() => this.encodePrompt(prompts, prompts2, clipSkip));
+      let emb = asDtypeIn(s, cond.promptEmbeds, dtype);
+      let pooled = asDtypeIn(s, cond.pooledPromptEmbeds, dtype);
+      let timeIds: number[][] = Array(B).fill(addIds);
+      if (guided) {
+        const uncond = opts.negativePromptEmbeds
+          ? { promptEmbeds: opts.negativePromptEmbeds, pooledPromptEmbeds: opts.negativePooledPromptEmbeds! }
+          : zeroNegative
+            ? s.run(() => ({ promptEmbeds: zerosLike(engine, emb), pooledPromptEmbeds: zerosLike(engine, pooled) }))
+            : s.run(() => this.encodePrompt(negatives ?? Array(B).fill(''), negatives2 ?? negatives ?? Array(B).fill('')));
+        if (uncond.promptEmbeds.shape[1] !== emb.shape[1]) throw new Error(`${op}: negative and positive embeddings differ in length (${uncond.promptEmbeds.shape[1]} vs ${emb.shape[1]})`);
+        emb = s.run(() => ops.concat([asDtype(uncond.promptEmbeds, dtype), emb], 0));
+        pooled = s.run(() => ops.concat([asDtype(uncond.pooledPromptEmbeds, dtype), pooled], 0));
+        timeIds = [...Array(B).fill(negIds), ...timeIds];
+      }
+      const timestepCond = lcm ? s.run(() => this.unet.guidanceEmbedding(scale, B)) : undefined;
+
+      // ---- initial latents: noise, or the image's latents noised to the first timestep
+      const latents = s.run(() => {
+        if (!img) return initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
+        const x0 = imageIsLatent ? asDtype(img, dtype) : this.encodeImage(img, noiseSeed);
+        // the noise: `latents` when given, else seeded (initialLatents with sigma 1 is exactly that)
+        const noise = initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: 1, dtype });
+        scheduler.setBeginIndex(tStart);
+        return scheduler.addNoise(x0, noise, Array(B).fill(timesteps[0]));
+      });
+
+      const predict = guidedPredict({
+        model: (x, t) => this.unet.forward(x, t, { encoderHiddenStates: emb, addedCondKwargs: { textEmbeds: pooled, timeIds }, timestepCond }),
+        guided,
+        scale,
+      });
+      const previewDecode = this.previewDecoder ? rgbaPreview((x) => this.previewDecoder!.decode(x)) : undefined;
+      const final = await s.scope(() =>
+        denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview }),
+      );
+      // force_upcast VAEs load in f32 beside an f16 UNet; an f16 one that overflows is upcast and rerun
+      const decoded = await s.scope(() => decodeWithUpcast(this.vae, () => this.decodeRaw(final), 'StableDiffusionXLPipeline'));
+      await s.scope(() => assertFinite(op, decoded, 'the AutoencoderKL decoder'));
+      const images = s.run(() => toUnitRange(decoded));
+      return { images, rgba: await toRgba(images) };
+    });
+  }
+
+  /**
+   * The time ids of one image and of its negative: diffusers' _get_add_time_ids (text-to-image) and
+   * the img2img pipeline's aesthetic-score form when the model requires it (the refiner).
+   */
+  private timeIds(op: string, o: SDXLGenerateOptions, H: number, W: number): [number[], number[]] {
+    const pair = (name: string, v: [number, number] | undefined, def: [number, number]): [number, number] => {
+      if (v === undefined) return def;
+      if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+        throw new Error(`${op}: ${name} must be [height, width] (two finite numbers), got ${JSON.stringify(v)}`);
+      }
+      return [v[0], v[1]];
+    };
+    const num = (name: string, v: number | undefined, def: number) => {
+      if (v === undefined) return def;
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${op}: ${name} must be a finite number, got ${String(v)}`);
+      return v;
+    };
+    const orig = pair('originalSize', o.originalSize, [H, W]);
+    const crops = pair('cropsCoordsTopLeft', o.cropsCoordsTopLeft, [0, 0]);
+    const target = pair('targetSize', o.targetSize, [H, W]);
+    const negOrig = pair('negativeOriginalSize', o.negativeOriginalSize, orig);
+    const negCrops = pair('negativeCropsCoordsTopLeft', o.negativeCropsCoordsTopLeft, crops);
+    const negTarget = pair('negativeTargetSize', o.negativeTargetSize, target);
+    if (this.requiresAestheticsScore) {
+      return [
+        [...orig, ...crops, num('aestheticScore', o.aestheticScore, 6)],
+        [...negOrig, ...negCrops, num('negativeAestheticScore', o.negativeAestheticScore, 2.5)],
+      ];
+    }
+    if (o.aestheticScore !== undefined || o.negativeAestheticScore !== undefined) {
+      throw new Error(`${op}: aestheticScore is for refiner models (requires_aesthetics_score in model_index.json); this UNet takes sizes only`);
+    }
+    return [
+      [...orig, ...crops, ...target],
+      [...negOrig, ...negCrops, ...negTarget],
+    ];
+  }
+
+  /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior with the noise of seed + i. */
+  encodeImage(image: Tensor, seed: number, stream: number = NOISE_STREAM.image): Tensor {
+    return this.engine.scope(() => {
+      const dist = this.vae.encode(ops.scale(asDtype(image, this.vae.dtype), 2, -1));
+      const noise = ops.randnItems(this.engine, dist.mean.shape, seed, { offset: stream, dtype: dist.mean.dtype });
+      return asDtype(ops.scale(this.vae.sample(dist, { noise }), this.vae.scalingFactor), this.unet.dtype);
+    });
+  }
+
+  decodeLatents(z: Tensor): Tensor {
+    return this.engine.scope(() => toUnitRange(this.decodeRaw(z)));
+  }
+
+  private decodeRaw(z: Tensor): Tensor {
+    return this.engine.scope(() => this.vae.decode(ops.scale(asDtype(z, this.vae.dtype), 1 / this.vae.scalingFactor)));
+  }
+
+  dispose(): void {
+    this.unet.dispose();
+    this.vae.dispose();
+    this.textEncoder?.dispose();
+    this.textEncoder2?.dispose();
+    this.previewDecoder?.dispose();
+    this.scheduler.reset();
+  }
+}
+
+function asDtypeIn(s: { run<T>(fn: () => T): T }, t: Tensor, dtype: 'f32' | 'f16'): Tensor {
+  return t.dtype === dtype ? t : s.run(() => asDtype(t, dtype));
+}
+
+function zerosLike(engine: Engine, t: Tensor): Tensor {
+  const z = engine.tensor(new Float32Array(t.shape.reduce((a, b) => a * b, 1)), [...t.shape]);
+  return t.dtype === 'f32' ? z : engine.scope(() => ops.cast(z, t.dtype as 'f16'));
+}

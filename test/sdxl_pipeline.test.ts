@@ -1,0 +1,198 @@
+// StableDiffusionXLPipeline against diffusers 0.31 (tools/pyref/gen_sdxl_pipeline.py; weights seeded on
+// both sides): tiny SDXL folders loaded like real ones, stage by stage: both tokenizers' ids, the
+// concatenated penultimate hidden states and the pooled text_embeds (negative prompt, zeros for an empty
+// one, prompt_2, clip_skip), the micro-conditioning time ids the UNet gets, the latents after every step
+// and the image; the refiner layout doing img2img with aesthetic scores; an LCM UNet (guidance embedding).
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { readSafetensorsFile, type HostTensor } from './fixture.js';
+import { getEngine, relL2, track, reportWorst } from './helpers.js';
+import { buildTinySdxlFolder, readSdxlManifest, SDXL_DIR, type SdxlLayout } from './tiny_sdxl.js';
+import { StableDiffusionPipeline, StableDiffusionXLPipeline, type Engine, type Tensor } from '../src/index.js';
+
+const m = readSdxlManifest();
+const refs = readSafetensorsFile(join(SDXL_DIR, 'refs.safetensors'));
+const ref = (k: string): HostTensor => {
+  const r = refs[k];
+  if (!r) throw new Error(`no ${k} in refs`);
+  return r;
+};
+const f32 = (k: string) => ref(k).data as Float32Array;
+
+type Call = Record<string, unknown>;
+
+describe('StableDiffusionXLPipeline vs diffusers', () => {
+  let engine: Engine;
+  let root: string;
+  const folders: Partial<Record<SdxlLayout, string>> = {};
+  const folder = (layout: SdxlLayout) => {
+    if (!folders[layout]) {
+      folders[layout] = join(root, layout);
+      buildTinySdxlFolder(folders[layout]!, layout, m);
+    }
+    return folders[layout]!;
+  };
+  beforeAll(async () => {
+    engine = await getEngine();
+    root = mkdtempSync(join(tmpdir(), 'tiny-sdxl-'));
+  });
+  afterAll(() => {
+    rmSync(root, { recursive: true, force: true });
+    reportWorst('sdxl pipeline');
+  });
+
+  async function compareEmbeds(label: string, got: { promptEmbeds: Tensor; pooledPromptEmbeds: Tensor }, prefix: string) {
+    expect(got.promptEmbeds.shape).toEqual(ref(`${prefix}prompt_embeds`).shape);
+    expect(track(`${label} prompt_embeds`, relL2(await got.promptEmbeds.read(), f32(`${prefix}prompt_embeds`)))).toBeLessThan(1e-4);
+    expect(got.pooledPromptEmbeds.shape).toEqual(ref(`${prefix}pooled_prompt_embeds`).shape);
+    expect(track(`${label} pooled_prompt_embeds`, relL2(await got.pooledPromptEmbeds.read(), f32(`${prefix}pooled_prompt_embeds`)))).toBeLessThan(1e-4);
+    got.promptEmbeds.dispose();
+    got.pooledPromptEmbeds.dispose();
+  }
+
+  /** generate() with the case's options; checks the time ids the UNet saw, every step and the image. */
+  async function runCase(pipe: StableDiffusionXLPipeline | StableDiffusionPipeline, name: string, opts: Call, timeIds?: number[][]) {
+    const steps = ref(`${name}.latents_steps`);
+    const per = steps.data.length / steps.shape[0];
+    const seen: number[] = [];
+    const spy = vi.spyOn(pipe.unet, 'forward');
+    const before = engine.memory().inUseBytes;
+    try {
+      const out = await pipe.generate({
+        ...opts,
+        onStep: async ({ step, timestep, latents }) => {
+          seen.push(timestep);
+          const got = await latents.read();
+          expect(track(`sdxl ${name} latents per step`, relL2(got, steps.data.subarray((step - 1) * per, step * per))), `step ${step}`).toBeLessThan(1e-4);
+        },
+      });
+      const ts = Array.from(ref(`${name}.timesteps`).data);
+      expect(seen).toEqual(ts.slice(ts.length - seen.length));
+      expect(seen.length).toBe(steps.shape[0]);
+      const added = spy.mock.calls[0][2] as { addedCondKwargs?: { timeIds?: number[][] | Tensor } };
+      const ids = added.addedCondKwargs?.timeIds;
+      if (timeIds) expect(Array.isArray(ids) ? ids : await (ids as Tensor).read().then((v) => [...v])).toEqual(timeIds);
+      expect(out.images.shape).toEqual(ref(`${name}.image`).shape);
+      expect(track(`sdxl ${name} image`, relL2(await out.images.read(), f32(`${name}.image`)))).toBeLessThan(1e-4);
+      out.images.dispose();
+      expect(engine.memory().inUseBytes).toBe(before);
+      return spy.mock.calls.length;
+    } finally {
+      spy.mockRestore();
+    }
+  }
+
+  it('base layout: token ids of both tokenizers, prompt and negative embeddings, time ids, 3 Euler steps with guidance 5, the image', async () => {
+    const c = m.cases.base;
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, folder('base'));
+    try {
+      expect(pipe.forceZerosForEmptyPrompt).toBe(true);
+      expect(pipe.tokenizer2!.padTokenId).toBe(0);
+      expect(pipe.tokenizer!.encode(c.prompt as string)).toEqual(Array.from(ref('base.input_ids').data));
+      expect(pipe.tokenizer2!.encode(c.prompt as string)).toEqual(Array.from(ref('base.input_ids_2').data));
+      await compareEmbeds('sdxl base', pipe.encodePrompt([c.prompt as string]), 'base.');
+      await compareEmbeds('sdxl base negative', pipe.encodePrompt([c.negative_prompt as string]), 'base.negative_');
+      const ids = [...ref('base.add_time_ids').data];
+      // default size: unet sample_size x the VAE's factor
+      const calls = await runCase(
+        pipe,
+        'base',
+        { prompt: c.prompt, negativePrompt: c.negative_prompt, steps: c.num_inference_steps, guidanceScale: c.guidance_scale, latents: f32('base.latents_T') },
+        [ids, ids],
+      );
+      expect(calls).toBe(3);
+    } finally {
+      pipe.dispose();
+    }
+  }, 300_000);
+
+  it('prompt_2, zeros for the missing negative prompt, clip_skip 1, micro-conditioning, 24x40, batch 2', async () => {
+    const c = m.cases.cond;
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, folder('base'));
+    try {
+      await compareEmbeds('sdxl cond', pipe.encodePrompt(c.prompt as string[], c.prompt_2 as string[], 1), 'cond.');
+      expect([...f32('cond.negative_prompt_embeds')].every((v) => v === 0)).toBe(true);
+      const ids = [...ref('cond.add_time_ids').data];
+      await runCase(
+        pipe,
+        'cond',
+        {
+          prompt: c.prompt,
+          prompt2: c.prompt_2,
+          clipSkip: c.clip_skip,
+          height: c.height,
+          width: c.width,
+          originalSize: c.original_size,
+          cropsCoordsTopLeft: c.crops_coords_top_left,
+          targetSize: c.target_size,
+          steps: c.num_inference_steps,
+          guidanceScale: c.guidance_scale,
+          latents: f32('cond.latents_T'),
+        },
+        [ids, ids, ids, ids],
+      );
+    } finally {
+      pipe.dispose();
+    }
+  }, 300_000);
+
+  it('refiner layout (text_encoder_2 only, aesthetic score): img2img from latents at strength 0.6', async () => {
+    const c = m.cases.refiner;
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, folder('refiner'));
+    try {
+      expect(pipe.textEncoder).toBeNull();
+      expect(pipe.requiresAestheticsScore).toBe(true);
+      expect(pipe.forceZerosForEmptyPrompt).toBe(false);
+      await compareEmbeds('sdxl refiner', pipe.encodePrompt([c.prompt as string]), 'refiner.');
+      await compareEmbeds('sdxl refiner negative', pipe.encodePrompt(['']), 'refiner.negative_');
+      const il = ref('refiner.image_latents');
+      const image = engine.tensor(il.data as Float32Array, il.shape);
+      try {
+        await runCase(
+          pipe,
+          'refiner',
+          {
+            prompt: c.prompt,
+            image,
+            strength: c.strength,
+            steps: c.num_inference_steps,
+            guidanceScale: c.guidance_scale,
+            aestheticScore: c.aesthetic_score,
+            negativeAestheticScore: c.negative_aesthetic_score,
+            latents: f32('refiner.noise'),
+          },
+          [[...ref('refiner.negative_add_time_ids').data], [...ref('refiner.add_time_ids').data]],
+        );
+      } finally {
+        image.dispose();
+      }
+    } finally {
+      pipe.dispose();
+    }
+  }, 300_000);
+
+  it('LCM UNet (time_cond_proj_dim): guidance as an embedding, one UNet pass per step on the plain batch', async () => {
+    const c = m.cases.lcm;
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, folder('lcm'));
+    try {
+      const ids = [32, 32, 0, 0, 32, 32];
+      const calls = await runCase(pipe, 'lcm', { prompt: c.prompt, steps: c.num_inference_steps, guidanceScale: c.guidance_scale, latents: f32('lcm.latents_T') }, [ids]);
+      expect(calls).toBe(1);
+    } finally {
+      pipe.dispose();
+    }
+  }, 300_000);
+
+  it('LCM UNet in StableDiffusionPipeline too: the guidance embedding, no classifier-free guidance', async () => {
+    const c = m.cases.sd_lcm;
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine, folder('sd_lcm'));
+    try {
+      const calls = await runCase(pipe, 'sd_lcm', { prompt: c.prompt, steps: c.num_inference_steps, guidanceScale: c.guidance_scale, height: c.height, width: c.width, latents: f32('sd_lcm.latents_T') });
+      expect(calls).toBe(1);
+    } finally {
+      pipe.dispose();
+    }
+  }, 300_000);
+});
