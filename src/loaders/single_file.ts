@@ -5,24 +5,27 @@ import type { IOOptions } from '../runtime/io.js';
 import type { TensorSource } from '../models/nn.js';
 import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
-import { CLIPTextModel } from '../text/clip_text_model.js';
+import { CLIPTextModel, CLIPTextModelWithProjection } from '../text/clip_text_model.js';
 import type { Config } from '../runtime/config.js';
 import type { WeightSource } from '../runtime/weights.js';
 import { loadFromSingleFile, type SingleFileSource } from './single_file_keys.js';
 
 export * from './single_file_keys.js';
 
-type SingleFileModels = { unet: UNet2DConditionModel; vae: AutoencoderKL; text_encoder: CLIPTextModel };
+type SingleFileModels = { unet: UNet2DConditionModel; vae: AutoencoderKL; text_encoder: CLIPTextModel; text_encoder_2: CLIPTextModelWithProjection };
 const LOADERS: { [K in keyof SingleFileModels]: (engine: Engine, config: Config, source: TensorSource) => Promise<SingleFileModels[K]> } = {
   unet: (e, c, s) => UNet2DConditionModel.load(e, c, s),
   vae: (e, c, s) => AutoencoderKL.load(e, c, s),
   text_encoder: (e, c, s) => CLIPTextModel.load(e, c, s),
+  text_encoder_2: (e, c, s) => CLIPTextModelWithProjection.load(e, c, s),
 };
 
 /**
- * One component of a Stable Diffusion 1.x single-file checkpoint (CompVis key names): 'unet'
- * (model.diffusion_model.*), 'vae' (first_stage_model.*) or 'text_encoder'
- * (cond_stage_model.transformer.*), built with the diffusers / transformers config given.
+ * One component of a Stable Diffusion single-file checkpoint (CompVis key names): 'unet'
+ * (model.diffusion_model.*), 'vae' (first_stage_model.*), 'text_encoder' (SD 1.x
+ * cond_stage_model.transformer.*, SD 2.x OpenCLIP cond_stage_model.model.*, SDXL
+ * conditioner.embedders.0.transformer.*) or 'text_encoder_2' (SDXL's OpenCLIP-bigG
+ * conditioner.embedders.1.model.*, the refiner's embedders.0.model.*), built with the config given.
  */
 export function fromSingleFile<K extends keyof SingleFileModels>(
   engine: Engine,

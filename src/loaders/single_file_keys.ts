@@ -1,17 +1,19 @@
-// The key mapping of Stable Diffusion 1.x (and SDXL: the UNet's added embedding) single-file checkpoints (CompVis / original LDM key names) mapped onto the
+// The key mapping of Stable Diffusion single-file checkpoints (CompVis / original LDM key names; SDXL's UNet added embedding too) mapped onto the
 // diffusers modules: model.diffusion_model.* -> UNet2DConditionModel, first_stage_model.* ->
-// AutoencoderKL, cond_stage_model.transformer.* -> CLIPTextModel. The mapping follows the block
+// AutoencoderKL, the text encoders (SD 1.x CLIP-L, SD 2.x OpenCLIP-H, SDXL's two; see below) -> CLIPTextModel /
+// CLIPTextModelWithProjection. The mapping follows the block
 // arithmetic of the original code, generalised to any layers_per_block and number of levels.
 // It imports no model, so the models' own fromSingleFile statics (the public API) can use it
 // without an import cycle; single_file.ts adds the one-call loader over all three.
 import type { Engine } from '../runtime/engine.js';
 import type { DType, Tensor } from '../runtime/tensor.js';
-import { WeightSource } from '../runtime/weights.js';
+import { WeightSource, WeightError } from '../runtime/weights.js';
 import type { IOOptions } from '../runtime/io.js';
 import type { TensorSource } from '../models/nn.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 
 export type SingleFileSource = string | Uint8Array | ArrayBuffer | WeightSource;
+export type SingleFileComponent = 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2';
 
 export async function openSingleFile(source: SingleFileSource, opts: IOOptions = {}): Promise<WeightSource> {
   if (source instanceof WeightSource) return source;
@@ -125,13 +127,13 @@ export function mapClipKey(key: string): string | null {
  * A TensorSource over one component of a single-file checkpoint, with diffusers names.
  * The VAE's attention projections are stored as [C, C, 1, 1] convs: those load as [C, C].
  */
-export function singleFileComponent(file: WeightSource, component: 'unet' | 'vae' | 'text_encoder', config: Config): WeightSource & TensorSource {
-  const prefix = { unet: 'model.diffusion_model.', vae: 'first_stage_model.', text_encoder: 'cond_stage_model.transformer.' }[component];
+export function singleFileComponent(file: WeightSource, component: SingleFileComponent, config: Config): TensorSource {
+  if (component === 'text_encoder' || component === 'text_encoder_2') return singleFileTextEncoder(file, component, config);
+  const prefix = { unet: 'model.diffusion_model.', vae: 'first_stage_model.' }[component];
   const view = file.withPrefix(prefix);
   // Keys we cannot place keep a marked name so the loader reports them as unexpected.
   const mapped = view.renamed((k) => {
-    if (k.endsWith('position_ids')) return null;
-    const to = component === 'unet' ? mapUNetKey(k, config) : component === 'vae' ? mapVaeKey(k, config) : mapClipKey(k);
+    const to = component === 'unet' ? mapUNetKey(k, config) : mapVaeKey(k, config);
     return to ?? `unmapped:${prefix}${k}`;
   });
   if (!mapped.names().length) {
@@ -150,7 +152,7 @@ export async function loadFromSingleFile<T>(
   load: (engine: Engine, config: Config, source: TensorSource) => Promise<T>,
   engine: Engine,
   source: SingleFileSource,
-  component: 'unet' | 'vae' | 'text_encoder',
+  component: SingleFileComponent,
   config: Config,
   opts: IOOptions = {},
 ): Promise<T> {
@@ -162,3 +164,159 @@ export async function loadFromSingleFile<T>(
   }
 }
 
+
+// ---------------------------------------------------------------- text encoders
+// SD 1.x: cond_stage_model.transformer.* (transformers' names without 'text_model.').
+// SD 2.x: cond_stage_model.model.* (OpenCLIP ViT-H: resblocks with a fused in_proj, ln_final,
+//   text_projection); diffusers keeps 23 of the 24 blocks (the penultimate layer is SD 2's output) and
+//   no projection, so blocks past num_hidden_layers, text_projection and logit_scale are skipped.
+// SDXL: conditioner.embedders.0.transformer.* (CLIP-L, transformers' names) and
+//   conditioner.embedders.1.model.* (OpenCLIP bigG with text_projection -> text_encoder_2);
+//   the refiner has only the bigG, as conditioner.embedders.0.model.*.
+
+/** Where a single-file checkpoint keeps a text encoder, and in which naming. */
+export interface TextEncoderLayout {
+  prefix: string;
+  naming: 'transformers' | 'openclip';
+}
+
+const TEXT_LAYOUTS: Record<'text_encoder' | 'text_encoder_2', TextEncoderLayout[]> = {
+  text_encoder: [
+    { prefix: 'cond_stage_model.transformer.', naming: 'transformers' },
+    { prefix: 'cond_stage_model.model.', naming: 'openclip' },
+    { prefix: 'conditioner.embedders.0.transformer.', naming: 'transformers' },
+  ],
+  text_encoder_2: [
+    { prefix: 'conditioner.embedders.1.model.', naming: 'openclip' },
+    { prefix: 'conditioner.embedders.0.model.', naming: 'openclip' },
+  ],
+};
+
+/** The layout of a text encoder in this file (by the first key prefix present), or null. */
+export function detectTextEncoderLayout(file: WeightSource, component: 'text_encoder' | 'text_encoder_2'): TextEncoderLayout | null {
+  const names = file.names();
+  return TEXT_LAYOUTS[component].find((l) => names.some((n) => n.startsWith(l.prefix))) ?? null;
+}
+
+/** How one transformers tensor is made from an OpenCLIP one. */
+interface OpenClipRecipe {
+  from: string;
+  /** rows [start, start + count) of a fused in_proj weight / bias */
+  rows?: [number, number];
+  /** the OpenCLIP text_projection [hidden, proj] used as x @ P -> Linear weight [proj, hidden] */
+  transpose?: boolean;
+}
+
+const OPENCLIP_LAYER: [RegExp, string][] = [
+  [/^ln_1\./, 'layer_norm1.'],
+  [/^ln_2\./, 'layer_norm2.'],
+  [/^attn\.out_proj\./, 'self_attn.out_proj.'],
+  [/^mlp\.c_fc\./, 'mlp.fc1.'],
+  [/^mlp\.c_proj\./, 'mlp.fc2.'],
+];
+
+/**
+ * transformers name -> recipe for an OpenCLIP text tower (names without the prefix), and the OpenCLIP
+ * names deliberately left out. `hidden` splits in_proj into q / k / v; `layers` = num_hidden_layers.
+ */
+export function mapOpenClipKeys(names: readonly string[], hidden: number, opts: { layers: number; dropExtraLayers: boolean; projection: boolean }): {
+  recipes: Map<string, OpenClipRecipe>;
+  skipped: string[];
+} {
+  const recipes = new Map<string, OpenClipRecipe>();
+  const skipped: string[] = [];
+  const put = (to: string, r: OpenClipRecipe) => recipes.set(to, r);
+  for (const n of names) {
+    let m: RegExpExecArray | null;
+    if (n === 'token_embedding.weight') put('text_model.embeddings.token_embedding.weight', { from: n });
+    else if (n === 'positional_embedding') put('text_model.embeddings.position_embedding.weight', { from: n });
+    else if ((m = /^ln_final\.(weight|bias)$/.exec(n))) put(`text_model.final_layer_norm.${m[1]}`, { from: n });
+    else if (n === 'text_projection') {
+      if (opts.projection) put('text_projection.weight', { from: n, transpose: true });
+      else skipped.push(n);
+    } else if (n === 'logit_scale' || n === 'attn_mask') skipped.push(n);
+    else if ((m = /^transformer\.resblocks\.(\d+)\.(.*)$/.exec(n))) {
+      const i = Number(m[1]);
+      const rest = m[2];
+      if (i >= opts.layers && opts.dropExtraLayers) {
+        skipped.push(n);
+        continue;
+      }
+      const to = `text_model.encoder.layers.${i}.`;
+      if ((m = /^attn\.in_proj_(weight|bias)$/.exec(rest))) {
+        ['q', 'k', 'v'].forEach((p, j) => put(`${to}self_attn.${p}_proj.${m![1]}`, { from: n, rows: [j * hidden, hidden] }));
+        continue;
+      }
+      const hit = OPENCLIP_LAYER.find(([re]) => re.test(rest));
+      // unknown block tensors keep a marked name so the loader reports them as unexpected
+      put(hit ? to + rest.replace(hit[0], hit[1]) : `unmapped:${n}`, { from: n });
+    } else put(`unmapped:${n}`, { from: n });
+  }
+  return { recipes, skipped };
+}
+
+/**
+ * A TensorSource with transformers' names over an OpenCLIP text tower (view = the file's tensors
+ * under the prefix): q / k / v are row blocks of the fused in_proj (read once for the three), the
+ * projection is transposed on the host; everything else is a plain rename.
+ */
+function openClipTextSource(view: WeightSource, config: Config, projection: boolean, dropExtraLayers: boolean): TensorSource & { unusedNames(): string[] } {
+  const c = new ConfigReader(projection ? 'CLIPTextModelWithProjection' : 'CLIPTextModel', config);
+  const hidden = c.int('hidden_size', 512);
+  const layers = c.int('num_hidden_layers', 12);
+  const { recipes, skipped } = mapOpenClipKeys(view.names(), hidden, { layers, dropExtraLayers, projection });
+  view.markUsed(...skipped);
+  const plainFrom = new Map<string, string>();
+  for (const [to, r] of recipes) if (!r.rows && !r.transpose) plainFrom.set(r.from, to);
+  const plain = view.renamed((k) => plainFrom.get(k) ?? null);
+  let cached: { from: string; data: Float32Array } | null = null;
+  const readOnce = async (from: string, shape: number[]): Promise<Float32Array> => {
+    if (cached?.from !== from) cached = { from, data: await view.readF32(from, shape) };
+    return cached.data;
+  };
+  const check = (name: string, from: string, shape: readonly number[], want: readonly number[]) => {
+    const got = view.info(from)?.shape ?? [];
+    if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
+      throw new WeightError(view.label, `weight '${from}' (for '${name}' ${JSON.stringify(shape)}) has shape [${got.join(', ')}], expected [${want.join(', ')}]`, name);
+    }
+  };
+  return {
+    has: (name) => recipes.has(name),
+    unusedNames: () => view.unusedNames(),
+    async upload(engine, name, shape, opts) {
+      const r = recipes.get(name);
+      if (!r || (!r.rows && !r.transpose)) return plain.upload(engine, name, shape, opts);
+      if (r.transpose) {
+        const [out, inp] = shape;
+        check(name, r.from, shape, [inp, out]);
+        const src = await view.readF32(r.from, [inp, out]);
+        const t = new Float32Array(out * inp);
+        for (let i = 0; i < inp; i++) for (let o = 0; o < out; o++) t[o * inp + i] = src[i * out + o];
+        return engine.tensor(t, shape, opts.dtype);
+      }
+      const [start, count] = r.rows!;
+      const cols = shape.length === 2 ? shape[1] : 1;
+      const fused = shape.length === 2 ? [3 * hidden, cols] : [3 * hidden];
+      check(name, r.from, shape, fused);
+      if (shape[0] !== count) throw new WeightError(view.label, `weight '${name}' expected with ${shape[0]} rows, the in_proj block has ${count}`, name);
+      const data = await readOnce(r.from, fused);
+      return engine.tensor(data.slice(start * cols, (start + count) * cols), shape, opts.dtype);
+    },
+  };
+}
+
+/**
+ * A text encoder of a single-file checkpoint with transformers' names: SD 1.x / SDXL's CLIP-L
+ * ('text_encoder'), SD 2.x's OpenCLIP-H ('text_encoder'), SDXL's OpenCLIP-bigG ('text_encoder_2').
+ */
+export function singleFileTextEncoder(file: WeightSource, component: 'text_encoder' | 'text_encoder_2', config: Config): TensorSource & { unusedNames(): string[] } {
+  const layout = detectTextEncoderLayout(file, component);
+  if (!layout) {
+    const where = TEXT_LAYOUTS[component].map((l) => `'${l.prefix}*'`).join(', ');
+    throw new Error(`${file.label}: no ${where} tensors: this is not a Stable Diffusion single-file checkpoint with a ${component}`);
+  }
+  const view = file.withPrefix(layout.prefix);
+  if (layout.naming === 'openclip') return openClipTextSource(view, config, component === 'text_encoder_2', layout.prefix === 'cond_stage_model.model.');
+  // transformers' names, with or without 'text_model.'; the position_ids buffer is implied
+  return view.renamed((k) => (k.endsWith('position_ids') ? null : mapClipKey(k)));
+}

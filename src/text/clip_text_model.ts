@@ -254,8 +254,10 @@ export class CLIPTextModel extends ClipTextTransformer {
   static readonly componentName = NAME;
 
   /**
-   * The text_encoder of a Stable Diffusion 1.x single-file checkpoint (CompVis key names, cond_stage_model.transformer.*),
-   * built with the diffusers config given (single-file checkpoints carry none).
+   * The text_encoder of a Stable Diffusion single-file checkpoint, built with the transformers config given
+   * (single-file checkpoints carry none): SD 1.x (cond_stage_model.transformer.*), SD 2.x's OpenCLIP
+   * (cond_stage_model.model.*: the fused in_proj split into q/k/v, blocks past num_hidden_layers skipped)
+   * or SDXL's first encoder (conditioner.embedders.0.transformer.*), told apart by their keys.
    */
   static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<CLIPTextModel> {
     if (!opts?.config) return Promise.reject(new Error('CLIPTextModel.fromSingleFile: pass { config } (the diffusers config of the component)'));
@@ -299,6 +301,16 @@ export class CLIPTextModelWithProjection extends ClipTextTransformer {
   private constructor(engine: Engine, config: Config, L: ParamLoader, p: ClipTextParts & { textProjection: Linear }) {
     super(engine, config, L, p);
     this.textProjection = p.textProjection;
+  }
+
+  /**
+   * SDXL's text_encoder_2 from a single-file checkpoint (OpenCLIP-bigG names, conditioner.embedders.1.model.*,
+   * or the refiner's conditioner.embedders.0.model.*; text_projection [hidden, proj] transposed), built
+   * with the transformers config given.
+   */
+  static fromSingleFile(engine: Engine, source: SingleFileSource, opts: { config: Config } & IOOptions): Promise<CLIPTextModelWithProjection> {
+    if (!opts?.config) return Promise.reject(new Error('CLIPTextModelWithProjection.fromSingleFile: pass { config } (the transformers config of text_encoder_2)'));
+    return loadFromSingleFile(CLIPTextModelWithProjection.load, engine, source, 'text_encoder_2', opts.config, opts);
   }
 
   static async load(engine: Engine, config: Config, source: TensorSource): Promise<CLIPTextModelWithProjection> {
