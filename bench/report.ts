@@ -3,6 +3,7 @@
 import { readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import type { OpRow } from './ops.js';
+import type { ModelRowResult } from './model_rows.js';
 
 interface ModelRow {
   name: string;
@@ -30,7 +31,7 @@ export function writeResultsMarkdown(dir: string, out: string): void {
   ];
   for (const f of files) {
     const r = JSON.parse(readFileSync(join(dir, f), 'utf8'));
-    parts.push(`## ${r.suite === 'ops' ? 'Kernels' : 'Models'} on ${r.adapter}${r.dtype ? `, ${r.dtype}` : ''}`, '', `${r.backend}, Node ${r.node}, ${r.date.slice(0, 10)}${r.tfjs ? `, TF.js ${r.tfjs} WebGPU backend` : ''}`, '');
+    parts.push(`## ${r.suite === 'ops' ? 'Kernels' : r.suite === 'modelrows' ? 'Whole-model rows' : 'Models'} on ${r.adapter}${r.dtype ? `, ${r.dtype}` : ''}`, '', `${r.backend}, Node ${r.node}, ${r.date.slice(0, 10)}${r.tfjs ? `, TF.js ${r.tfjs} WebGPU backend` : ''}`, '');
     if (r.suite === 'ops') {
       const adapter = shortAdapter(r.adapter);
       parts.push(
@@ -40,6 +41,20 @@ export function writeResultsMarkdown(dir: string, out: string): void {
       for (const row of r.rows as OpRow[]) {
         parts.push(
           `| ${row.name} | ${adapter} | ${row.tile ?? '-'} | ${row.dispatches ?? '-'} | ${fmt(row.ours.medianMs, 3)} | ${fmt(row.ours.gflops)} | ${fmt(row.ours.gbps)} | ${row.tfjs ? fmt(row.tfjs.medianMs, 3) : '-'} | ${row.tfjs ? fmt(row.tfjs.gflops) : '-'} | ${row.speedup ? fmt(row.speedup) : '-'} | ${row.speedup === null ? '-' : row.speedup >= 2 ? 'yes' : '**no**'} |`,
+        );
+      }
+    } else if (r.suite === 'modelrows') {
+      parts.push(
+        `Load average ${r.load ?? '?'} at the start. Checked against diffusers 0.31 (CPU, f32; bench/refs). GFLOP/s: the ops' cost functions summed over one call / ms per call. Shares: engine.profile (timestamp queries), of the summed kernel time.`,
+        '',
+        '| model | dtype | ms per call | GFLOP per call | GFLOP/s | dispatches | rel L2 vs diffusers | check | top 5 kernels (share of GPU time) | ORT Web ms | ORT / ours |',
+        '|---|---|---:|---:|---:|---:|---:|:---:|---|---:|---:|',
+      );
+      for (const row of r.rows as ModelRowResult[]) {
+        const top = row.top.map((k) => `${k.kernel} x${k.count}: ${(100 * k.share).toFixed(0)}%`).join('<br>');
+        const ort = row.ort?.ms !== undefined ? `${fmt(row.ort.ms)} (${row.ort.ep})` : (row.ort?.note ?? '-');
+        parts.push(
+          `| ${row.name} | ${row.dtype} | ${fmt(row.msPerCall)} | ${fmt(row.gflopPerCall, 3)} | ${fmt(row.gflops)} | ${row.dispatches} | ${row.relL2.toExponential(1)} | ${row.ok ? 'ok' : `**FAIL** (> ${row.tolerance})`} | ${top} | ${ort} | ${row.ort?.speedup !== undefined ? fmt(row.ort.speedup) : '-'} |`,
         );
       }
     } else {

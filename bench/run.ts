@@ -1,4 +1,4 @@
-// Headless benchmarks in Node (Dawn). Usage: npm run bench -- [--suite ops,models] [--no-tfjs] [--quick]
+// Headless benchmarks in Node (Dawn). Usage: npm run bench -- [--suite ops,modelrows,models] [--no-tfjs] [--quick]
 //   [--dtype f32,f16] [--adapter hardware|lavapipe|swiftshader]
 // Writes bench/results/<adapter>-<suite>[-f16].json and regenerates bench/RESULTS.md from every JSON there.
 import { parseArgs } from 'node:util';
@@ -36,7 +36,7 @@ export function slug(s: string): string {
 }
 
 export interface BenchOptions {
-  /** 'ops' and/or 'models' */
+  /** 'ops', 'modelrows' (the three checked whole-model rows) and/or 'models' */
   suite: string[];
   /** compare with TF.js's WebGPU backend (ops) */
   tfjs: boolean;
@@ -56,7 +56,7 @@ export function parseBenchOptions(args: string[]): BenchOptions {
   const { values } = parseArgs({
     args,
     options: {
-      suite: { type: 'string', default: 'ops' },
+      suite: { type: 'string', default: 'ops,modelrows' },
       'no-tfjs': { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
       filter: { type: 'string' },
@@ -103,6 +103,15 @@ export async function runBench(opts: BenchOptions): Promise<{ ops?: OpRow[]; mod
       writeFileSync(file, JSON.stringify({ ...meta, suite: 'ops', tfjs: tf ? tf.version_core : null, rows }, null, 2));
       log(`wrote ${file}`);
       result.ops = [...(result.ops ?? []), ...rows];
+    }
+    if (suites.includes('modelrows')) {
+      const { benchModelRows } = await import('./model_rows.js');
+      const load = (await import('node:os')).loadavg()[0].toFixed(1);
+      const rows = await benchModelRows(engine, { log, filter: opts.filter });
+      const file = join(outDir, `${slug(info.name)}-modelrows${suffix}.json`);
+      writeFileSync(file, JSON.stringify({ ...meta, suite: 'modelrows', load, rows }, null, 2));
+      log(`wrote ${file}`);
+      result.models = [...(result.models ?? []), ...rows];
     }
     if (suites.includes('models')) {
       const { benchModels } = await import('./models.js');

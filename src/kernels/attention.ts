@@ -12,7 +12,7 @@ import { DTYPE_BYTES, type DType } from '../runtime/tensor.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { attentionWgsl, attentionLayout, type AttentionConfig } from './attention.wgsl.js';
 import { engineOf, floatDtype, fail, rankIs, grid1d } from './check.js';
-import { cachedSource, type Cost } from './kit.js';
+import { cachedSource, countCost, type Cost } from './kit.js';
 import { matmul } from './matmul.js';
 import { concat, slice } from './layout.js';
 import { scale as scaleBy } from './unary.js';
@@ -153,5 +153,6 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     uniforms: { Lq, Lk, C, heads, qTiles, total, gx, scale: scale * Math.LOG2E },
     workgroups: [gx, gy],
   });
+  countCost(engine, op, () => attentionCost({ batch: B, lq: Lq, lk: Lk, channels: C, heads, dtype }));
   return out;
 }

@@ -12,7 +12,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, shapeStr, type DType } from '../runtime/tensor.js';
 import { gemm, type GemmArgs, type GemmTileName } from './gemm.js';
 import { engineOf, fail, floatDtype, rankIs } from './check.js';
-import { type Cost } from './kit.js';
+import { countCost, type Cost } from './kit.js';
 
 export interface Conv2dOptions {
   /** a number or [sh, sw] (default 1) */
@@ -193,5 +193,6 @@ export function conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOpti
     y.dispose();
     throw e;
   }
+  countCost(engine, op, () => conv2dCost({ x: x.shape, w: w.shape, ...opts, bias: !!bias, residual: !!res, dtype } as Conv2dCostArgs));
   return y;
 }

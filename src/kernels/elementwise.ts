@@ -7,7 +7,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype } from './check.js';
-import { ACTIVATION_FLOPS, cachedSource, flatWorkgroups, type Cost } from './kit.js';
+import { ACTIVATION_FLOPS, cachedSource, countCost, flatWorkgroups, type Cost } from './kit.js';
 import { binaryWgsl, binaryVec4Wgsl, castFromWgsl, castToWgsl, clampWgsl, gegluVec4Wgsl, gegluWgsl } from './elementwise.wgsl.js';
 
 const binarySrc = { name: 'binary', wgsl: binaryWgsl };
@@ -99,6 +99,7 @@ function binary(op: keyof typeof BINARY_OPS, a: Tensor, b: Tensor): Tensor {
   } else {
     engine.dispatch(binarySrc, { bindings: { a, b, y }, uniforms, workgroups: flatWorkgroups(engine, n), constants });
   }
+  countCost(engine, op, () => binaryCost({ a: a.shape, b: b.shape, dtype }));
   return y;
 }
 
@@ -121,6 +122,7 @@ export function geglu(x: Tensor): Tensor {
   if (y.size === 0) return y;
   const v = d % 4 === 0 ? 4 : 1; // whole vec4s per half-row
   engine.dispatch(v === 4 ? gegluVec4Src : gegluSrc, { bindings: { x, y }, uniforms: { n: y.size / v, d: d / v }, workgroups: flatWorkgroups(engine, y.size / v) });
+  countCost(engine, op, () => gegluCost({ shape: x.shape, dtype }));
   return y;
 }
 

@@ -13,6 +13,15 @@ export interface Cost {
   bytes: number;
 }
 
+/** Reports one op call's cost to the engine's cost sink (the bench's FLOP counter); the cost
+ * function runs only while a sink is set, so normal calls pay nothing. */
+export function countCost(engine: Engine, op: string, cost: () => Cost): void {
+  const sink = engine.costSink;
+  if (!sink) return;
+  const c = cost();
+  sink(op, c.flops, c.bytes);
+}
+
 const sources = new Map<string, KernelSource>();
 
 /**

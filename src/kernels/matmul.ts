@@ -8,7 +8,7 @@ import type { Engine } from '../runtime/engine.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType, type Tensor } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype } from './check.js';
-import { ACTIVATION_FLOPS, isActivation, type Activation, type Cost } from './kit.js';
+import { ACTIVATION_FLOPS, countCost, isActivation, type Activation, type Cost } from './kit.js';
 import { gemm } from './gemm.js';
 import type { GemmDims } from './tune_cache.js';
 
@@ -99,6 +99,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     transB: !!opts.transposeB,
     activation: 'none',
   });
+  countCost(engine, op, () => matmulCost({ a: a.shape, b: b.shape, transposeA: opts.transposeA, transposeB: opts.transposeB, dtype }));
   return out;
 }
 
@@ -142,6 +143,7 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null, opts: LinearOpti
     transB: true,
     activation,
   });
+  countCost(engine, op, () => linearCost({ x: x.shape, w: w.shape, bias: !!b, residual: !!residual, activation, dtype }));
   return out;
 }
 

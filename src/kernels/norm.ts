@@ -5,7 +5,7 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype, grid1d } from './check.js';
-import { ACTIVATION_FLOPS, isCpuAdapter, type Cost } from './kit.js';
+import { ACTIVATION_FLOPS, countCost, isCpuAdapter, type Cost } from './kit.js';
 import {
   NORM_VALUES_PER_THREAD, normApplyVec4Wgsl, normApplyWgsl, normRowsVec4Wgsl, normRowsWgsl, normStatsVec4Wgsl, normStatsWgsl,
 } from './norm.wgsl.js';
@@ -121,6 +121,7 @@ export function groupNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, 
   checkEps(op, eps);
   const spatial = numel(x.shape.slice(2));
   const cpg = c / groups;
+  countCost(x.engine, op, () => groupNormCost({ shape: x.shape, groups, dtype: x.dtype, silu: !!opts.silu, affine: !!gamma }));
   return normRows({ op, x, gamma, beta, rows: n * groups, len: cpg * spatial, groups, cpg, spatial, eps, silu: !!opts.silu, split: opts.split ?? !isCpuAdapter(x.engine) });
 }
 
@@ -135,6 +136,7 @@ export function layerNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, 
   const eps = opts.eps ?? 1e-5;
   checkEps(op, eps);
   const rows = d === 0 ? 0 : x.size / d;
+  countCost(x.engine, op, () => layerNormCost({ shape: x.shape, dtype: x.dtype, affine: !!gamma }));
   return normRows({ op, x, gamma, beta, rows, len: d, groups: 1, cpg: 0, spatial: 1, eps, silu: false, split: false });
 }
 

@@ -2,7 +2,7 @@ import type { Tensor } from '../runtime/tensor.js';
 import type { DType } from '../runtime/dtype.js';
 import { softmaxWgsl } from './softmax.wgsl.js';
 import { engineOf, fail, floatDtype, grid1d } from './check.js';
-import type { Cost } from './kit.js';
+import { countCost, type Cost } from './kit.js';
 
 const src = { name: 'softmax', wgsl: softmaxWgsl };
 
@@ -34,6 +34,7 @@ export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
     uniforms: { rows, len, lq, causal: causal ? 1 : 0, gx, scale },
     workgroups: [gx, gy],
   });
+  countCost(engine, op, () => softmaxCost({ shape: x.shape, dtype }));
   return y;
 }
 

@@ -5,7 +5,7 @@
 import type { Tensor } from '../runtime/tensor.js';
 import { vqLookupWgsl } from './vq_lookup.wgsl.js';
 import { engineOf, fail, floatDtype, grid1d, rankIs } from './check.js';
-import { type Cost } from './kit.js';
+import { countCost, type Cost } from './kit.js';
 
 const src = { name: 'vqLookup', wgsl: vqLookupWgsl };
 const OP = 'vqLookup';
@@ -49,5 +49,6 @@ export function vqLookup(z: Tensor, codebook: Tensor): { quantized: Tensor; indi
     indices.dispose();
     throw e;
   }
+  countCost(engine, OP, () => vqLookupCost({ pixels: npix, channels: C, entries: K, bytesPerElement: dtype === 'f16' ? 2 : 4 }));
   return { quantized, indices };
 }

@@ -73,6 +73,9 @@ export class Engine {
   readonly scopeStack: Scope[] = [];
   /** @internal test hook: the next dispatch() calls counted, and the 1-based call that throws */
   readonly faults = { dispatches: 0, failAt: 0 };
+  /** @internal the bench's FLOP counter: while set, each op call reports its cost function's
+   * result here (kernels/kit.ts countCost), so a whole forward's FLOPs are the ops' own figures */
+  costSink: ((op: string, flops: number, bytes: number) => void) | null = null;
 
   private constructor(adapter: GPUAdapter, device: GPUDevice, opts: EngineOptions, backend: 'browser' | 'node', choice: { kind: AdapterKind; reason: string }) {
     this.adapter = adapter;
