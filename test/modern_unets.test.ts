@@ -4,13 +4,12 @@
 // per-layer transformer_layers_per_block lists). Weights are seeded from their names on both sides.
 // Relative L2 <= 1e-4 in f32. Plus the SDXL single-file (sgm key) mapping and the input checks.
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { UNet2DConditionModel, type Engine, type Tensor } from '../src/index.js';
 import { writeSafetensors } from '../src/runtime/safetensors.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
-import { loadCase, FIXTURES, type FixtureCase, type HostTensor } from './fixture.js';
-import { seededSafetensors, seededValues, type ManifestEntry } from './seeded.js';
+import type { FixtureCase, HostTensor } from './fixture.js';
+import { seededValues } from './seeded.js';
+import { loadModern } from './modern_fixture.js';
 
 afterAll(() => reportWorst('modern UNets vs diffusers'));
 
@@ -19,18 +18,6 @@ let engine: Engine;
 beforeAll(async () => {
   engine = await getEngine();
 });
-
-interface Modern {
-  c: FixtureCase;
-  manifest: (ManifestEntry & { original?: string })[];
-  bytes: Uint8Array;
-}
-
-export function loadModern(name: string): Modern {
-  const c = loadCase(`modern/${name}`);
-  const manifest = (JSON.parse(readFileSync(join(FIXTURES, 'modern', name, 'manifest.json'), 'utf8')) as { tensors: Modern['manifest'] }).tensors;
-  return { c, manifest, bytes: seededSafetensors(manifest) };
-}
 
 const up = (h: HostTensor): Tensor => engine.tensor(Float32Array.from(h.data), h.shape);
 

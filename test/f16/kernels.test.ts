@@ -126,6 +126,31 @@ describe('attention f16 vs float64 (tol 2e-3)', () => {
   }
 });
 
+// upcast_attention (SD 2.1): scores whose f16 storage would overflow. The fused kernel computes Q K^T
+// and the softmax in f32 regardless; the by-parts path (heads too wide for the fused tiles) stores the
+// score matrix, which upcast keeps in f32. q and k of size ~300 over 3000 channels: |scores| ~ 1e5 > 65504.
+describe('attention upcast in f16 vs float64 (tol 2e-3)', () => {
+  for (const [i, [Lq, Lk, C, spread]] of ([
+    [9, 13, 3000, 300], // by parts
+    [33, 29, 64, 40], // fused
+  ] as [number, number, number, number][]).entries()) {
+    it(`Lq${Lq} Lk${Lk} C${C} |q|,|k| ~ ${spread}${C > 1000 ? ' (by parts)' : ' (fused)'}`, async () => {
+      const q = await h(randn(Lq * C, 140 + i, spread), [1, Lq, C]);
+      const k = await h(randn(Lk * C, 150 + i, spread), [1, Lk, C]);
+      const v = await h(randn(Lk * C, 160 + i), [1, Lk, C]);
+      const ref = attentionRef(q.v, k.v, v.v, 1, Lq, Lk, C, 1, {});
+      await check('attention upcast', ops.attention(q.t, k.t, v.t, { heads: 1, upcast: true }), ref, 2e-3);
+      // what upcast prevents: without it the by-parts scores overflow f16 (the fused path is unaffected)
+      const plain = ops.attention(q.t, k.t, v.t, { heads: 1 });
+      const got = (await plain.read()) as Float32Array;
+      plain.dispose();
+      const bad = got.some((x) => !Number.isFinite(x)) || relL2(got, ref) > 2e-3;
+      expect(bad).toBe(C > 1000);
+      [q, k, v].forEach((t) => t.t.dispose());
+    });
+  }
+});
+
 describe('norms f16 vs float64 (tol 1.5e-3)', () => {
   it('groupNorm (+SiLU) on values with a large mean: mean and variance in f32', async () => {
     for (const [i, [shape, groups, silu, mean]] of ([
