@@ -112,6 +112,41 @@ describe('SDXL single-file checkpoint (Stability sgm keys: model.diffusion_model
   });
 });
 
+describe('checkFits: largestActivationBytes for the new layouts', () => {
+  it('equals the largest tensor a forward allocates (SDXL layout: no attention at level 0, 3 transformer layers; SD2; LCM)', async () => {
+    for (const name of ['sdxl_unet', 'sd2_unet', 'lcm_unet']) {
+      const { c, bytes } = loadModern(name);
+      const unet = await UNet2DConditionModel.fromConfig(engine, c.config, bytes);
+      const core = (unet as unknown as { core: { largestActivationBytes(b: number, h: number, w: number, e: number): number } }).core;
+      for (const [B, h, w] of [[2, 8, 8], [1, 16, 12]]) {
+        const ctx = engine.tensor(new Float32Array(B * 7 * unet.crossAttentionDim).fill(0.1), [B, 7, unet.crossAttentionDim]);
+        const x = engine.tensor(new Float32Array(B * 4 * h * w).fill(0.2), [B, 4, h, w]);
+        const extra =
+          name === 'sdxl_unet'
+            ? { addedCondKwargs: { textEmbeds: engine.tensor(new Float32Array(B * 24).fill(0.3), [B, 24]), timeIds: Array.from({ length: B }, () => [h * 8, w * 8, 0, 0, h * 8, w * 8]) } }
+            : name === 'lcm_unet'
+              ? { timestepCond: unet.guidanceEmbedding(4, B) }
+              : {};
+        let largest = 0;
+        const empty = engine.empty.bind(engine);
+        engine.empty = (shape, dtype, op, forUpload) => {
+          largest = Math.max(largest, shape.reduce((a, b) => a * b, 1) * 4);
+          return empty(shape, dtype, op, forUpload);
+        };
+        try {
+          unet.forward(x, 10, { encoderHiddenStates: ctx, ...extra }).dispose();
+        } finally {
+          engine.empty = empty;
+        }
+        expect(core.largestActivationBytes(B, h, w, 4), `${name} B${B} ${h}x${w}`).toBe(largest);
+        [ctx, x].forEach((t) => t.dispose());
+        Object.values(extra).forEach((v) => (v instanceof Object && 'dispose' in v ? (v as Tensor).dispose() : (v as { textEmbeds: Tensor }).textEmbeds.dispose()));
+      }
+      unet.dispose();
+    }
+  });
+});
+
 describe('modern UNet input and config checks', () => {
   it('text_time: missing or misshapen addedCondKwargs are clear errors and leak nothing', async () => {
     const { c, bytes } = loadModern('sdxl_unet');

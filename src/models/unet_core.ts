@@ -111,7 +111,8 @@ export class UNetCore {
       normOut: await GroupNorm.load(L, 'conv_norm_out', boc[0], s.normOutGroups, s.eps),
       convOut: await Conv2d.load(L, 'conv_out', boc[0], s.outChannels),
     };
-    const widths = boc.map((c, l) => Math.max(c + boc[Math.min(l + 1, n - 1)], c * (s.levelWidth?.(l) ?? 1)));
+    // an up block's resnet inputs at level l: [from below, c], [c, c] and [c, the level above's skip]
+    const widths = boc.map((c, l) => Math.max(c + boc[Math.min(l + 1, n - 1)], 2 * c, c + boc[Math.max(l - 1, 0)], c * (s.levelWidth?.(l) ?? 1)));
     return new UNetCore(parts, s.numClassEmbeds, widths);
   }
 
