@@ -1,5 +1,6 @@
-// The component configs of Stable Diffusion 1.5 (as diffusers writes them in the runwayml /
-// stable-diffusion-v1-5 folder), used for single-file checkpoints, which carry no configs.
+// The component configs of Stable Diffusion 1.5 and 2.1 (as diffusers writes them in the
+// runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-2-1 folders), used for
+// single-file checkpoints, which carry no configs.
 import type { Config } from '../runtime/config.js';
 
 export const SD15_UNET: Config = {
@@ -65,3 +66,77 @@ export const SD15_SCHEDULER: Config = {
   steps_offset: 1,
   trained_betas: null,
 };
+
+// Stable Diffusion 2.x (stabilityai/stable-diffusion-2-1, as diffusers 0.31's single-file loader
+// uses for every SD 2.x checkpoint): the 768 v-prediction model. 2.x-base (512, epsilon) differs in
+// sample_size and prediction_type only: see sd2Configs.
+export const SD21_UNET: Config = {
+  ...SD15_UNET,
+  attention_head_dim: [5, 10, 20, 20],
+  cross_attention_dim: 1024,
+  sample_size: 96,
+  use_linear_projection: true,
+  upcast_attention: true,
+};
+
+export const SD21_VAE: Config = { ...SD15_VAE, sample_size: 768 };
+
+/** OpenCLIP ViT-H's text tower as transformers' CLIPTextModel: 23 of its 24 blocks (SD 2.x conditions
+ * on the penultimate layer, so the last block is dropped), gelu. */
+export const SD21_TEXT_ENCODER: Config = {
+  architectures: ['CLIPTextModel'],
+  bos_token_id: 0,
+  eos_token_id: 2,
+  hidden_act: 'gelu',
+  hidden_size: 1024,
+  intermediate_size: 4096,
+  layer_norm_eps: 1e-5,
+  max_position_embeddings: 77,
+  num_attention_heads: 16,
+  num_hidden_layers: 23,
+  pad_token_id: 1,
+  projection_dim: 512,
+  vocab_size: 49408,
+};
+
+export const SD21_SCHEDULER: Config = {
+  _class_name: 'DDIMScheduler',
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  beta_start: 0.00085,
+  clip_sample: false,
+  num_train_timesteps: 1000,
+  prediction_type: 'v_prediction',
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  trained_betas: null,
+};
+
+/**
+ * The configs of an SD 2.x single file: 2.0 / 2.1 (768, v_prediction) by default, as diffusers; the
+ * base models (2.0-base, 2.1-base: 512, epsilon) with predictionType 'epsilon', which also makes
+ * 512 the default size. imageSize overrides the size.
+ */
+export function sd2Configs(opts: { predictionType?: 'epsilon' | 'v_prediction'; imageSize?: number } = {}): { unet: Config; vae: Config; textEncoder: Config; scheduler: Config } {
+  const prediction = opts.predictionType ?? 'v_prediction';
+  if (prediction !== 'epsilon' && prediction !== 'v_prediction') throw new Error(`SD 2.x: predictionType must be 'epsilon' or 'v_prediction', got ${JSON.stringify(prediction)}`);
+  const size = opts.imageSize ?? (prediction === 'epsilon' ? 512 : 768);
+  if (!Number.isInteger(size) || size < 64 || size % 64) throw new Error(`SD 2.x: imageSize must be a multiple of 64, got ${String(size)}`);
+  return {
+    unet: { ...SD21_UNET, sample_size: size / 8 },
+    vae: { ...SD21_VAE, sample_size: size },
+    textEncoder: SD21_TEXT_ENCODER,
+    scheduler: { ...SD21_SCHEDULER, prediction_type: prediction },
+  };
+}
+
+/**
+ * Which Stable Diffusion a single file holds, by its key names: SD 2.x has an OpenCLIP text tower
+ * (cond_stage_model.model.*) and cross-attends to 1024 wide text (diffusers checks the same to_k).
+ */
+export function singleFileFamily(names: readonly string[], shapeOf: (name: string) => readonly number[] | undefined): 'sd1' | 'sd2' {
+  if (names.some((n) => n.startsWith('cond_stage_model.model.'))) return 'sd2';
+  const toK = shapeOf('model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight');
+  return toK && toK[toK.length - 1] === 1024 ? 'sd2' : 'sd1';
+}

@@ -15,7 +15,7 @@ import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
 import { LoraMerger, type LoraReport } from '../loaders/lora.js';
 import { joinPath } from '../runtime/io.js';
-import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE } from './sd_configs.js';
+import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, sd2Configs, singleFileFamily } from './sd_configs.js';
 import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 
@@ -118,31 +118,54 @@ export class StableDiffusionPipeline {
   }
 
   /**
-   * A Stable Diffusion 1.x single-file checkpoint (CompVis keys: model.diffusion_model.*,
-   * first_stage_model.*, cond_stage_model.transformer.*). Configs default to SD 1.5's; the
-   * tokenizer files are not in such checkpoints: pass a tokenizer folder (or use promptEmbeds).
+   * A Stable Diffusion 1.x or 2.x single-file checkpoint (CompVis keys: model.diffusion_model.*,
+   * first_stage_model.*, and cond_stage_model.transformer.* (SD 1.x CLIP) or cond_stage_model.model.*
+   * (SD 2.x OpenCLIP)). The family is told by the keys; configs default to SD 1.5's or SD 2.1's
+   * (768, v_prediction; pass predictionType 'epsilon' for the 512 base models). The tokenizer files
+   * are not in such checkpoints: pass a tokenizer folder (or use promptEmbeds); for SD 2.x it pads
+   * with '!' whatever the folder says (SD 1.x's CLIP-L folder has the same vocabulary).
    */
   static async fromSingleFile(
     engine: Engine,
     source: SingleFileSource,
-    opts: PipelineLoadOptions & { unetConfig?: Config; vaeConfig?: Config; textEncoderConfig?: Config; schedulerConfig?: Config; tokenizer?: string | CLIPTokenizer } = {},
+    opts: PipelineLoadOptions & {
+      unetConfig?: Config;
+      vaeConfig?: Config;
+      textEncoderConfig?: Config;
+      schedulerConfig?: Config;
+      tokenizer?: string | CLIPTokenizer;
+      /** SD 2.x: 'v_prediction' (2.0 / 2.1, the default) or 'epsilon' (the base models) */
+      predictionType?: 'epsilon' | 'v_prediction';
+      /** SD 2.x: the size the configs default to (768 for v_prediction, 512 for epsilon) */
+      imageSize?: number;
+    } = {},
   ): Promise<StableDiffusionPipeline> {
     const file = await openSingleFile(source, opts);
     const loaded: { dispose(): void }[] = [];
     let loras: LoraMerger | null = null;
     try {
+      const names = file.names();
+      const family = singleFileFamily(names, (n) => file.info(n)?.shape);
+      if (family === 'sd1' && (opts.predictionType !== undefined || opts.imageSize !== undefined)) {
+        throw new Error('StableDiffusionPipeline.fromSingleFile: predictionType and imageSize choose between SD 2.x models; this is an SD 1.x checkpoint (pass schedulerConfig / unetConfig instead)');
+      }
+      const defaults = family === 'sd2' ? sd2Configs(opts) : { unet: SD15_UNET, vae: SD15_VAE, textEncoder: SD15_TEXT_ENCODER, scheduler: SD15_SCHEDULER };
       loras = opts.loras?.length ? await LoraMerger.open(opts.loras, opts) : null;
-      const unet = await fromSingleFile(engine, file, 'unet', { config: opts.unetConfig ?? SD15_UNET, transformWeights: loras ? withLoras(loras, 'unet') : undefined });
+      const unet = await fromSingleFile(engine, file, 'unet', { config: opts.unetConfig ?? defaults.unet, transformWeights: loras ? withLoras(loras, 'unet') : undefined });
       loaded.push(unet);
-      const vae = await fromSingleFile(engine, file, 'vae', { config: opts.vaeConfig ?? SD15_VAE });
+      const vae = await fromSingleFile(engine, file, 'vae', { config: opts.vaeConfig ?? defaults.vae });
       loaded.push(vae);
-      const hasText = file.names().some((n) => n.startsWith('cond_stage_model.transformer.'));
+      const textPrefix = family === 'sd2' ? 'cond_stage_model.model.' : 'cond_stage_model.transformer.';
+      const hasText = names.some((n) => n.startsWith(textPrefix));
       const textEncoder = hasText
-        ? await fromSingleFile(engine, file, 'text_encoder', { config: opts.textEncoderConfig ?? SD15_TEXT_ENCODER, transformWeights: loras ? withLoras(loras, 'text_encoder') : undefined })
+        ? await fromSingleFile(engine, file, 'text_encoder', { config: opts.textEncoderConfig ?? defaults.textEncoder, transformWeights: loras ? withLoras(loras, 'text_encoder') : undefined })
         : null;
       if (textEncoder) loaded.push(textEncoder);
-      const tokenizer = typeof opts.tokenizer === 'string' ? await CLIPTokenizer.fromPretrained(opts.tokenizer) : opts.tokenizer ?? null;
-      const scheduler = createScheduler(opts.schedulerConfig ?? SD15_SCHEDULER);
+      const tokenizer =
+        typeof opts.tokenizer === 'string'
+          ? await CLIPTokenizer.fromPretrained(opts.tokenizer, { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs, ...(family === 'sd2' ? { padToken: '!' } : {}) })
+          : opts.tokenizer ?? null;
+      const scheduler = createScheduler(opts.schedulerConfig ?? defaults.scheduler);
       return withReport(reportLoras(loras), new StableDiffusionPipeline({ vae, unet, textEncoder, tokenizer, scheduler, predictionType: scheduler.predictionType }));
     } catch (e) {
       for (const m of loaded) m.dispose();

@@ -1,0 +1,121 @@
+// StableDiffusionPipeline.fromSingleFile on an SD 2.x checkpoint: the tiny SD 2.x pipeline of
+// test/fixtures/sd2 written in the original layout (UNet/VAE CompVis names, OpenCLIP text tower with
+// fused in_proj, plus the 24th-block-style extra layer diffusers drops), the layout being what
+// diffusers 0.31's converters read (tools/pyref/gen_sd2_single_file.py checks the round trip). The
+// family is told from the keys, the scheduler defaults to SD 2.1's (DDIM, v_prediction), and the image
+// equals diffusers' from the same weights.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readSafetensorsFile, FIXTURES } from './fixture.js';
+import { getEngine, relL2, track, reportWorst } from './helpers.js';
+import { readSd2Manifest, SD2_DIR } from './tiny_sd2.js';
+import { seededValues } from './seeded.js';
+import { writeSafetensors } from '../src/runtime/safetensors.js';
+import { StableDiffusionPipeline, type Engine } from '../src/index.js';
+import { sd2Configs, singleFileFamily, SD21_SCHEDULER } from '../src/pipelines/sd_configs.js';
+
+const m = readSd2Manifest();
+const refs = readSafetensorsFile(join(SD2_DIR, 'refs.safetensors'));
+const layout = (JSON.parse(readFileSync(join(SD2_DIR, 'single_file_map.json'), 'utf8')) as { layout: Record<string, { shape: number[]; from: [string, string][] }> }).layout;
+const shapes: Record<string, Record<string, number[]>> = {};
+for (const [c, list] of Object.entries(m.tensors)) shapes[c] = Object.fromEntries(list.map((e) => [e.key, e.shape]));
+
+/** The checkpoint: each original tensor made of the seeded diffusers tensors the layout names. */
+function sd2SingleFile(extraTextBlock: boolean): Uint8Array {
+  const t: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const [k, e] of Object.entries(layout)) {
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    let off = 0;
+    for (const [c, d] of e.from) {
+      const v = seededValues(d, shapes[c][d]);
+      data.set(v, off);
+      off += v.length;
+    }
+    if (!e.from.length) data.set(seededValues(k, e.shape)); // text_projection, logit_scale: not used by diffusers
+    t[k] = { dtype: 'F32', shape: e.shape, data };
+  }
+  if (extraTextBlock) {
+    // SD 2.x checkpoints hold all 24 OpenCLIP blocks; the text encoder keeps 23 (num_hidden_layers)
+    const L = Number(m.configs.text_encoder.num_hidden_layers);
+    for (const [k, e] of Object.entries(layout)) {
+      const hit = /^cond_stage_model\.model\.transformer\.resblocks\.0\.(.*)$/.exec(k);
+      if (hit) t[`cond_stage_model.model.transformer.resblocks.${L}.${hit[1]}`] = { dtype: 'F32', shape: e.shape, data: seededValues(`extra.${k}`, e.shape) };
+    }
+  }
+  return writeSafetensors(t);
+}
+
+describe('SD 2.x single file', () => {
+  let engine: Engine;
+  let bytes: Uint8Array;
+  beforeAll(async () => {
+    engine = await getEngine();
+    bytes = sd2SingleFile(true);
+  });
+
+  it('is told from SD 1.x by its keys; SD 2.1 configs by default, the base models with predictionType epsilon', () => {
+    const names = Object.keys(layout);
+    const none = () => undefined;
+    expect(singleFileFamily(names, none)).toBe('sd2');
+    expect(singleFileFamily(['model.diffusion_model.out.0.weight', 'cond_stage_model.transformer.text_model.final_layer_norm.weight'], none)).toBe('sd1');
+    // without a text encoder, by the width the UNet cross-attends to (diffusers' own test)
+    const toK = 'model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight';
+    expect(singleFileFamily([toK], () => [640, 1024])).toBe('sd2');
+    expect(singleFileFamily([toK], () => [640, 768])).toBe('sd1');
+    const v = sd2Configs();
+    expect([v.unet.sample_size, v.vae.sample_size, v.scheduler.prediction_type]).toEqual([96, 768, 'v_prediction']);
+    expect(v.textEncoder).toMatchObject({ hidden_act: 'gelu', hidden_size: 1024, num_hidden_layers: 23 });
+    expect(v.unet).toMatchObject({ use_linear_projection: true, attention_head_dim: [5, 10, 20, 20], cross_attention_dim: 1024 });
+    const base = sd2Configs({ predictionType: 'epsilon' });
+    expect([base.unet.sample_size, base.vae.sample_size, base.scheduler.prediction_type]).toEqual([64, 512, 'epsilon']);
+    expect(() => sd2Configs({ predictionType: 'sample' as never })).toThrow(/epsilon' or 'v_prediction/);
+    expect(() => sd2Configs({ imageSize: 700 })).toThrow(/multiple of 64/);
+  });
+
+  it('loads (OpenCLIP text tower, extra block dropped) and generates what diffusers does (DDIM v_prediction)', async () => {
+    const before = engine.memory().inUseBytes;
+    // the SD 1.x CLIP-L tokenizer folder: same vocabulary; SD 2.x's '!' padding is applied for this family
+    const pipe = await StableDiffusionPipeline.fromSingleFile(engine, bytes, {
+      unetConfig: m.configs.unet,
+      vaeConfig: m.configs.vae,
+      textEncoderConfig: m.configs.text_encoder,
+      tokenizer: join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14'),
+    });
+    try {
+      expect(pipe.scheduler.className).toBe('DDIMScheduler');
+      expect(pipe.scheduler.predictionType).toBe('v_prediction');
+      expect(pipe.scheduler.config.prediction_type).toBe(SD21_SCHEDULER.prediction_type);
+      expect(pipe.tokenizer!.encode(m.prompt)).toEqual(Array.from(refs.input_ids.data));
+      for (const model of [pipe.unet, pipe.vae, pipe.textEncoder!]) expect(model.unexpectedWeights).toEqual([]);
+      const steps = refs['ddim.latents_steps'];
+      const per = steps.data.length / steps.shape[0];
+      const out = await pipe.generate({
+        prompt: m.prompt,
+        negativePrompt: m.negative_prompt,
+        height: m.height,
+        width: m.width,
+        steps: m.steps,
+        guidanceScale: m.guidance_scale,
+        latents: refs.latents_T.data as Float32Array,
+        onStep: async ({ step, latents }) => {
+          expect(track('sd2 single file latents per step', relL2(await latents.read(), steps.data.subarray((step - 1) * per, step * per))), `step ${step}`).toBeLessThan(1e-4);
+        },
+      });
+      expect(track('sd2 single file image', relL2(await out.images.read(), refs['ddim.image'].data))).toBeLessThan(1e-4);
+      out.images.dispose();
+    } finally {
+      pipe.dispose();
+    }
+    expect(engine.memory().inUseBytes).toBe(before);
+  }, 300_000);
+
+  it('SD 2.x default configs on a file of another size fail clearly and free what they loaded', async () => {
+    const before = engine.memory().inUseBytes;
+    await expect(StableDiffusionPipeline.fromSingleFile(engine, bytes, { vaeConfig: m.configs.vae })).rejects.toThrow(/shape/);
+    expect(engine.memory().inUseBytes).toBe(before);
+    await expect(StableDiffusionPipeline.fromSingleFile(engine, bytes, { predictionType: 'eps' as never })).rejects.toThrow(/predictionType/);
+    reportWorst('sd2 single file');
+  }, 120_000);
+});
