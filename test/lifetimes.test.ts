@@ -10,6 +10,7 @@ import {
   AutoencoderKL,
   AutoencoderTiny,
   CLIPTextModel,
+  CLIPTextModelWithProjection,
   LDMPipeline,
   StableDiffusionPipeline,
   StableDiffusionXLPipeline,
@@ -24,6 +25,7 @@ import {
 import { getEngine, randArray } from './helpers.js';
 import { loadCase, FIXTURES } from './fixture.js';
 import { buildTinySdFolder } from './tiny_sd.js';
+import { modernCase, caseWeights, idsOf } from './modern_text_case.js';
 import { buildTinySdxlFolder } from './tiny_sdxl.js';
 
 const inUse = (e: Engine) => e.memory().inUseBytes;
@@ -142,6 +144,17 @@ describe('a failure at any dispatch frees everything the call made', () => {
     ].map((r) => r.map((v) => v % te.shape.vocabSize));
     await failEverywhere(engine, 'CLIPTextModel.forward', () => te.forward(ids));
     await failEverywhere(engine, 'CLIPTextModel.forward hidden states', () => te.forward(ids, { outputHiddenStates: true, clipSkip: 1 }));
+    te.dispose();
+  });
+
+  it('CLIPTextModelWithProjection forward and hiddenState', async () => {
+    const engine = await getEngine();
+    const c = modernCase('with_projection_legacy_eos');
+    const te = await CLIPTextModelWithProjection.fromConfig(engine, c.config, caseWeights(c));
+    const ids = idsOf(c.input('input_ids')).map((r) => r.slice(0, 12));
+    await failEverywhere(engine, 'CLIPTextModelWithProjection.forward', () => te.forward(ids, { hiddenStateIndex: -2 }));
+    await failEverywhere(engine, 'CLIPTextModelWithProjection.forward hidden states', () => te.forward(ids, { outputHiddenStates: true, clipSkip: 1 }));
+    await failEverywhere(engine, 'CLIPTextModelWithProjection.hiddenState', () => te.hiddenState(ids, -2));
     te.dispose();
   });
 
