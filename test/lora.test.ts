@@ -11,6 +11,7 @@ import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import { FIXTURES, readSafetensorsFile, loadCase } from './fixture.js';
 import { seededSafetensors, seededValues, type ManifestEntry } from './seeded.js';
 import { buildTinySdFolder } from './tiny_sd.js';
+import { singleFileComponent } from '../src/loaders/single_file_keys.js';
 
 afterAll(() => reportWorst('lora'));
 
@@ -264,5 +265,57 @@ describe('LoRAs that do not fit, and keys left out', () => {
     expect(worst).toBeLessThan(1e-5);
     expect(merger.report().applied).toEqual(['LoRA #1: unet.up_blocks.0.upsamplers.0.conv']);
     await merger.close();
+  });
+});
+
+describe('LoRAs on a single-file checkpoint', () => {
+  it('StableDiffusionPipeline.fromSingleFile({ loras }) merges into the UNet as a diffusers-named load does', async () => {
+    const engine = await getEngine();
+    const c = loadCase('original_layout/sd_single_file');
+    const cfg = c.config as { unet: Record<string, unknown>; vae: Record<string, unknown> };
+    const bytes = readFileSync(join(c.dir, 'weights.safetensors'));
+    const diffusersNamed = () => singleFileComponent(WeightSource.fromBytes(bytes), 'unet', cfg.unet) as WeightSource;
+    // a kohya LoRA (original numbering, so the SGM mapping with layers_per_block 2 is used) on some layers
+    const targets = diffusersNamed()
+      .names()
+      .filter((n) => /(attn1\.to_q|attn2\.to_k|proj_in|resnets\.\d\.conv1)\.weight$/.test(n));
+    expect(targets.length).toBeGreaterThan(8);
+    const entries: ManifestEntry[] = [
+      ...targets.flatMap((n) => {
+        const shape = diffusersNamed().info(n)!.shape;
+        const stem = `lora_unet_${n.slice(0, -'.weight'.length).replace(/\./g, '_')}`;
+        const down = shape.length === 2 ? [4, shape[1]] : [4, shape[1], shape[2], shape[3]];
+        const up = shape.length === 2 ? [shape[0], 4] : [shape[0], 4, 1, 1];
+        return [
+          { key: `${stem}.lora_down.weight`, shape: down },
+          { key: `${stem}.lora_up.weight`, shape: up },
+          { key: `${stem}.alpha`, shape: [], values: [8] },
+        ];
+      }),
+      // the same layer named with the original numbering: input_blocks.1 = down_blocks.0 layer 0 (attention part 1)
+      { key: 'lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_k.lora_down.weight', shape: [4, 16] },
+      { key: 'lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_k.lora_up.weight', shape: [16, 4] },
+    ];
+    const loras = [{ source: seededSafetensors(entries), scale: 0.6, label: 'sf' }];
+    const pipe = await StableDiffusionPipeline.fromSingleFile(engine, bytes, { unetConfig: cfg.unet, vaeConfig: cfg.vae, loras });
+    expect(pipe.loraReport!.applied).toHaveLength(targets.length + 1);
+    expect(pipe.loraReport!.applied).toContain('sf: unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k');
+    const { model: ref } = await loadWithLoras((s) => UNet2DConditionModel.load(engine, cfg.unet, s), 'unet', diffusersNamed(), cfg.unet, loras);
+    const plain = await UNet2DConditionModel.load(engine, cfg.unet, diffusersNamed());
+    const x = engine.tensor(Float32Array.from(c.input('unet.sample').data), c.input('unet.sample').shape);
+    const ctx = engine.tensor(Float32Array.from(c.input('unet.encoder_hidden_states').data), c.input('unet.encoder_hidden_states').shape);
+    const t = c.input('unet.timestep').data[0];
+    const run = async (m: UNet2DConditionModel) => {
+      const y = m.forward(x, t, { encoderHiddenStates: ctx });
+      const v = await y.read();
+      y.dispose();
+      return v;
+    };
+    const [a, b, p] = [await run(pipe.unet), await run(ref), await run(plain)];
+    expect(relL2(a, b)).toBeLessThan(1e-6);
+    expect(relL2(p, b)).toBeGreaterThan(1e-3);
+    [x, ctx].forEach((t) => t.dispose());
+    [ref, plain].forEach((m) => m.dispose());
+    pipe.dispose();
   });
 });

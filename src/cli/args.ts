@@ -13,6 +13,8 @@ export interface GenerateArgs {
   /** --family: a key of FAMILIES (its defaults fill steps / guidance / sampler not given) */
   family?: string;
   sampler?: string;
+  /** --lora FILE[:SCALE] (repeatable): LoRAs merged into the UNet and text encoder at load */
+  loras?: { source: string; scale: number }[];
   seed: number;
   /** no-progress timeout of downloads in ms (--timeout seconds; 0 = none) */
   timeoutMs?: number;

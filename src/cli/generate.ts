@@ -138,8 +138,12 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   try {
     if (kind === 'StableDiffusionPipeline') {
       if (args.classLabels) throw new Error(`${args.model} is a StableDiffusionPipeline: give --prompt, not --class`);
-      const pipe = await StableDiffusionPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs });
+      const pipe = await StableDiffusionPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs, loras: args.loras });
       if (loadStarted) load.stop();
+      if (pipe.loraReport) {
+        const r = pipe.loraReport;
+        process.stderr.write(`LoRA: ${r.applied.length} layer(s) merged${r.ignored.length ? `, ${r.ignored.length} key(s) ignored` : ''}\n`);
+      }
       try {
         // A batch is one prompt per image.
         const n = args.batch ?? 1;
@@ -164,6 +168,7 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
       }
     } else if (kind === 'LDMPipeline' || kind === '') {
       if (args.prompt !== undefined) throw new Error(`${args.model} is an ${kind || 'LDM'} folder (no text encoder): use --class, not --prompt`);
+      if (args.loras) throw new Error(`${args.model} is an ${kind || 'LDM'} folder: --lora applies to Stable Diffusion folders`);
       const pipe = await LDMPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs });
       if (loadStarted) load.stop();
       try {
@@ -216,6 +221,7 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
     batchSize: images.length,
     batchIndex: i,
     f16: engine.f16,
+    ...(args.loras ? { loras: args.loras } : {}),
   });
   // A rerun of one image of a batch (--from) writes that image only.
   const chosen = args.batchIndex !== undefined && args.batchIndex < images.length ? [args.batchIndex] : images.map((_, i) => i);

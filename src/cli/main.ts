@@ -16,7 +16,7 @@ import { FAMILIES, FAMILY_NAMES, isFamily, withFamilyDefaults } from './families
 export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
                       [--family NAME] [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
-                      [--batch N] [--out out.png] [--timeout S] [--verbose]
+                      [--batch N] [--out out.png] [--timeout S] [--verbose] [--lora FILE[:SCALE] ...]
   ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
   ldm-webgpu generate --ckpt model.ckpt --config config.yaml [--class N | --prompt TEXT --tokenizer DIR]
                       [--steps N] [--eta E] [--seed N] [--guidance S] [--batch N] [--out out.png]
@@ -38,6 +38,9 @@ generate:
                        lcm             4 steps, guidance 1 (off), lcm
                        lcm-lora        4 steps, guidance 1 (off), lcm; needs --lora (the LCM-LoRA file)
                        ldm             20 steps (the paper's LDMs; also --ckpt)
+  --lora             a LoRA safetensors file (path or URL; diffusers/PEFT or kohya names) merged into the UNet
+                     and text encoder as they load, with its scale after a colon (default 1); repeat for several:
+                     --lora style.safetensors:0.8 --lora lcm-lora.safetensors
   --steps            denoising steps (default: the family's)
   --sampler          ddim, pndm/plms, euler, euler-a, dpm++2m, lms, ddpm, lcm, or with their own options
                      euler_a_trailing, euler_trailing, euler_karras, dpm++2m_karras
@@ -154,6 +157,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     tokenizer: { type: 'string' },
     eta: { type: 'string' },
     family: { type: 'string' },
+    lora: { type: 'string', multiple: true },
   });
   delete v.verbose; // handled before parsing (src/cli/stderr.ts)
   const timeoutMs = timeoutArg(v.timeout);
@@ -168,6 +172,8 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
   if (v.ckpt !== undefined && v.model !== undefined) throw new UsageError('give either --model or --ckpt/--config, not both');
   if (v.ckpt === undefined && (v.tokenizer !== undefined || v.eta !== undefined)) throw new UsageError('--tokenizer and --eta apply to --ckpt models');
   if (v['negative-prompt'] !== undefined && v.prompt === undefined) throw new UsageError('--negative-prompt needs --prompt');
+  if (v.lora !== undefined && (v.ckpt !== undefined || v.class !== undefined)) throw new UsageError('--lora applies to Stable Diffusion folders (--prompt), not to --class or --ckpt models');
+  const loras = v.lora?.map(loraArg);
   if (v.family !== undefined) {
     if (!isFamily(v.family)) throw new UsageError(`--family must be one of ${FAMILY_NAMES.join(', ')}; got ${JSON.stringify(v.family)}`);
     if (FAMILIES[v.family].needs === 'lora' && (v as Record<string, unknown>).lora === undefined) {
@@ -195,6 +201,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     steps: intArg('steps', v.steps, 1, 1000),
     sampler: v.sampler,
     family: v.family,
+    ...(loras ? { loras } : {}),
     ...seedArg(v.seed),
     timeoutMs,
     guidance: numArg('guidance', v.guidance),
@@ -253,9 +260,27 @@ export function argsFromPng(file: string, model: string | undefined, out: string
     batch: p.classLabels ? undefined : int('batchSize', 1),
     out,
     f16: p.f16 === false ? false : undefined,
+    ...(p.loras !== undefined ? { loras: pngLoras(p.loras, bad) } : {}),
     batchIndex: int('batchIndex', 0) ?? 0,
     exact: true,
   };
+}
+
+function pngLoras(v: unknown, bad: (what: string) => Error): { source: string; scale: number }[] {
+  const ok = (l: unknown) => !!l && typeof (l as { source?: unknown }).source === 'string' && Number.isFinite((l as { scale?: unknown }).scale);
+  if (!Array.isArray(v) || !v.every(ok)) throw bad('bad loras');
+  return v.map((l: { source: string; scale: number }) => ({ source: l.source, scale: l.scale }));
+}
+
+/** --lora FILE[:SCALE]: the scale is what follows the last colon when it is a number (so URLs and
+ * Windows drive letters keep their colons). */
+export function loraArg(v: string): { source: string; scale: number } {
+  const m = /^(.+):([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)$/i.exec(v);
+  const source = m ? m[1] : v;
+  const scale = m ? Number(m[2]) : 1;
+  if (!source.trim()) throw new UsageError(`--lora needs a file: FILE or FILE:SCALE, got ${JSON.stringify(v)}`);
+  if (!Number.isFinite(scale)) throw new UsageError(`--lora ${v}: the scale must be a finite number`);
+  return { source, scale };
 }
 
 /** --timeout in seconds (default 30; 0 waits forever) -> the loaders' no-progress timeoutMs. */

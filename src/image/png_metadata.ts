@@ -29,6 +29,8 @@ export interface GenerationParameters {
   batchIndex?: number;
   /** f16 storage was used (false: f32) */
   f16?: boolean;
+  /** LoRAs merged at load (file as given, scale) */
+  loras?: { source: string; scale: number }[];
 }
 
 export const PARAMETERS_KEY = 'parameters';

@@ -302,6 +302,13 @@ export class LoraMerger {
    */
   wrap(component: LoraComponent, weights: WeightSource, config: Config = {}): WeightSource {
     if (this.wrapped.has(component)) throw new Error(`LoraMerger.wrap: ${component} was already wrapped`);
+    if (!(weights instanceof WeightSource)) {
+      // e.g. an OpenCLIP single-file text encoder, whose q/k/v are split from one tensor on the fly
+      const touching = this.loras.find((f) => f.layers.some((l) => l.component === component));
+      if (touching) throw new LoraError(touching.label, [], 0, `cannot merge into this ${component}: its weights are not a plain tensor file (a converted single-file layout)`);
+      this.wrapped.add(component);
+      return weights;
+    }
     const plan = new Map<string, Delta[]>();
     // base modules: weights of rank 2 (linear) or 4 (conv), by dotted and underscored name
     const modules = new Map<string, number[]>();
