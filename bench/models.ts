@@ -69,6 +69,7 @@ export async function benchModels(engine: Engine, opts: { quick?: boolean; full?
   };
   if (full) await unetRow('UNet2DConditionModel SD 1.5, batch 2, 64x64 latents, 77 tokens', SD15_UNET, 64);
   await unetRow('UNet2DConditionModel 1/4 width, batch 2, 32x32 latents, 77 tokens', quarter(SD15_UNET, 'block_out_channels'), 32);
+  await sdxlUNetRow(engine, dtype, reps, add, 32);
 
   const vaeRow = async (label: string, config: Record<string, unknown>, size: number) => {
     const vae = await AutoencoderKL.load(engine, vaeRowConfig(config), randomTensorSource(2));
@@ -117,4 +118,46 @@ export async function benchModels(engine: Engine, opts: { quick?: boolean; full?
     2,
   );
   return rows;
+}
+
+/**
+ * SDXL's UNet at 1/4 width (block_out_channels 80/160/320, head dim 16, cross-attention 512 = 2048/4,
+ * pooled text embeds 320 + 6 time ids of 64 for the text_time embedding), DownBlock2D at level 0 and
+ * transformer depth 1/2/10 scaled to 1/1/2 (the mid block: 2); random weights drawn on the GPU.
+ */
+export const SDXL_UNET_QUARTER: Record<string, unknown> = {
+  block_out_channels: [80, 160, 320],
+  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+  up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+  layers_per_block: 2,
+  transformer_layers_per_block: [1, 1, 2],
+  attention_head_dim: [5, 10, 20],
+  cross_attention_dim: 512,
+  use_linear_projection: true,
+  addition_embed_type: 'text_time',
+  addition_time_embed_dim: 64,
+  projection_class_embeddings_input_dim: 320 + 6 * 64,
+  norm_num_groups: 16,
+  sample_size: 32,
+};
+
+export async function sdxlUNetRow(engine: Engine, dtype: 'f32' | 'f16', reps: number, add: (r: ModelRow) => void, size: number): Promise<void> {
+  const unet = await UNet2DConditionModel.load(engine, SDXL_UNET_QUARTER, randomTensorSource(1));
+  const x = ops.randn(engine, [2, 4, size, size], 5, { dtype });
+  const ctx = ops.randn(engine, [2, 77, 512], 6, { dtype });
+  const textEmbeds = ops.randn(engine, [2, 320], 8, { dtype });
+  const px = size * 8;
+  const timeIds = [
+    [px, px, 0, 0, px, px],
+    [px, px, 0, 0, px, px],
+  ];
+  const t = await timed(engine, async () => unet.forward(x, 981, { encoderHiddenStates: ctx, addedCondKwargs: { textEmbeds, timeIds } }), reps);
+  add({
+    name: `UNet2DConditionModel SDXL-shaped 1/4 width, batch 2, ${size}x${size} latents, 77 tokens`,
+    msPerForward: t.ms,
+    peakBytes: t.peak,
+    note: `${(unet.parameterCount / 1e6).toFixed(0)}M params, ${dtype}, text_time`,
+  });
+  [x, ctx, textEmbeds].forEach((v) => v.dispose());
+  unet.dispose();
 }
