@@ -6,7 +6,9 @@ config.json, case.json (the call, the prompts and the manifest of weight names/s
 (input ids and outputs, F32/I64) are stored. Tokenizer: the committed clip-vit-large-patch14 vocab with
 tokenizer_config pad_token "!" (id 0) as SD 2.x / SDXL's tokenizer_2, or the EOS as SD 1.x's.
 Versions: transformers 4.45.0.dev0 @ d6751d91, diffusers 0.31.0 @ ca596782, torch 1.13 CPU (vendor/VERSIONS).
-Run: /usr/bin/python3 tools/pyref/gen_modern_text.py [--out DIR]   (PYREF: folder with fixenv.py, default /work/pyref)"""
+Run: /usr/bin/python3 tools/pyref/gen_modern_text.py [--out DIR]   (PYREF: folder with fixenv.py, default /work/pyref)
+     /usr/bin/python3 tools/pyref/gen_modern_text.py --verify   recompute into a temp dir and compare with the committed
+     cases (ids equal, floats max|a-b|/max|ref| <= 1e-5 per output; exit 1 otherwise)"""
 import argparse, json, os, sys, types, warnings
 warnings.filterwarnings('ignore')
 sys.path.insert(0, os.environ.get('PYREF', '/work/pyref'))
@@ -24,7 +26,7 @@ import transformers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 import diffusers
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-from safetensors.torch import save_file
+from safetensors.torch import save_file, load_file
 from seeded import fill_seeded
 
 torch.set_grad_enabled(False)
@@ -152,9 +154,30 @@ def sdxl_case(out, te2):
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser()
-    ap.add_argument('--out', default=os.path.join(root, 'test/fixtures/modern_text'))
+    committed = os.path.join(root, 'test/fixtures/modern_text')
+    ap.add_argument('--out', default=committed)
+    ap.add_argument('--verify', action='store_true')
     a = ap.parse_args()
+    if a.verify:
+        import tempfile
+        a.out = tempfile.mkdtemp()
     te2 = with_projection_case(a.out, 'with_projection_legacy_eos', 'gelu', 2)
     with_projection_case(a.out, 'with_projection_first_eos', 'quick_gelu', 49407)
     sd2_case(a.out)
     sdxl_case(a.out, te2)
+    if a.verify:
+        bad = 0
+        for case in sorted(os.listdir(a.out)):
+            ref, new = (load_file(os.path.join(d, case, 'io.safetensors')) for d in (committed, a.out))
+            worst = 0.0
+            for k in sorted(set(ref) | set(new)):
+                if k not in ref or k not in new or ref[k].shape != new[k].shape:
+                    print(f'{case} {k}: missing or reshaped'); bad += 1; continue
+                if not ref[k].is_floating_point():
+                    if not torch.equal(ref[k], new[k]): print(f'{case} {k}: ids differ'); bad += 1
+                    continue
+                rel = ((ref[k] - new[k]).abs().max() / ref[k].abs().max()).item()
+                worst = max(worst, rel)
+                if rel > 1e-5: print(f'{case} {k}: rel {rel:.2e}'); bad += 1
+            print(f'{case}: worst rel {worst:.2e}')
+        sys.exit(1 if bad else 0)
