@@ -10,6 +10,7 @@ import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import type { FixtureCase, HostTensor } from './fixture.js';
 import { seededValues } from './seeded.js';
 import { loadModern } from './modern_fixture.js';
+import { guidanceScaleEmbedding } from '../src/models/unet_common.js';
 
 afterAll(() => reportWorst('modern UNets vs diffusers'));
 
@@ -183,6 +184,25 @@ describe('modern UNet input and config checks', () => {
     [ctx, x, te, ctx2].forEach((t) => t.dispose());
     unet.dispose();
     plain.dispose();
+  });
+
+  it('guidanceScaleEmbedding: diffusers formula in float64 (sin first, divisor half - 1), odd dims zero-padded', async () => {
+    const ws = [0, 6.5, 0.25];
+    const dim = 9;
+    const t = guidanceScaleEmbedding(engine, ws, dim);
+    const got = await t.read();
+    t.dispose();
+    const half = 4;
+    ws.forEach((w, b) => {
+      for (let j = 0; j < half; j++) {
+        const arg = w * 1000 * Math.exp((-j * Math.log(10000)) / (half - 1));
+        // arguments up to 6500 rad: float32 rounding of the frequency moves the sine by up to ~1e-3
+        expect(Math.abs(got[b * dim + j] - Math.sin(arg))).toBeLessThan(2e-3);
+        expect(Math.abs(got[b * dim + half + j] - Math.cos(arg))).toBeLessThan(2e-3);
+      }
+      expect(got[b * dim + 8]).toBe(0);
+    });
+    expect(() => guidanceScaleEmbedding(engine, [NaN], 8)).toThrow(/not a finite number/);
   });
 
   it('LCM: timestepCond must be [B, time_cond_proj_dim]', async () => {

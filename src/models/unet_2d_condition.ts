@@ -86,6 +86,7 @@ export class UNet2DConditionModel extends Model {
     this.checkAlive('guidanceEmbedding');
     const op = `${NAME}.guidanceEmbedding`;
     if (this.timeCondProjDim === null) throw new Error(`${op}: this UNet has no time_cond_proj_dim (it is not LCM-distilled)`);
+    if (!Number.isInteger(batch) || batch < 1) throw new Error(`${op}: batch must be a positive integer, got ${batch}`);
     const ws = typeof guidanceScale === 'number' ? Array(batch).fill(guidanceScale) : [...guidanceScale];
     return guidanceScaleEmbedding(this.engine, ws.map((g) => g - 1), this.timeCondProjDim, this.dtype === 'f16' ? 'f16' : 'f32');
   }

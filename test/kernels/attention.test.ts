@@ -123,6 +123,22 @@ describe('attention', () => {
     });
   }
 
+  it('upcast (upcast_attention) changes nothing in f32, fused or by parts', async () => {
+    const e = await getEngine();
+    for (const [i, [Lq, Lk, D]] of [
+      [21, 30, 40],
+      [9, 13, 3000],
+    ].entries()) {
+      const q = e.tensor(randn(Lq * D, 900 + i, 2), [1, Lq, D]);
+      const k = e.tensor(randn(Lk * D, 910 + i, 2), [1, Lk, D]);
+      const v = e.tensor(randn(Lk * D, 920 + i), [1, Lk, D]);
+      const ta = ops.attention(q, k, v, { heads: 1 });
+      const tb = ops.attention(q, k, v, { heads: 1, upcast: true });
+      expect(Array.from(await readF32(tb))).toEqual(Array.from(await readF32(ta)));
+      [q, k, v, ta, tb].forEach((t) => t.dispose());
+    }
+  });
+
   it('softmax over the last axis matches float64, with scale and the causal mask', async () => {
     const e = await getEngine();
     for (const [i, [rows, lq, len, causal, sc]] of ([
