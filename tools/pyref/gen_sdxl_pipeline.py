@@ -63,9 +63,11 @@ for name, m in mods.items():
     sd = fill_seeded(m); m.eval()
     manifest[name] = [{'key': k, 'shape': list(v.shape)} for k, v in sd.items() if v.is_floating_point()]
 sched = EulerDiscreteScheduler(**sched_cfg)
-configs = {k: (m.config.to_dict() if hasattr(m.config, 'to_dict') else dict(m.config)) for k, m in mods.items()}
-configs['scheduler'] = dict(sched.config)
-configs['scheduler_lcm'] = dict(LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', timestep_spacing='leading').config)
+def plain(cfg):  # diffusers' _use_default_values is a set: its order changes from run to run
+    return {k: v for k, v in cfg.items() if k != '_use_default_values'}
+configs = {k: plain(m.config.to_dict() if hasattr(m.config, 'to_dict') else dict(m.config)) for k, m in mods.items()}
+configs['scheduler'] = plain(dict(sched.config))
+configs['scheduler_lcm'] = plain(dict(LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', timestep_spacing='leading').config))
 
 base = StableDiffusionXLPipeline(vae=mods['vae'], text_encoder=mods['text_encoder'], text_encoder_2=mods['text_encoder_2'],
                                  tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=mods['unet'], scheduler=sched, add_watermarker=False)
