@@ -35,7 +35,7 @@ export { LoraMerger, LoraError, loadWithLoras, type LoraSpec, type LoraReport, t
 export { CLIPTextModel, CLIPTextModelWithProjection, type ClipTextForwardOptions, type ClipTextOutput, type ClipTextWithProjectionOutput } from './text/clip_text_model.js';
 export { CLIPTokenizer } from './text/clip_tokenizer.js';
 export { SchedulerBase, parseConfigJson } from './schedulers/index.js';
-export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SD15_SCHEDULER } from './pipelines/sd_configs.js';
+export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SD15_SCHEDULER, SDXL_UNET, SDXL_REFINER_UNET, SDXL_VAE, SDXL_TEXT_ENCODER_2, SDXL_SCHEDULER } from './pipelines/sd_configs.js';
 export {
   withGenerationParameters,
   readGenerationParameters,

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { readSafetensorsFile, type HostTensor } from './fixture.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
-import { buildTinySdxlFolder, readSdxlManifest, SDXL_DIR, type SdxlLayout } from './tiny_sdxl.js';
+import { buildTinySdxlFolder, buildTinySdxlSingleFile, readSdxlManifest, SDXL_DIR, type SdxlLayout } from './tiny_sdxl.js';
+import { FIXTURES } from './fixture.js';
 import { StableDiffusionPipeline, StableDiffusionXLPipeline, type Engine, type Tensor } from '../src/index.js';
 
 const m = readSdxlManifest();
@@ -195,4 +196,72 @@ describe('StableDiffusionXLPipeline vs diffusers', () => {
       pipe.dispose();
     }
   }, 300_000);
+
+  describe('single file (sgm keys)', () => {
+    const tokenizer = join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14');
+
+    it('the base file: CLIP-L + bigG + UNet + VAE give the same embeddings, steps and image as the folder', async () => {
+      const c = m.cases.base;
+      const before = engine.memory().inUseBytes;
+      const pipe = await StableDiffusionXLPipeline.fromSingleFile(engine, buildTinySdxlSingleFile('base', m), {
+        unetConfig: m.configs.unet,
+        vaeConfig: m.configs.vae,
+        textEncoderConfig: m.configs.text_encoder,
+        textEncoder2Config: m.configs.text_encoder_2,
+        schedulerConfig: { _class_name: 'EulerDiscreteScheduler', ...m.configs.scheduler },
+        tokenizer,
+      });
+      try {
+        expect(pipe.tokenizer2!.padTokenId).toBe(0); // SDXL's tokenizer_2 pads with '!'
+        expect(pipe.requiresAestheticsScore).toBe(false);
+        await compareEmbeds('sdxl single file', pipe.encodePrompt([c.prompt as string]), 'base.');
+        const ids = [...ref('base.add_time_ids').data];
+        await runCase(
+          pipe,
+          'base',
+          { prompt: c.prompt, negativePrompt: c.negative_prompt, steps: c.num_inference_steps, guidanceScale: c.guidance_scale, latents: f32('base.latents_T') },
+          [ids, ids],
+        );
+      } finally {
+        pipe.dispose();
+      }
+      expect(engine.memory().inUseBytes).toBe(before);
+    }, 300_000);
+
+    it("the refiner's file (bigG as conditioner.embedders.0.model): refiner time ids, img2img as the folder", async () => {
+      const c = m.cases.refiner;
+      const pipe = await StableDiffusionXLPipeline.fromSingleFile(engine, buildTinySdxlSingleFile('refiner', m), {
+        unetConfig: m.configs.unet_refiner,
+        vaeConfig: m.configs.vae,
+        textEncoder2Config: m.configs.text_encoder_2,
+        schedulerConfig: { _class_name: 'EulerDiscreteScheduler', ...m.configs.scheduler },
+        tokenizer,
+      });
+      const il = ref('refiner.image_latents');
+      const image = engine.tensor(il.data as Float32Array, il.shape);
+      try {
+        expect(pipe.textEncoder).toBeNull();
+        expect(pipe.requiresAestheticsScore).toBe(true);
+        expect(pipe.forceZerosForEmptyPrompt).toBe(false);
+        await runCase(
+          pipe,
+          'refiner',
+          { prompt: c.prompt, image, strength: c.strength, steps: c.num_inference_steps, guidanceScale: c.guidance_scale, aestheticScore: c.aesthetic_score, negativeAestheticScore: c.negative_aesthetic_score, latents: f32('refiner.noise') },
+          [[...ref('refiner.negative_add_time_ids').data], [...ref('refiner.add_time_ids').data]],
+        );
+      } finally {
+        image.dispose();
+        pipe.dispose();
+      }
+    }, 300_000);
+
+    it('refuses an SD 1.x file and a file without tokenizer, freeing what it loaded', async () => {
+      const before = engine.memory().inUseBytes;
+      await expect(StableDiffusionXLPipeline.fromSingleFile(engine, buildTinySdxlSingleFile('base', m), { unetConfig: m.configs.unet, vaeConfig: m.configs.vae, textEncoderConfig: m.configs.text_encoder, textEncoder2Config: m.configs.text_encoder_2 })).rejects.toThrow(/carry no tokenizer/);
+      expect(engine.memory().inUseBytes).toBe(before);
+      const { writeSafetensors } = await import('../src/index.js');
+      const sd1 = writeSafetensors({ 'cond_stage_model.transformer.text_model.final_layer_norm.weight': { dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) } });
+      await expect(StableDiffusionXLPipeline.fromSingleFile(engine, sd1, { tokenizer })).rejects.toThrow(/not an SDXL single file/);
+    });
+  });
 });

@@ -5,13 +5,16 @@
 import { readFileSync, mkdirSync, writeFileSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FIXTURES } from './fixture.js';
-import { seededSafetensors, type ManifestEntry } from './seeded.js';
+import { seededSafetensors, seededValues, type ManifestEntry } from './seeded.js';
+import { writeSafetensors } from '../src/runtime/safetensors.js';
 
 export interface SdxlManifest {
   cases: Record<string, Record<string, unknown>>;
   configs: Record<string, Record<string, unknown>>;
   tensors: Record<string, ManifestEntry[]>;
   tokenizer_files: Record<string, Record<string, unknown>>;
+  /** the base pipeline as an sgm single file: key, shape, the diffusers tensors it is made of (`component.key`, concatenated along dim 0), T = transposed */
+  single_file: { key: string; shape: number[]; from: string[]; T?: boolean }[];
 }
 
 export const SDXL_DIR = join(FIXTURES, 'sdxl_pipeline');
@@ -75,4 +78,47 @@ export function buildTinySdxlFolder(dir: string, layout: SdxlLayout = 'base', m:
     for (const f of ['vocab.json', 'merges.txt']) copyFileSync(join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14', f), join(dir, tok, f));
     for (const [f, v] of Object.entries(m.tokenizer_files[tok] ?? {})) writeFileSync(join(dir, tok, f), JSON.stringify(v));
   }
+}
+
+/**
+ * The tiny base pipeline as one SDXL single file (Stability's sgm keys, checked against diffusers'
+ * converters by the generator), or the refiner's: its UNet under the same keys, the VAE, and the bigG
+ * text encoder as conditioner.embedders.0.model.*.
+ */
+export function buildTinySdxlSingleFile(layout: 'base' | 'refiner' = 'base', m: SdxlManifest = readSdxlManifest()): Uint8Array {
+  const shapes = new Map<string, number[]>();
+  for (const [comp, list] of Object.entries(m.tensors)) for (const e of list) shapes.set(`${comp}.${e.key}`, e.shape);
+  const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const e of m.single_file) {
+    let key = e.key;
+    let from = e.from;
+    if (layout === 'refiner') {
+      if (key.startsWith('conditioner.embedders.0.')) continue;
+      key = key.replace('conditioner.embedders.1.', 'conditioner.embedders.0.');
+      from = from.map((f) => f.replace(/^unet\./, 'unet_refiner.'));
+    }
+    const parts = from.map((f) => {
+      const comp = f.slice(0, f.indexOf('.'));
+      const shape = shapes.get(f)!;
+      return { shape, data: seededValues(f.slice(comp.length + 1), shape) };
+    });
+    const rows = parts.reduce((a, p) => a + p.shape[0], 0);
+    const cols = parts[0].data.length / parts[0].shape[0];
+    let data = new Float32Array(rows * cols);
+    let off = 0;
+    for (const p of parts) {
+      data.set(p.data, off);
+      off += p.data.length;
+    }
+    if (e.T) {
+      const t = new Float32Array(data.length);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = data[r * cols + c];
+      data = t;
+    }
+    // the manifest has the file's shapes (the VAE's attention projections as [C, C, 1, 1] convs); the
+    // refiner's UNet has the same sgm keys with its own shapes (UNet tensors keep their diffusers shapes)
+    const shape = layout === 'refiner' && from[0].startsWith('unet_refiner.') ? shapes.get(from[0])! : e.shape;
+    out[key] = { dtype: 'F32', shape, data };
+  }
+  return writeSafetensors(out);
 }

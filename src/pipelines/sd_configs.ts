@@ -140,3 +140,77 @@ export function singleFileFamily(names: readonly string[], shapeOf: (name: strin
   const toK = shapeOf('model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight');
   return toK && toK[toK.length - 1] === 1024 ? 'sd2' : 'sd1';
 }
+
+// Stable Diffusion XL 1.0 (stabilityai/stable-diffusion-xl-base-1.0 and -refiner-1.0, as diffusers
+// writes them), for SDXL single files. text_encoder is CLIP ViT-L/14 (SD15_TEXT_ENCODER);
+// text_encoder_2 is OpenCLIP ViT-bigG/14 with its projection.
+export const SDXL_UNET: Config = {
+  _class_name: 'UNet2DConditionModel',
+  act_fn: 'silu',
+  addition_embed_type: 'text_time',
+  addition_embed_type_num_heads: 64,
+  addition_time_embed_dim: 256,
+  attention_head_dim: [5, 10, 20],
+  block_out_channels: [320, 640, 1280],
+  center_input_sample: false,
+  cross_attention_dim: 2048,
+  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+  downsample_padding: 1,
+  flip_sin_to_cos: true,
+  freq_shift: 0,
+  in_channels: 4,
+  layers_per_block: 2,
+  mid_block_scale_factor: 1,
+  norm_eps: 1e-5,
+  norm_num_groups: 32,
+  out_channels: 4,
+  projection_class_embeddings_input_dim: 2816,
+  sample_size: 128,
+  transformer_layers_per_block: [1, 2, 10],
+  up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+  use_linear_projection: true,
+};
+
+/** The refiner: aesthetic-score time ids (5 x 256 + 1280 = 2560), cross-attends to text_encoder_2 only. */
+export const SDXL_REFINER_UNET: Config = {
+  ...SDXL_UNET,
+  attention_head_dim: [6, 12, 24, 24],
+  block_out_channels: [384, 768, 1536, 1536],
+  cross_attention_dim: 1280,
+  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+  projection_class_embeddings_input_dim: 2560,
+  transformer_layers_per_block: 4,
+  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+};
+
+export const SDXL_VAE: Config = { ...SD15_VAE, force_upcast: true, sample_size: 1024, scaling_factor: 0.13025 };
+
+export const SDXL_TEXT_ENCODER_2: Config = {
+  architectures: ['CLIPTextModelWithProjection'],
+  bos_token_id: 0,
+  eos_token_id: 2,
+  hidden_act: 'gelu',
+  hidden_size: 1280,
+  intermediate_size: 5120,
+  layer_norm_eps: 1e-5,
+  max_position_embeddings: 77,
+  num_attention_heads: 20,
+  num_hidden_layers: 32,
+  pad_token_id: 1,
+  projection_dim: 1280,
+  vocab_size: 49408,
+};
+
+export const SDXL_SCHEDULER: Config = {
+  _class_name: 'EulerDiscreteScheduler',
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  beta_start: 0.00085,
+  interpolation_type: 'linear',
+  num_train_timesteps: 1000,
+  prediction_type: 'epsilon',
+  steps_offset: 1,
+  timestep_spacing: 'leading',
+  trained_betas: null,
+  use_karras_sigmas: false,
+};

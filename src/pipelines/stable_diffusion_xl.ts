@@ -38,7 +38,9 @@ import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
 import { NOISE_STREAM } from './stable_diffusion.js';
 import { joinPath } from '../runtime/io.js';
-import { ConfigReader } from '../runtime/config.js';
+import { ConfigReader, type Config } from '../runtime/config.js';
+import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
+import { SD15_TEXT_ENCODER, SDXL_REFINER_UNET, SDXL_SCHEDULER, SDXL_TEXT_ENCODER_2, SDXL_UNET, SDXL_VAE } from './sd_configs.js';
 
 export interface SDXLGenerateOptions extends LoopOptions {
   prompt?: string | string[];
@@ -190,6 +192,79 @@ export class StableDiffusionXLPipeline {
       for (const m of Object.values(c.models)) m.dispose();
       throw e;
     }
+  }
+
+  /**
+   * An SDXL single file (Stability's sgm keys: model.diffusion_model.*, first_stage_model.*,
+   * conditioner.embedders.0.transformer.* (CLIP-L) and conditioner.embedders.1.model.* (OpenCLIP-bigG);
+   * the refiner has only the bigG, as conditioner.embedders.0.model.*, and gets the refiner's UNet
+   * config, aesthetic-score time ids and no zero negative). Configs default to SDXL 1.0's. Such files
+   * carry no tokenizer: pass `tokenizer` (a CLIP tokenizer folder or a CLIPTokenizer); `tokenizer2`
+   * defaults to the same files padding with '!', as SDXL's tokenizer_2.
+   */
+  static async fromSingleFile(
+    engine: Engine,
+    source: SingleFileSource,
+    opts: PipelineLoadOptions & {
+      unetConfig?: Config;
+      vaeConfig?: Config;
+      textEncoderConfig?: Config;
+      textEncoder2Config?: Config;
+      schedulerConfig?: Config;
+      tokenizer?: string | CLIPTokenizer;
+      tokenizer2?: string | CLIPTokenizer;
+    } = {},
+  ): Promise<StableDiffusionXLPipeline> {
+    const file = await openSingleFile(source, opts);
+    const loaded: { dispose(): void }[] = [];
+    try {
+      const names = file.names();
+      const has = (prefix: string) => names.some((n) => n.startsWith(prefix));
+      const base = has('conditioner.embedders.1.model.');
+      const refiner = !base && has('conditioner.embedders.0.model.');
+      if (!base && !refiner) {
+        throw new Error(`${file.label}: no conditioner.embedders.1.model.* (SDXL base) or conditioner.embedders.0.model.* (SDXL refiner) text encoder: not an SDXL single file (SD 1.x/2.x files load with StableDiffusionPipeline.fromSingleFile)`);
+      }
+      const load = async <K extends 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2'>(k: K, config: Config) => {
+        const m = await fromSingleFile(engine, file, k, { config });
+        loaded.push(m);
+        return m;
+      };
+      const unet = await load('unet', opts.unetConfig ?? (refiner ? SDXL_REFINER_UNET : SDXL_UNET));
+      const vae = await load('vae', opts.vaeConfig ?? SDXL_VAE);
+      const textEncoder = base ? await load('text_encoder', opts.textEncoderConfig ?? SD15_TEXT_ENCODER) : null;
+      const textEncoder2 = await load('text_encoder_2', opts.textEncoder2Config ?? SDXL_TEXT_ENCODER_2);
+      const io = { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs };
+      const tok = (t: string | CLIPTokenizer | undefined, pad?: string) => (typeof t === 'string' ? CLIPTokenizer.fromPretrained(t, { ...io, ...(pad ? { padToken: pad } : {}) }) : t ?? null);
+      const tokenizer = base ? await tok(opts.tokenizer) : null;
+      const tokenizer2 = await tok(opts.tokenizer2 ?? opts.tokenizer, opts.tokenizer2 === undefined ? '!' : undefined);
+      if (!tokenizer2 || (base && !tokenizer)) throw new Error(`StableDiffusionXLPipeline.fromSingleFile: single files carry no tokenizer: pass { tokenizer } (a CLIP tokenizer folder, e.g. SDXL's tokenizer/)`);
+      const scheduler = createScheduler(opts.schedulerConfig ?? SDXL_SCHEDULER);
+      return new StableDiffusionXLPipeline({
+        vae,
+        unet,
+        textEncoder,
+        textEncoder2,
+        tokenizer,
+        tokenizer2,
+        scheduler,
+        forceZerosForEmptyPrompt: !refiner,
+        requiresAestheticsScore: refiner,
+        predictionType: scheduler.predictionType,
+      });
+    } catch (e) {
+      for (const m of loaded) m.dispose();
+      throw e;
+    } finally {
+      // a WeightSource passed in stays the caller's to close
+      if (typeof source === 'string' || source instanceof Uint8Array || source instanceof ArrayBuffer) await file.close();
+    }
+  }
+
+  /** Loads an SDXL pipeline folder (model_index.json) or a .safetensors single file. */
+  static async load(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions & { tokenizer?: string; tokenizer2?: string } = {}): Promise<StableDiffusionXLPipeline> {
+    if (pathOrUrl.endsWith('.safetensors')) return StableDiffusionXLPipeline.fromSingleFile(engine, pathOrUrl, opts);
+    return StableDiffusionXLPipeline.fromPretrained(engine, pathOrUrl, opts);
   }
 
   get vaeScaleFactor(): number {

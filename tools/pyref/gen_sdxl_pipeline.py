@@ -21,6 +21,8 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, Stable
 import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl_img2img as img2img_mod
 from safetensors.torch import save_file
 from seeded import fill_seeded
+from gen_modern_unets import check_sgm_map  # the UNet's sgm key map, checked there through diffusers' converter
+from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
 
 torch.set_grad_enabled(False)
 root = os.path.dirname(os.path.dirname(here))
@@ -147,11 +149,82 @@ c = dict(prompt='a cat wearing a hat', num_inference_steps=1, guidance_scale=3.0
 run(sd_lcm, 'sd_lcm', c, latents_shape=(1, 4, 16, 16))
 cases['sd_lcm'] = {'pipeline': 'StableDiffusionPipeline', **c}
 
+# ---- 6. the base pipeline as one Stability (sgm) single file: every tensor's key there and where its values
+# come from (diffusers component keys, concatenated along dim 0; `T`: transposed). Checked by mapping it back
+# through diffusers' own single-file converters, which must give every component's state dict exactly.
+def vae_key(k, n):
+    res = lambda r: r.replace('conv_shortcut.', 'nin_shortcut.')
+    attn = {'group_norm.': 'norm.', 'to_q.': 'q.', 'to_k.': 'k.', 'to_v.': 'v.', 'to_out.0.': 'proj_out.'}
+    p = k.split('.')
+    if p[0] in ('quant_conv', 'post_quant_conv') or p[1] in ('conv_in', 'conv_out'):
+        return k
+    if p[1] == 'conv_norm_out':
+        return f'{p[0]}.norm_out.{p[2]}'
+    if p[1] == 'mid_block':
+        rest = '.'.join(p[4:])
+        if p[2] == 'resnets':
+            return f'{p[0]}.mid.block_{int(p[3]) + 1}.' + res(rest)
+        a = next(a for a in attn if rest.startswith(a))
+        return f'{p[0]}.mid.attn_1.' + attn[a] + rest[len(a):]
+    i = int(p[2]) if p[0] == 'encoder' else n - 1 - int(p[2])
+    lvl = 'down' if p[0] == 'encoder' else 'up'
+    if p[3] == 'resnets':
+        return f'{p[0]}.{lvl}.{i}.block.{p[4]}.' + res('.'.join(p[5:]))
+    return f'{p[0]}.{lvl}.{i}.{"downsample" if lvl == "down" else "upsample"}.conv.' + '.'.join(p[6:])
+
+def openclip_entries(sd, prefix):
+    out = {}
+    simple = {'text_model.embeddings.token_embedding.weight': 'token_embedding.weight', 'text_model.embeddings.position_embedding.weight': 'positional_embedding',
+              'text_model.final_layer_norm.weight': 'ln_final.weight', 'text_model.final_layer_norm.bias': 'ln_final.bias'}
+    layer = {'self_attn.out_proj.': 'attn.out_proj.', 'layer_norm1.': 'ln_1.', 'layer_norm2.': 'ln_2.', 'mlp.fc1.': 'mlp.c_fc.', 'mlp.fc2.': 'mlp.c_proj.'}
+    for k in sd:
+        if k in simple:
+            out[prefix + simple[k]] = ([k], False)
+        elif k == 'text_projection.weight':
+            out[prefix + 'text_projection'] = ([k], True)
+        elif k.startswith('text_model.encoder.layers.'):
+            i, rest = k.split('.')[3], '.'.join(k.split('.')[4:])
+            if rest.startswith('self_attn.') and rest.split('.')[1] in ('q_proj', 'k_proj', 'v_proj'):
+                wb = rest.split('.')[2]
+                out[f'{prefix}transformer.resblocks.{i}.attn.in_proj_{wb}'] = ([f'text_model.encoder.layers.{i}.self_attn.{q}_proj.{wb}' for q in 'qkv'], False)
+            else:
+                a = next(a for a in layer if rest.startswith(a))
+                out[f'{prefix}transformer.resblocks.{i}.' + layer[a] + rest[len(a):]] = ([k], False)
+    return out
+
+single, ckpt = [], {}
+def add(key, comp, srcs, transpose, sd):
+    v = torch.cat([sd[s] for s in srcs], 0)
+    v = v.T.contiguous() if transpose else v
+    if comp == 'vae' and v.dim() == 2 and '.attn_1.' in key:
+        v = v[:, :, None, None]  # CompVis keeps the VAE attention projections as 1x1 convs
+    ckpt[key] = v
+    single.append({'key': key, 'shape': list(v.shape), 'from': [f'{comp}.{s}' for s in srcs], **({'T': True} if transpose else {})})
+sds = {k: mods[k].state_dict() for k in ('unet', 'vae', 'text_encoder', 'text_encoder_2')}
+for k, orig in check_sgm_map(mods['unet'], dict(mods['unet'].config)).items():
+    add('model.diffusion_model.' + orig, 'unet', [k], False, sds['unet'])
+for k in sds['vae']:
+    add('first_stage_model.' + vae_key(k, len(vae_cfg['block_out_channels'])), 'vae', [k], False, sds['vae'])
+for k in sds['text_encoder']:
+    if not k.endswith('position_ids'):
+        add('conditioner.embedders.0.transformer.' + k, 'text_encoder', [k], False, sds['text_encoder'])
+for key, (srcs, t) in openclip_entries(sds['text_encoder_2'], 'conditioner.embedders.1.model.').items():
+    add(key, 'text_encoder_2', srcs, t, sds['text_encoder_2'])
+def same(back, sd, what):
+    sd = {k: v for k, v in sd.items() if not k.endswith('position_ids')}
+    back = {k: v for k, v in back.items() if not k.endswith('position_ids')}
+    assert set(back) == set(sd), (what, sorted(set(sd) - set(back))[:4], sorted(set(back) - set(sd))[:4])
+    for k in sd:
+        assert torch.equal(back[k].reshape(sd[k].shape), sd[k]), (what, k)
+same(convert_ldm_vae_checkpoint(ckpt, dict(mods['vae'].config)), sds['vae'], 'vae')
+same(convert_ldm_clip_checkpoint(ckpt), sds['text_encoder'], 'text_encoder')
+same(convert_open_clip_checkpoint(mods['text_encoder_2'], ckpt, prefix='conditioner.embedders.1.model.'), sds['text_encoder_2'], 'text_encoder_2')
+
 tokenizer_files = {'tokenizer_2': {
     'tokenizer_config.json': {'model_max_length': 77, 'pad_token': '!', 'bos_token': '<|startoftext|>', 'eos_token': '<|endoftext|>',
                               'unk_token': '<|endoftext|>', 'do_lower_case': True, 'tokenizer_class': 'CLIPTokenizer'},
     'special_tokens_map.json': {'pad_token': '!', 'bos_token': '<|startoftext|>', 'eos_token': '<|endoftext|>', 'unk_token': '<|endoftext|>'}}}
-json.dump({'cases': cases, 'configs': configs, 'tensors': manifest, 'tokenizer_files': tokenizer_files,
+json.dump({'cases': cases, 'configs': configs, 'tensors': manifest, 'tokenizer_files': tokenizer_files, 'single_file': single,
            'versions': open(os.path.join(os.environ.get('PYREF', '/work/pyref'), 'vendor', 'VERSIONS')).read().split('\n')[:2]},
           open(os.path.join(out, 'manifest.json'), 'w'), default=str)
 save_file(refs, os.path.join(out, 'refs.safetensors'))
