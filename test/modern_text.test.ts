@@ -4,7 +4,7 @@
 // without running the layers after i, SD 2.x's encode_prompt with clip_skip, SDXL's two-encoder encode_prompt, the
 // pad token '!' from tokenizer_config.json, diffusers folders, memory.
 import { describe, it, expect, afterAll } from 'vitest';
-import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine, type Tensor } from '../src/index.js';
@@ -15,7 +15,11 @@ import { FIXTURES, type FixtureCase, type HostTensor } from './fixture.js';
 import { seededSafetensors, type ManifestEntry } from './seeded.js';
 import { modernCase, caseWeights, idsOf } from './modern_text_case.js';
 
-afterAll(() => reportWorst('modern_text'));
+const tempDirs: string[] = [];
+afterAll(() => {
+  reportWorst('modern_text');
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
 
 const TOK_DIR = join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14');
 
@@ -53,6 +57,7 @@ function concatLast(x: Float32Array, a: number, y: Float32Array, b: number): Flo
 /** A diffusers component folder (config.json + model.safetensors) in a temp dir. */
 function folderOf(c: FixtureCase): string {
   const dir = mkdtempSync(join(tmpdir(), 'modern-text-'));
+  tempDirs.push(dir);
   writeFileSync(join(dir, 'config.json'), JSON.stringify(c.config));
   writeFileSync(join(dir, 'model.safetensors'), caseWeights(c));
   return dir;
@@ -61,6 +66,7 @@ function folderOf(c: FixtureCase): string {
 /** A tokenizer folder as SD 2.x / SDXL's tokenizer_2 ship it: CLIP-L's vocab with pad_token '!'. */
 function bangTokenizerDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'sd2-tokenizer-'));
+  tempDirs.push(dir);
   for (const f of ['vocab.json', 'merges.txt']) copyFileSync(join(TOK_DIR, f), join(dir, f));
   writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 77, pad_token: '!', tokenizer_class: 'CLIPTokenizer' }));
   return dir;
