@@ -12,6 +12,7 @@ import { detectFamily, FAMILIES, FAMILY_NAMES } from '../src/cli/families.js';
 import { createScheduler } from '../src/index.js';
 import { readGenerationParameters } from '../src/image/png_metadata.js';
 import { buildTinySd2Folder, readSd2Manifest } from './tiny_sd2.js';
+import { buildTinySdxlFolder, readSdxlManifest } from './tiny_sdxl.js';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = (args: string[]) =>
@@ -23,7 +24,7 @@ describe('--family defaults', () => {
   it('fills steps, guidance and sampler from the family; flags given win', () => {
     expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sd-turbo'])).toMatchObject({ family: 'sd-turbo', steps: 1, guidance: 0, sampler: 'euler_a_trailing' });
     expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sd-turbo', '--steps', '4', '--guidance', '1.5', '--sampler', 'euler'])).toMatchObject({ steps: 4, guidance: 1.5, sampler: 'euler' });
-    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'lcm'])).toMatchObject({ steps: 4, guidance: 1, sampler: 'lcm' });
+    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'lcm'])).toMatchObject({ steps: 4, guidance: 8.5, sampler: 'lcm' });
     expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sdxl'])).toMatchObject({ steps: 20, guidance: 5, sampler: undefined });
     expect(parseGenerateArgs(['--prompt', 'a', '--family', 'sd2'])).toMatchObject({ steps: 20, guidance: 7.5 });
     // an LDM keeps its own guidance default (3 with class labels, else 1)
@@ -48,7 +49,9 @@ describe('--family defaults', () => {
     expect(detectFamily(sd, { ...SD_SCHED, _class_name: 'EulerDiscreteScheduler', timestep_spacing: 'trailing' }, { cross_attention_dim: 1024 })).toBe('sd-turbo');
     expect(detectFamily({ _class_name: 'StableDiffusionXLPipeline' }, { ...SD_SCHED, _class_name: 'EulerAncestralDiscreteScheduler', timestep_spacing: 'trailing' }, null)).toBe('sd-turbo');
     expect(detectFamily({ _class_name: 'StableDiffusionXLPipeline' }, { ...SD_SCHED, _class_name: 'EulerDiscreteScheduler', timestep_spacing: 'leading' }, { cross_attention_dim: 2048 })).toBe('sdxl');
-    expect(detectFamily(sd, { ...SD_SCHED, _class_name: 'LCMScheduler' }, { cross_attention_dim: 768 })).toBe('lcm');
+    expect(detectFamily(sd, { ...SD_SCHED, _class_name: 'LCMScheduler' }, { cross_attention_dim: 768, time_cond_proj_dim: 256 })).toBe('lcm');
+    // an LCM scheduler over an ordinary UNet: LCM-LoRA fused in (guidance 1, not the embedded 8.5)
+    expect(detectFamily(sd, { ...SD_SCHED, _class_name: 'LCMScheduler' }, { cross_attention_dim: 768 })).toBe('lcm-lora');
     expect(detectFamily({ _class_name: 'LatentConsistencyModelPipeline' }, SD_SCHED, { cross_attention_dim: 768, time_cond_proj_dim: 256 })).toBe('lcm');
     expect(detectFamily({ _class_name: 'LDMPipeline' }, { _class_name: 'DDIMScheduler' }, null)).toBe('ldm');
   });
@@ -77,6 +80,7 @@ describe('generate picks the family', () => {
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'cli-family-'));
     buildTinySd2Folder(join(dir, 'sd2'), 'ddim', readSd2Manifest());
+    buildTinySdxlFolder(join(dir, 'sdxl'), 'base', readSdxlManifest());
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -100,5 +104,15 @@ describe('generate picks the family', () => {
     expect(f.status, f.stderr).toBe(0);
     expect(f.stderr).not.toMatch(/family:/);
     expect(readFileSync(c).equals(png)).toBe(true);
+  }, 240_000);
+
+  it('runs an SDXL folder (family sdxl guessed: guidance 5)', () => {
+    const a = join(dir, 'xl.png');
+    const r = cli(['generate', '--model', join(dir, 'sdxl'), '--prompt', 'a red cube', '--steps', '2', '--width', '32', '--height', '32', '--out', a]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/family: sdxl \(guessed from the folder; --family to change\): 2 steps, guidance 5, sampler the model's own/);
+    const png = readFileSync(a);
+    expect(readGenerationParameters(png)?.params).toMatchObject({ steps: 2, guidanceScale: 5 });
+    expect([PNG.sync.read(png).width, PNG.sync.read(png).height]).toEqual([32, 32]);
   }, 240_000);
 });

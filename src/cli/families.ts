@@ -24,7 +24,8 @@ export const FAMILIES: Record<string, Family> = {
   sd2: { label: 'Stable Diffusion 2.x (768 v-prediction, or 512 base)', size: 768, steps: 20, guidance: 7.5 },
   sdxl: { label: 'Stable Diffusion XL', size: 1024, steps: 20, guidance: 5 },
   'sd-turbo': { label: 'SD-Turbo / SDXL-Turbo (adversarial distillation)', size: 512, steps: 1, guidance: 0, sampler: 'euler_a_trailing' },
-  lcm: { label: 'Latent Consistency Model', size: 512, steps: 4, guidance: 1, sampler: 'lcm' },
+  // an LCM-distilled UNet (time_cond_proj_dim) takes the scale as an embedding, with no second pass
+  lcm: { label: 'Latent Consistency Model (LCM-distilled UNet)', size: 512, steps: 4, guidance: 8.5, sampler: 'lcm' },
   'lcm-lora': { label: 'SD 1.5 / SDXL with LCM-LoRA', size: 512, steps: 4, guidance: 1, sampler: 'lcm', needs: 'lora' },
   ldm: { label: "the paper's latent diffusion models (LDMPipeline folders, --ckpt releases)", size: 256, steps: 20 },
 };
@@ -38,7 +39,7 @@ export function isFamily(name: string): boolean {
 type Json = Record<string, unknown>;
 
 /**
- * The family of a diffusers folder: the pipeline class first, then an LCM scheduler, then a
+ * The family of a diffusers folder: the pipeline class first, then an LCM UNet or scheduler, then a
  * trailing-spaced Euler scheduler (how SD-Turbo and SDXL-Turbo ship), then the UNet: SD 2.x's has
  * use_linear_projection and cross-attends to OpenCLIP-H's 1024 wide text, SD 1.x's to CLIP-L's 768.
  */
@@ -46,7 +47,9 @@ export function detectFamily(index: Json, schedulerConfig: Json, unetConfig: Jso
   const kind = String(index._class_name ?? '');
   const sched = String(schedulerConfig._class_name ?? '');
   if (kind === 'LDMPipeline' || kind === 'LDMTextToImagePipeline' || kind === '') return 'ldm';
-  if (kind === 'LatentConsistencyModelPipeline' || sched === 'LCMScheduler' || unetConfig?.time_cond_proj_dim != null) return 'lcm';
+  if (kind === 'LatentConsistencyModelPipeline' || unetConfig?.time_cond_proj_dim != null) return 'lcm';
+  // an LCM scheduler over an ordinary UNet: LCM-LoRA fused into the weights
+  if (sched === 'LCMScheduler') return 'lcm-lora';
   if (sched.startsWith('Euler') && schedulerConfig.timestep_spacing === 'trailing') return 'sd-turbo';
   if (kind === 'StableDiffusionXLPipeline') return 'sdxl';
   // every SD 2.x UNet (768 v and 512 base) has linear proj_in/proj_out; SD 1.x's are 1x1 convs

@@ -1,5 +1,5 @@
-// `ldm-webgpu generate`: loads a pipeline folder (LDMPipeline, or StableDiffusionPipeline when the
-// folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs that
+// `ldm-webgpu generate`: loads a pipeline folder (LDMPipeline, or StableDiffusionPipeline /
+// StableDiffusionXLPipeline when the folder's model_index.json says so), denoises with a progress bar on stderr and writes PNGs that
 // carry their generation parameters (src/image/png_metadata.ts), so `--from x.png` reruns one.
 import { ConfigReader } from '../runtime/config.js';
 import cliProgress from 'cli-progress';
@@ -8,6 +8,7 @@ import { LDMPipeline } from '../pipelines/ldm.js';
 import { joinPath, readJson } from '../runtime/io.js';
 import { createScheduler, type RgbaImage, type StepInfo } from '../pipelines/common.js';
 import { StableDiffusionPipeline } from '../pipelines/stable_diffusion.js';
+import { StableDiffusionXLPipeline } from '../pipelines/stable_diffusion_xl.js';
 import type { GenerateArgs } from './args.js';
 import { encodePng, outputNames, writeFileAtomic } from './output.js';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
@@ -136,11 +137,13 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   let guidanceScale = 0;
   let ownScheduler = '';
   try {
-    if (kind === 'StableDiffusionPipeline') {
-      if (args.classLabels) throw new Error(`${args.model} is a StableDiffusionPipeline: give --prompt, not --class`);
-      const pipe = await StableDiffusionPipeline.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs, loras: args.loras });
+    if (kind === 'StableDiffusionPipeline' || kind === 'StableDiffusionXLPipeline') {
+      if (args.classLabels) throw new Error(`${args.model} is a ${kind}: give --prompt, not --class`);
+      // the two take the same generate() options for what the CLI sets
+      const cls = kind === 'StableDiffusionXLPipeline' ? StableDiffusionXLPipeline : StableDiffusionPipeline;
+      const pipe = await cls.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs, loras: args.loras });
       if (loadStarted) load.stop();
-      if (pipe.loraReport) {
+      if ('loraReport' in pipe && pipe.loraReport) {
         const r = pipe.loraReport;
         process.stderr.write(`LoRA: ${r.applied.length} layer(s) merged${r.ignored.length ? `, ${r.ignored.length} key(s) ignored` : ''}\n`);
       }
@@ -203,7 +206,7 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
         pipe.dispose();
       }
     } else {
-      throw new Error(`${args.model}: model_index.json names ${kind}, which this CLI does not run (LDMPipeline, StableDiffusionPipeline)`);
+      throw new Error(`${args.model}: model_index.json names ${kind}, which this CLI does not run (LDMPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)`);
     }
   } finally {
     if (loadStarted) load.stop();

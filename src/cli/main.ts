@@ -25,7 +25,8 @@ export const USAGE = `usage:
   ldm-webgpu help
 
 generate:
-  --model            a diffusers pipeline folder or its base URL (default: the bundled models/ldm-mnist)
+  --model            a diffusers pipeline folder or its base URL: LDMPipeline, StableDiffusionPipeline (SD 1.x,
+                     2.x, SD-Turbo, LCM) or StableDiffusionXLPipeline (default: the bundled models/ldm-mnist)
   --class            class label(s) of a class-conditional model (ldm-mnist: the digit 0-9); a list
                      "3,1,4" makes a batch with one image per label
   --prompt, --negative-prompt
@@ -35,7 +36,7 @@ generate:
                        sd1, sd2        20 steps, guidance 7.5, the folder's scheduler
                        sdxl            20 steps, guidance 5
                        sd-turbo        1 step, guidance 0 (off), euler_a_trailing (SD-Turbo, SDXL-Turbo)
-                       lcm             4 steps, guidance 1 (off), lcm
+                       lcm             4 steps, guidance 8.5 (embedded by the LCM UNet: one pass per step), lcm
                        lcm-lora        4 steps, guidance 1 (off), lcm; needs --lora (the LCM-LoRA file)
                        ldm             20 steps (the paper's LDMs; also --ckpt)
   --lora             a LoRA safetensors file (path or URL; diffusers/PEFT or kohya names) merged into the UNet
