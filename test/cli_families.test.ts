@@ -38,6 +38,7 @@ describe('--family defaults', () => {
     expect(() => parseGenerateArgs(['--family', 'sd3'])).toThrow(/--family must be one of sd1, sd2, sdxl, sd-turbo, lcm, lcm-lora, ldm/);
     expect(() => parseGenerateArgs(['--prompt', 'a', '--family', 'lcm-lora'])).toThrow(UsageError);
     expect(() => parseGenerateArgs(['--prompt', 'a', '--family', 'lcm-lora'])).toThrow(/needs --lora/);
+    expect(parseGenerateArgs(['--prompt', 'a', '--family', 'lcm-lora', '--lora', 'lcm.safetensors'])).toMatchObject({ steps: 4, guidance: 1, sampler: 'lcm', loras: [{ source: 'lcm.safetensors', scale: 1 }] });
     expect(() => parseGenerateArgs(['--ckpt', 'm.ckpt', '--config', 'c.yaml', '--family', 'sd1'])).toThrow(/--family ldm/);
   });
 

@@ -177,8 +177,8 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
   const loras = v.lora?.map(loraArg);
   if (v.family !== undefined) {
     if (!isFamily(v.family)) throw new UsageError(`--family must be one of ${FAMILY_NAMES.join(', ')}; got ${JSON.stringify(v.family)}`);
-    if (FAMILIES[v.family].needs === 'lora' && (v as Record<string, unknown>).lora === undefined) {
-      throw new UsageError(`--family ${v.family} needs --lora <file> (the LCM-LoRA weights; LoRA loading is the --lora option)`);
+    if (FAMILIES[v.family].needs === 'lora' && v.lora === undefined) {
+      throw new UsageError(`--family ${v.family} needs --lora <file> (the LCM-LoRA weights for the base model)`);
     }
     if (v.ckpt !== undefined && v.family !== 'ldm') throw new UsageError(`--ckpt/--config load the paper's LDM releases: --family ldm, not ${v.family}`);
   }
