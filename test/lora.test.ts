@@ -319,3 +319,36 @@ describe('LoRAs on a single-file checkpoint', () => {
     pipe.dispose();
   });
 });
+
+describe('loadLoraWeights: merging into a loaded pipeline in place', () => {
+  it('equals the merge at load, a negative scale takes it out again, a LoRA that does not fit changes nothing', async () => {
+    const engine = await getEngine();
+    const dir = buildTinySdFolder();
+    const c = meta.cases['pipe/kohya_ddim'];
+    const run = async (p: StableDiffusionPipeline) => {
+      const o = await p.generate({ prompt: meta.prompt, negativePrompt: '', steps: c.steps, guidanceScale: c.guidance_scale, seed: c.seed });
+      const v = await o.images.read();
+      o.images.dispose();
+      return v;
+    };
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine, dir);
+    const plain = await run(pipe);
+    const q = pipe.unet.parameter('down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight')!;
+    const q0 = await q.read();
+    const held = engine.memory().inUseBytes;
+
+    const bad = seededSafetensors(meta.files.kohya.map((e) => (e.key.includes('conv1.lora_down') ? { ...e, shape: [4, 16] } : e)));
+    await expect(pipe.loadLoraWeights([{ source: bad }])).rejects.toThrow(LoraError);
+    expect(relL2(await q.read(), q0)).toBe(0);
+
+    const r = await pipe.loadLoraWeights(specs(c));
+    expect(r.applied).toHaveLength(20);
+    expect(engine.memory().inUseBytes).toBe(held); // in place: no new buffers
+    expect(track('loadLoraWeights image', relL2(await run(pipe), refs['pipe/kohya_ddim/image'].data))).toBeLessThan(1e-4);
+
+    await pipe.loadLoraWeights(c.loras.map((l) => ({ source: loraBytes(l.file), scale: -l.scale })));
+    expect(relL2(await q.read(), q0)).toBeLessThan(1e-6);
+    expect(track('loadLoraWeights undone', relL2(await run(pipe), plain))).toBeLessThan(1e-5);
+    pipe.dispose();
+  });
+});

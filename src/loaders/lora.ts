@@ -87,6 +87,13 @@ interface LoraFile {
   ignored: string[];
 }
 
+/** A loaded model to merge into (the engine's Model: parameters by their checkpoint names). */
+export interface MergeTarget {
+  readonly config?: Config;
+  parameterNames(): string[];
+  parameter(name: string): Tensor | undefined;
+}
+
 /** One delta to add to a base weight. */
 interface Delta {
   lora: LoraFile;
@@ -309,13 +316,31 @@ export class LoraMerger {
       this.wrapped.add(component);
       return weights;
     }
+    const shapes = new Map<string, number[]>();
+    for (const n of weights.names()) shapes.set(n, weights.info(n)!.shape);
+    const plan = this.plan(component, shapes, config, weights.label);
+    this.wrapped.add(component);
+    if (!plan.size) return weights;
+    for (const [k, v] of plan) this.pending.set(`${component}|${k}`, v);
+    const view = weights.renamed((n) => n);
+    const merger = this;
+    return Object.assign(view, {
+      upload(engine: Engine, name: string, shape?: readonly number[], opts: UploadOptions = {}): Promise<Tensor> {
+        const deltas = plan.get(name);
+        if (!deltas) return weights.upload(engine, name, shape, opts);
+        return merger.mergeUpload(component, weights, engine, name, deltas, shape, opts);
+      },
+    });
+  }
+
+  /** target weight name -> deltas, for the base weights `shapes` (name -> shape); LoraError when a layer does not fit. */
+  private plan(component: LoraComponent, shapes: ReadonlyMap<string, readonly number[]>, config: Config, where: string): Map<string, Delta[]> {
     const plan = new Map<string, Delta[]>();
     // base modules: weights of rank 2 (linear) or 4 (conv), by dotted and underscored name
-    const modules = new Map<string, number[]>();
+    const modules = new Map<string, readonly number[]>();
     const underscored = new Map<string, string>();
-    for (const n of weights.names()) {
+    for (const [n, shape] of shapes) {
       if (!n.endsWith('.weight')) continue;
-      const shape = weights.info(n)!.shape;
       if (shape.length !== 2 && shape.length !== 4) continue;
       const mod = n.slice(0, -'.weight'.length);
       modules.set(mod, shape);
@@ -367,21 +392,59 @@ export class LoraMerger {
         plan.set(`${target}.weight`, list);
       }
       if (offenders.length) {
-        throw new LoraError(lora.label, offenders.slice(0, SHOWN), offenders.length, `does not fit the ${component} (${weights.label})`);
+        throw new LoraError(lora.label, offenders.slice(0, SHOWN), offenders.length, `does not fit the ${component} (${where})`);
       }
     }
-    this.wrapped.add(component);
-    if (!plan.size) return weights;
-    for (const [k, v] of plan) this.pending.set(`${component}|${k}`, v);
-    const view = weights.renamed((n) => n);
-    const merger = this;
-    return Object.assign(view, {
-      upload(engine: Engine, name: string, shape?: readonly number[], opts: UploadOptions = {}): Promise<Tensor> {
-        const deltas = plan.get(name);
-        if (!deltas) return weights.upload(engine, name, shape, opts);
-        return merger.mergeUpload(component, weights, engine, name, deltas, shape, opts);
-      },
-    });
+    return plan;
+  }
+
+  /**
+   * Merges into models already loaded, in place: each target weight is read back, the deltas added
+   * on the host and written into the same buffer (no second copy; in f16 the base is the f16 one, so
+   * the result can differ from a merge at load by f16 rounding). Every LoRA is checked against every
+   * model and all LoRA tensors are read before the first weight changes, so a LoRA that does not fit
+   * changes nothing. A negative scale takes a LoRA merged earlier out again (up to rounding).
+   */
+  async mergeInto(models: readonly { component: LoraComponent; model: MergeTarget }[]): Promise<void> {
+    const jobs: { component: LoraComponent; model: MergeTarget; plan: Map<string, Delta[]> }[] = [];
+    for (const { component, model } of models) {
+      if (this.wrapped.has(component)) throw new Error(`LoraMerger.mergeInto: ${component} was already merged`);
+      const shapes = new Map<string, readonly number[]>();
+      for (const n of model.parameterNames()) shapes.set(n, model.parameter(n)!.shape);
+      jobs.push({ component, model, plan: this.plan(component, shapes, model.config ?? {}, model.constructor.name) });
+    }
+    const values = new Map<string, Float32Array>();
+    const read = async (f: LoraFile, key: string) => {
+      const id = `${this.loras.indexOf(f)}|${key}`;
+      if (!values.has(id)) values.set(id, await f.source.readF32(key));
+      return values.get(id)!;
+    };
+    for (const { plan } of jobs) {
+      for (const ds of plan.values()) {
+        for (const d of ds) for (const k of [d.layer.down!, d.layer.up!, ...(d.layer.alpha ? [d.layer.alpha] : [])]) await read(d.lora, k);
+      }
+    }
+    for (const { component, model, plan } of jobs) {
+      this.wrapped.add(component);
+      for (const [name, deltas] of plan) {
+        const t = model.parameter(name)!;
+        const w = (await t.read()) as Float32Array;
+        for (const d of deltas) {
+          const factor = await this.factor(d, (k) => read(d.lora, k));
+          addLowRank(w, await read(d.lora, d.layer.up!), await read(d.lora, d.layer.down!), t.shape[0], d.rank, w.length / t.shape[0], factor);
+          this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
+        }
+        t.engine.writeTensor(t, t.dtype === 'f16' ? f32ToF16Bits(w) : w);
+      }
+    }
+  }
+
+  /** scale * alpha / rank, with the file's own alpha when it has one. */
+  private async factor(d: Delta, read: (key: string) => Promise<Float32Array>): Promise<number> {
+    if (!d.layer.alpha) return d.factor;
+    const a = await read(d.layer.alpha);
+    if (a.length !== 1 || !Number.isFinite(a[0])) throw new LoraError(d.lora.label, [`${d.layer.alpha} (${a.length} values)`], 1, 'alpha must be one finite number');
+    return d.lora.scale * (a[0] / d.rank);
   }
 
   private async mergeUpload(component: LoraComponent, weights: WeightSource, engine: Engine, name: string, deltas: Delta[], expected: readonly number[] | undefined, opts: UploadOptions): Promise<Tensor> {
@@ -403,12 +466,7 @@ export class LoraMerger {
     const cols = w.length / out;
     for (const d of deltas) {
       const src = d.lora.source;
-      let factor = d.factor;
-      if (d.layer.alpha) {
-        const a = await src.readF32(d.layer.alpha);
-        if (a.length !== 1 || !Number.isFinite(a[0])) throw new LoraError(d.lora.label, [`${d.layer.alpha} (${a.length} values)`], 1, 'alpha must be one finite number');
-        factor = d.lora.scale * (a[0] / d.rank);
-      }
+      const factor = await this.factor(d, (k) => src.readF32(k));
       const up = await src.readF32(d.layer.up!);
       const down = await src.readF32(d.layer.down!);
       addLowRank(w, up, down, out, d.rank, cols, factor);

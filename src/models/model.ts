@@ -55,6 +55,17 @@ export abstract class Model {
     return this.loader.bytes();
   }
 
+  /** Names of the parameters as the checkpoint names them (diffusers' names). */
+  parameterNames(): string[] {
+    return [...this.loader.named.keys()];
+  }
+
+  /** The parameter loaded under `name`, or undefined (e.g. to merge a LoRA into it in place). */
+  parameter(name: string): Tensor | undefined {
+    this.checkAlive('parameter');
+    return this.loader.named.get(name);
+  }
+
   get parameterCount(): number {
     return this.loader.params.reduce((s, t) => s + t.size, 0);
   }

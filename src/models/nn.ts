@@ -13,6 +13,8 @@ export interface TensorSource {
 
 export class ParamLoader {
   readonly params: Tensor[] = [];
+  /** the same tensors by their full checkpoint names (for merging LoRAs into a loaded model) */
+  readonly named = new Map<string, Tensor>();
   /** storage dtype of the parameters (and of the model's activations) */
   dtype: DType;
   constructor(
@@ -29,6 +31,7 @@ export class ParamLoader {
   async get(name: string, shape: readonly number[]): Promise<Tensor> {
     const t = await this.source.upload(this.engine, this.prefix + name, shape, { dtype: this.dtype });
     this.params.push(t);
+    this.named.set(this.prefix + name, t);
     return t;
   }
 
@@ -43,7 +46,7 @@ export class ParamLoader {
   /** Sub-loader sharing the parameter list. */
   scope(prefix: string): ParamLoader {
     const child = Object.create(ParamLoader.prototype) as ParamLoader;
-    Object.assign(child, { engine: this.engine, source: this.source, prefix: this.prefix + prefix, params: this.params, dtype: this.dtype });
+    Object.assign(child, { engine: this.engine, source: this.source, prefix: this.prefix + prefix, params: this.params, named: this.named, dtype: this.dtype });
     return child;
   }
 

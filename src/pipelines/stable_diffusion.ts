@@ -3,6 +3,7 @@
 // (strength) and inpainting (9-channel inpainting UNets by concatenating mask and masked-image
 // latents; latent blending for ordinary UNets). Loads a diffusers folder or a SD 1.x single file.
 import type { Engine } from '../runtime/engine.js';
+import type { IOOptions } from '../runtime/io.js';
 import { Tensor, shapeStr } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
 import { AutoencoderKL } from '../models/autoencoder_kl.js';
@@ -13,7 +14,7 @@ import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 import { asDtype, assertFinite, checkEmbeds, checkGuidance, checkImage, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
-import { LoraMerger, type LoraReport } from '../loaders/lora.js';
+import { LoraMerger, type LoraComponent, type LoraReport, type LoraSpec } from '../loaders/lora.js';
 import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, sd2Configs, singleFileFamily } from './sd_configs.js';
 import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
@@ -180,6 +181,25 @@ export class StableDiffusionPipeline {
   static async load(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions & { tokenizer?: string } = {}): Promise<StableDiffusionPipeline> {
     if (pathOrUrl.endsWith('.safetensors')) return StableDiffusionPipeline.fromSingleFile(engine, pathOrUrl, opts);
     return StableDiffusionPipeline.fromPretrained(engine, pathOrUrl, opts);
+  }
+
+  /**
+   * Merges LoRAs into the loaded UNet and text encoder in place (diffusers' load_lora_weights +
+   * fuse_lora): each weight is read back, the deltas added on the host and written into the same
+   * buffer. A LoRA that does not fit changes nothing (LoraError); a negative scale takes one out again
+   * (exactly up to rounding in f32; in f16 each merge rounds to f16). Merging at load (`loras`) keeps
+   * the base weights' full precision and reads nothing back: prefer it when the LoRAs are known then.
+   */
+  async loadLoraWeights(loras: readonly LoraSpec[], opts: IOOptions = {}): Promise<LoraReport> {
+    const merger = await LoraMerger.open(loras, opts);
+    try {
+      const models: { component: LoraComponent; model: UNet2DConditionModel | CLIPTextModel }[] = [{ component: 'unet', model: this.unet }];
+      if (this.textEncoder) models.push({ component: 'text_encoder', model: this.textEncoder });
+      await merger.mergeInto(models);
+      return reportLoras(merger)!;
+    } finally {
+      await merger.close();
+    }
   }
 
   get vaeScaleFactor(): number {
