@@ -265,3 +265,79 @@ describe('StableDiffusionXLPipeline vs diffusers', () => {
     });
   });
 });
+
+describe('StableDiffusionXLPipeline: guidance off, seeds, bad input', () => {
+  let engine: Engine;
+  let root: string;
+  let pipe: StableDiffusionXLPipeline;
+  beforeAll(async () => {
+    engine = await getEngine();
+    root = mkdtempSync(join(tmpdir(), 'tiny-sdxl-b-'));
+    buildTinySdxlFolder(join(root, 'base'), 'base', m);
+    pipe = await StableDiffusionXLPipeline.fromPretrained(engine, join(root, 'base'));
+  });
+  afterAll(() => {
+    pipe.dispose();
+    rmSync(root, { recursive: true, force: true });
+  });
+  const small = { steps: 2, width: 16, height: 16 };
+  const read = async (o: { images: Tensor }) => {
+    const v = await o.images.read();
+    o.images.dispose();
+    return v;
+  };
+
+  it('guidance <= 1 runs the UNet once per step on the plain batch, with the positive conditioning only', async () => {
+    const spy = vi.spyOn(pipe.unet, 'forward');
+    try {
+      await read(await pipe.generate({ ...small, prompt: ['a cat', 'a dog'], guidanceScale: 1, seed: 3 }));
+      expect(spy.mock.calls.map(([x, , o]) => [x.shape[0], o?.encoderHiddenStates?.shape[0], (o?.addedCondKwargs?.timeIds as number[][]).length])).toEqual([
+        [2, 2, 2],
+        [2, 2, 2],
+      ]);
+      spy.mockClear();
+      await read(await pipe.generate({ ...small, prompt: ['a cat', 'a dog'], guidanceScale: 2, seed: 3 }));
+      expect(spy.mock.calls.map(([x]) => x.shape[0])).toEqual([4, 4]);
+    } finally {
+      spy.mockRestore();
+    }
+  }, 120_000);
+
+  it('same options give the same bytes; image i of a batch equals a run with seed + i; another seed differs', async () => {
+    const a = await read(await pipe.generate({ ...small, prompt: ['a cat', 'a dog'], seed: 7 }));
+    const b = await read(await pipe.generate({ ...small, prompt: ['a cat', 'a dog'], seed: 7 }));
+    expect(b).toEqual(a);
+    const one = await read(await pipe.generate({ ...small, prompt: 'a dog', seed: 8 }));
+    expect(one).toEqual(a.subarray(a.length / 2));
+    const other = await read(await pipe.generate({ ...small, prompt: 'a dog', seed: 9 }));
+    expect(relL2(other, one)).toBeGreaterThan(1e-3);
+  }, 120_000);
+
+  it('refuses bad options before allocating, naming the option', async () => {
+    const before = engine.memory().inUseBytes;
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ aestheticScore: 6 }, /aestheticScore is for refiner models/],
+      [{ originalSize: [32] }, /originalSize must be \[height, width\]/],
+      [{ targetSize: [32, NaN] }, /targetSize must be \[height, width\]/],
+      [{ prompt: ['a', 'b'], prompt2: ['c'] }, /1 prompt2 for 2 prompts/],
+      [{ prompt: ['a', 'b'], negativePrompt: ['c'] }, /1 negativePrompt for 2 prompts/],
+      [{ height: 21 }, /height and width must be multiples of 2/],
+      [{ height: 18 }, /does not fit the UNet, which downsamples by 2/],
+      [{ clipSkip: -1 }, /clipSkip must be a non-negative integer/],
+      [{ guidanceScale: NaN }, /guidanceScale must be a finite number/],
+      [{ image: engine.tensor(new Float32Array(3 * 16 * 16), [1, 3, 16, 16]), strength: 0 }, /strength must be in \(0, 1\]/],
+      [{ promptEmbeds: engine.tensor(new Float32Array(77 * 80), [1, 77, 80]) }, /promptEmbeds needs pooledPromptEmbeds/],
+    ];
+    const made = engine.memory().inUseBytes;
+    for (const [o, re] of bad) await expect(pipe.generate({ ...small, ...o }), String(re)).rejects.toThrow(re);
+    expect(engine.memory().inUseBytes).toBe(made);
+    for (const [o] of bad) for (const v of Object.values(o)) if ((v as Tensor)?.isTensor) (v as Tensor).dispose();
+    expect(engine.memory().inUseBytes).toBe(before);
+  }, 60_000);
+
+  it('a UNet whose added embedding does not fit the time ids is refused at construction, with the fix named', async () => {
+    await expect(
+      (async () => new StableDiffusionXLPipeline({ unet: pipe.unet, vae: pipe.vae, scheduler: pipe.scheduler, textEncoder: pipe.textEncoder, textEncoder2: pipe.textEncoder2, tokenizer: pipe.tokenizer, tokenizer2: pipe.tokenizer2, requiresAestheticsScore: true }))(),
+    ).rejects.toThrow(/takes 72 inputs but 5 time ids x 8 \+ the 24-wide pooled text embedding make 64 \(it fits 6 ids: set requires_aesthetics_score false/);
+  });
+});
