@@ -3,7 +3,7 @@
 // trailing ancestral Euler, Karras sigmas) set their options over the model's scheduler config.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { PNG } from 'pngjs';
@@ -82,6 +82,10 @@ describe('generate picks the family', () => {
     dir = mkdtempSync(join(tmpdir(), 'cli-family-'));
     buildTinySd2Folder(join(dir, 'sd2'), 'ddim', readSd2Manifest());
     buildTinySdxlFolder(join(dir, 'sdxl'), 'base', readSdxlManifest());
+    // an LCM_Dreamshaper-style folder: SD components, an LCM-distilled UNet, LCMScheduler
+    buildTinySdxlFolder(join(dir, 'lcm'), 'sd_lcm', readSdxlManifest());
+    const index = join(dir, 'lcm', 'model_index.json');
+    writeFileSync(index, JSON.stringify({ ...JSON.parse(readFileSync(index, 'utf8')), _class_name: 'LatentConsistencyModelPipeline' }));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -115,5 +119,13 @@ describe('generate picks the family', () => {
     const png = readFileSync(a);
     expect(readGenerationParameters(png)?.params).toMatchObject({ steps: 2, guidanceScale: 5 });
     expect([PNG.sync.read(png).width, PNG.sync.read(png).height]).toEqual([32, 32]);
+  }, 240_000);
+
+  it('runs a LatentConsistencyModelPipeline folder as family lcm (4 steps, guidance 8.5 embedded by the UNet)', () => {
+    const a = join(dir, 'lcm.png');
+    const r = cli(['generate', '--model', join(dir, 'lcm'), '--prompt', 'a red cube', '--width', '32', '--height', '32', '--out', a]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/family: lcm \(guessed from the folder; --family to change\): 4 steps, guidance 8.5, sampler lcm/);
+    expect(readGenerationParameters(readFileSync(a))?.params).toMatchObject({ steps: 4, guidanceScale: 8.5, sampler: 'lcm' });
   }, 240_000);
 });

@@ -137,9 +137,10 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   let guidanceScale = 0;
   let ownScheduler = '';
   try {
-    if (kind === 'StableDiffusionPipeline' || kind === 'StableDiffusionXLPipeline') {
+    if (kind === 'StableDiffusionPipeline' || kind === 'LatentConsistencyModelPipeline' || kind === 'StableDiffusionXLPipeline') {
       if (args.classLabels) throw new Error(`${args.model} is a ${kind}: give --prompt, not --class`);
-      // the two take the same generate() options for what the CLI sets
+      // the two take the same generate() options for what the CLI sets; an LCM folder (SD components,
+      // an LCM-distilled UNet) runs in StableDiffusionPipeline, which embeds the guidance scale
       const cls = kind === 'StableDiffusionXLPipeline' ? StableDiffusionXLPipeline : StableDiffusionPipeline;
       const pipe = await cls.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs, loras: args.loras });
       if (loadStarted) load.stop();
@@ -206,7 +207,7 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
         pipe.dispose();
       }
     } else {
-      throw new Error(`${args.model}: model_index.json names ${kind}, which this CLI does not run (LDMPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)`);
+      throw new Error(`${args.model}: model_index.json names ${kind}, which this CLI does not run (LDMPipeline, StableDiffusionPipeline, LatentConsistencyModelPipeline, StableDiffusionXLPipeline)`);
     }
   } finally {
     if (loadStarted) load.stop();
