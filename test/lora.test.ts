@@ -4,13 +4,15 @@
 // LCM-LoRA-shaped file with LCMScheduler at 4 steps, guidance 1.5), errors and the ignored-keys report.
 // The LoRA files are built here from test/seeded.ts with the keys and shapes case.json lists.
 import { describe, it, expect, afterAll, beforeAll } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { StableDiffusionPipeline, WeightSource, LoraMerger, LoraError, loadWithLoras, UNet2DConditionModel, type LoraSpec } from '../src/index.js';
+import { StableDiffusionPipeline, StableDiffusionXLPipeline, WeightSource, LoraMerger, LoraError, loadWithLoras, UNet2DConditionModel, type LoraSpec } from '../src/index.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import { FIXTURES, readSafetensorsFile, loadCase } from './fixture.js';
 import { seededSafetensors, seededValues, type ManifestEntry } from './seeded.js';
 import { buildTinySdFolder } from './tiny_sd.js';
+import { buildTinySdxlFolder } from './tiny_sdxl.js';
 import { singleFileComponent } from '../src/loaders/single_file_keys.js';
 
 afterAll(() => reportWorst('lora'));
@@ -350,5 +352,27 @@ describe('loadLoraWeights: merging into a loaded pipeline in place', () => {
     expect(relL2(await q.read(), q0)).toBeLessThan(1e-6);
     expect(track('loadLoraWeights undone', relL2(await run(pipe), plain))).toBeLessThan(1e-5);
     pipe.dispose();
+  });
+});
+
+describe('SDXL: kohya original numbering (layers_per_block 2, two-block transformers), lora_te1_/lora_te2_, PEFT text_encoder_2', () => {
+  it('merge/sdxl: every merged weight of StableDiffusionXLPipeline.fromPretrained({ loras }) = diffusers', async () => {
+    const engine = await getEngine();
+    const xrefs = readSafetensorsFile(join(DIR, 'sdxl_refs.safetensors'));
+    const dir = mkdtempSync(join(tmpdir(), 'lora-sdxl-'));
+    buildTinySdxlFolder(dir, 'base');
+    const cs = meta.cases['merge/sdxl'];
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, dir, { loras: specs(cs) });
+    const models = { unet: pipe.unet, text_encoder: pipe.textEncoder!, text_encoder_2: pipe.textEncoder2! };
+    for (const n of cs.weights!) {
+      const [comp, ...rest] = n.split('.');
+      const p = models[comp as keyof typeof models].parameter(rest.join('.'));
+      expect(p, n).toBeDefined();
+      expect(track('merge/sdxl', relL2(await p!.read(), xrefs[`merge/sdxl/${n}`].data)), n).toBeLessThan(1e-6);
+    }
+    expect(cs.weights!.some((n) => n.startsWith('text_encoder_2.'))).toBe(true);
+    expect(cs.weights!).toContain('unet.up_blocks.0.upsamplers.0.conv.weight');
+    pipe.dispose();
+    rmSync(dir, { recursive: true, force: true });
   });
 });

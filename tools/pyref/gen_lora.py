@@ -249,11 +249,84 @@ for case, c in PIPES.items():
     cases[f'pipe/{case}'] = {'loras': [{'file': n, 'scale': s} for n, s in c['loras']], 'scheduler': c['scheduler'], 'steps': c['steps'],
                              'guidance_scale': c['guidance'], 'seed': c['seed'], 'timesteps': pipe.scheduler.timesteps.tolist()}
 
+# ------------------------------------------------------------------ SDXL: kohya original numbering + lora_te1_/lora_te2_
+# The tiny SDXL base of test/tiny_sdxl.ts (test/fixtures/sdxl_pipeline/manifest.json configs, seeded weights):
+# layers_per_block 2, DownBlock2D first, transformer_layers_per_block [1, 2], linear projections, text_encoder_2
+# with text_projection. Only merged weights are compared (the pipeline itself is tested in sdxl_pipeline).
+from diffusers import StableDiffusionXLPipeline, EulerDiscreteScheduler
+from transformers import CLIPTextModelWithProjection
+from seeded import fill_seeded
+xm = json.load(open(os.path.join(FX, 'sdxl_pipeline/manifest.json')))
+def sdxl_pipe():
+    xc = xm['configs']
+    unet = UNet2DConditionModel.from_config(xc['unet']); fill_seeded(unet)
+    te1 = CLIPTextModel(CLIPTextConfig.from_dict(xc['text_encoder'])); fill_seeded(te1)
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(xc['text_encoder_2'])); fill_seeded(te2)
+    vae = AutoencoderKL.from_config(xc['vae'])
+    p = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=None, tokenizer_2=None, unet=unet,
+                                  scheduler=EulerDiscreteScheduler.from_config(xc['scheduler']), add_watermarker=False)
+    return p.to(torch.float32)
+X0 = sdxl_pipe()
+XMODS = {'unet': dict(X0.unet.named_modules()), 'text_encoder': dict(X0.text_encoder.named_modules()),
+         'text_encoder_2': dict(X0.text_encoder_2.named_modules())}
+# layers_per_block 2 (S = 3): input_blocks 1, 2 = down 0 resnets, 3 = its downsampler, 4, 5 = down 1 layers 0, 1;
+# output_blocks 0-2 = up 0 (CrossAttnUpBlock2D, upsampler at .2.conv), 3-5 = up 1 (UpBlock2D)
+SDXL_SGM = {
+    'input_blocks_1_0_in_layers_2': 'down_blocks.0.resnets.0.conv1',
+    'input_blocks_2_0_emb_layers_1': 'down_blocks.0.resnets.1.time_emb_proj',
+    'input_blocks_3_0_op': 'down_blocks.0.downsamplers.0.conv',
+    'input_blocks_4_0_skip_connection': 'down_blocks.1.resnets.0.conv_shortcut',
+    'input_blocks_4_1_transformer_blocks_1_attn2_to_k': 'down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k',
+    'input_blocks_5_1_proj_in': 'down_blocks.1.attentions.1.proj_in',
+    'middle_block_0_emb_layers_1': 'mid_block.resnets.0.time_emb_proj',
+    'middle_block_1_transformer_blocks_1_ff_net_2': 'mid_block.attentions.0.transformer_blocks.1.ff.net.2',
+    'output_blocks_0_1_transformer_blocks_0_attn1_to_out_0': 'up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0',
+    'output_blocks_2_1_proj_out': 'up_blocks.0.attentions.2.proj_out',
+    'output_blocks_2_2_conv': 'up_blocks.0.upsamplers.0.conv',
+    'output_blocks_4_0_skip_connection': 'up_blocks.1.resnets.1.conv_shortcut',
+}
+# (each with an out_proj: diffusers 0.31 infers the text encoder's key style from to_out_lora)
+SDXL_TE = {'lora_te1_': ('text_encoder', ['text_model.encoder.layers.0.self_attn.q_proj', 'text_model.encoder.layers.0.self_attn.out_proj', 'text_model.encoder.layers.1.mlp.fc1']),
+           'lora_te2_': ('text_encoder_2', ['text_model.encoder.layers.0.self_attn.k_proj', 'text_model.encoder.layers.1.self_attn.out_proj', 'text_model.encoder.layers.1.mlp.fc2'])}
+FILES['sdxl_kohya'] = [e for k, m in SDXL_SGM.items() for e in kohya_entries('lora_unet_', k, XMODS['unet'][m], 8.0)] + \
+    [e for pre, (comp, ms) in SDXL_TE.items() for m in ms for e in kohya_entries(pre, m.replace('.', '_'), XMODS[comp][m], 8.0)]
+SDXL_PEFT = [('unet', 'down_blocks.1.attentions.1.transformer_blocks.0.attn2.to_v'), ('text_encoder_2', 'text_model.encoder.layers.1.self_attn.out_proj'),
+             ('text_encoder_2', 'text_model.encoder.layers.0.self_attn.v_proj'), ('text_encoder', 'text_model.encoder.layers.0.self_attn.out_proj')]
+FILES['sdxl_peft'] = [e for comp, m in SDXL_PEFT for e in (
+    {'key': f'{comp}.{m}.lora_A.weight', 'shape': lora_shapes(XMODS[comp][m])[0]},
+    {'key': f'{comp}.{m}.lora_B.weight', 'shape': lora_shapes(XMODS[comp][m])[1]})]
+xp = sdxl_pipe()
+expect, names, xrefs = {}, [], {}
+for i, (name, scale) in enumerate([('sdxl_kohya', 0.9), ('sdxl_peft', 0.6)]):
+    sd = lora_dict(name)
+    if name == 'sdxl_kohya':
+        pairs = [('unet', m, 'lora_unet_' + k) for k, m in SDXL_SGM.items()] + [(comp, m, pre + m.replace('.', '_')) for pre, (comp, ms) in SDXL_TE.items() for m in ms]
+        items = [(c, m, sd[st + '.lora_down.weight'], sd[st + '.lora_up.weight'], sd[st + '.alpha'].item()) for c, m, st in pairs]
+    else:
+        items = [(c, m, sd[f'{c}.{m}.lora_A.weight'], sd[f'{c}.{m}.lora_B.weight'], RANK) for c, m in SDXL_PEFT]
+    for c, m, down, up, alpha in items:
+        key = (c, m)
+        if key not in expect: expect[key] = dict(getattr(xp, c).named_modules())[m].weight.detach().clone().double()
+        expect[key] += scale * alpha / RANK * (up.double().reshape(up.shape[0], RANK) @ down.double().reshape(RANK, -1)).reshape(expect[key].shape)
+    xp.load_lora_weights(dict(sd), adapter_name=f'x{i}')
+    xp.fuse_lora(lora_scale=scale, adapter_names=[f'x{i}'])
+    xp.unload_lora_weights()
+worst = 0.0
+for (c, m), e in sorted(expect.items()):
+    got = dict(getattr(xp, c).named_modules())[m].weight.detach()
+    worst = max(worst, ((got.double() - e).norm() / e.norm()).item())
+    xrefs[f'merge/sdxl/{c}.{m}.weight'] = got.clone().contiguous()
+    names.append(f'{c}.{m}.weight')
+print(f'  sdxl (kohya original numbering 0.9 + PEFT 0.6): diffusers fuse_lora vs the formula: worst rel L2 {worst:.2e} over {len(expect)} layers')
+assert worst < 1e-6
+cases['merge/sdxl'] = {'loras': [{'file': 'sdxl_kohya', 'scale': 0.9}, {'file': 'sdxl_peft', 'scale': 0.6}], 'weights': names}
+
 save_file(refs, os.path.join(out_dir, 'refs.safetensors'))
+save_file(xrefs, os.path.join(out_dir, 'sdxl_refs.safetensors'))
 meta = {
     'generator': 'tools/pyref/gen_lora.py', 'diffusers_version': '0.31.0', 'peft_version': '0.13.2', 'torch_version': torch.__version__,
     'rank': RANK, 'prompt': PROMPT, 'prompt_ids': IDS, 'negative_prompt_ids': NEG_IDS,
     'files': FILES, 'cases': cases,
 }
 json.dump(meta, open(os.path.join(out_dir, 'case.json'), 'w'), indent=1)
-print('wrote', out_dir, os.path.getsize(os.path.join(out_dir, 'refs.safetensors')), 'bytes of refs')
+print('wrote', out_dir, [os.path.getsize(os.path.join(out_dir, f)) for f in ('refs.safetensors', 'sdxl_refs.safetensors')], 'bytes of refs')
