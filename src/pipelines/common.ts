@@ -4,6 +4,7 @@
 import type { Engine } from '../runtime/engine.js';
 import { Tensor, shapeStr } from '../runtime/tensor.js';
 import * as ops from '../kernels/index.js';
+import type { AutoencoderKL } from '../models/autoencoder_kl.js';
 import {
   DDIMScheduler,
   DDPMScheduler,
@@ -285,6 +286,24 @@ export function decodeWithUpcast(model: { engine: Engine; dtype: string; upcast(
     model.upcast();
     return s.run(decode);
   });
+}
+
+/**
+ * [B, 3, H, W] in [0, 1] -> the VAE posterior's sample * scaling_factor, in `dtype` (the UNet's): item i
+ * with the noise of seed + i from `offset` of its stream. The VAE may run in f32 beside an f16 UNet
+ * (force_upcast): in and out through its own dtype.
+ */
+export function vaeEncodeLatents(vae: AutoencoderKL, image: Tensor, seed: number, offset: number, dtype: string): Tensor {
+  return vae.engine.scope(() => {
+    const dist = vae.encode(ops.scale(asDtype(image, vae.dtype), 2, -1));
+    const noise = ops.randnItems(vae.engine, dist.mean.shape, seed, { offset, dtype: dist.mean.dtype });
+    return asDtype(ops.scale(vae.sample(dist, { noise }), vae.scalingFactor), dtype);
+  });
+}
+
+/** Latents -> the VAE decoder's output in [-1, 1], unclamped, in the VAE's own dtype. */
+export function vaeDecodeLatents(vae: AutoencoderKL, z: Tensor): Tensor {
+  return vae.engine.scope(() => vae.decode(ops.scale(asDtype(z, vae.dtype), 1 / vae.scalingFactor)));
 }
 
 /** decoded in [-1, 1] -> clamp(decoded / 2 + 0.5, 0, 1). */

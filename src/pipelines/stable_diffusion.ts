@@ -11,7 +11,7 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
-import { asDtype, assertFinite, checkEmbeds, checkGuidance, checkImage, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, type LoopOptions, type Scheduler } from './common.js';
+import { assertFinite, checkEmbeds, checkGuidance, checkImage, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, vaeDecodeLatents, vaeEncodeLatents, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
 import { LoraMerger, type LoraComponent, type LoraReport, type LoraSpec } from '../loaders/lora.js';
@@ -288,7 +288,8 @@ export class StableDiffusionPipeline {
       const latents = s.run(() => {
         if (!(imageLatents && strength < 1)) return initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
         scheduler.setBeginIndex(tStart);
-        const noise = opts.latents instanceof Tensor ? opts.latents : ops.randnItems(engine, shape, noiseSeed, { dtype });
+        // the noise: `latents` when given (a tensor or host values), else seeded
+        const noise = initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: 1, dtype });
         return scheduler.addNoise(imageLatents, noise, Array(B).fill(timesteps[0]));
       });
 
@@ -325,12 +326,7 @@ export class StableDiffusionPipeline {
   /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior: item i with
    * the noise of seed + i at `stream` (generate() uses NOISE_STREAM.image for its `image`). */
   encodeImage(image: Tensor, seed: number, stream: number = NOISE_STREAM.image): Tensor {
-    return this.engine.scope(() => {
-      // the VAE may run in f32 beside an f16 UNet (force_upcast): in and out through its own dtype
-      const dist = this.vae.encode(ops.scale(asDtype(image, this.vae.dtype), 2, -1));
-      const noise = ops.randnItems(this.engine, dist.mean.shape, seed, { offset: stream, dtype: dist.mean.dtype });
-      return asDtype(ops.scale(this.vae.sample(dist, { noise }), this.vae.scalingFactor), this.unet.dtype);
-    });
+    return vaeEncodeLatents(this.vae, image, seed, stream, this.unet.dtype);
   }
 
   decodeLatents(z: Tensor): Tensor {
@@ -339,7 +335,7 @@ export class StableDiffusionPipeline {
 
   /** Latents -> the VAE decoder's output in [-1, 1], unclamped, in the VAE's own dtype. */
   private decodeRaw(z: Tensor): Tensor {
-    return this.engine.scope(() => this.vae.decode(ops.scale(asDtype(z, this.vae.dtype), 1 / this.vae.scalingFactor)));
+    return vaeDecodeLatents(this.vae, z);
   }
 
   dispose(): void {

@@ -30,6 +30,8 @@ import {
   strengthTimesteps,
   toRgba,
   toUnitRange,
+  vaeDecodeLatents,
+  vaeEncodeLatents,
   unetDownFactor,
   type LoopOptions,
   type Scheduler,
@@ -464,19 +466,16 @@ export class StableDiffusionXLPipeline {
 
   /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior with the noise of seed + i. */
   encodeImage(image: Tensor, seed: number, stream: number = NOISE_STREAM.image): Tensor {
-    return this.engine.scope(() => {
-      const dist = this.vae.encode(ops.scale(asDtype(image, this.vae.dtype), 2, -1));
-      const noise = ops.randnItems(this.engine, dist.mean.shape, seed, { offset: stream, dtype: dist.mean.dtype });
-      return asDtype(ops.scale(this.vae.sample(dist, { noise }), this.vae.scalingFactor), this.unet.dtype);
-    });
+    return vaeEncodeLatents(this.vae, image, seed, stream, this.unet.dtype);
   }
 
   decodeLatents(z: Tensor): Tensor {
     return this.engine.scope(() => toUnitRange(this.decodeRaw(z)));
   }
 
+  /** Latents -> the VAE decoder's output in [-1, 1], unclamped, in the VAE's own dtype. */
   private decodeRaw(z: Tensor): Tensor {
-    return this.engine.scope(() => this.vae.decode(ops.scale(asDtype(z, this.vae.dtype), 1 / this.vae.scalingFactor)));
+    return vaeDecodeLatents(this.vae, z);
   }
 
   dispose(): void {
