@@ -18,7 +18,7 @@
 import type { Engine } from '../runtime/engine.js';
 import { type DType, type Tensor, numel, shapeStr, DTYPE_BYTES } from '../runtime/tensor.js';
 import { WeightSource, WeightError, closeNames, type UploadOptions } from '../runtime/weights.js';
-import { f32ToF16Bits } from '../runtime/half.js';
+import * as ops from '../kernels/index.js';
 import type { IOOptions } from '../runtime/io.js';
 import type { Config } from '../runtime/config.js';
 
@@ -428,13 +428,18 @@ export class LoraMerger {
       this.wrapped.add(component);
       for (const [name, deltas] of plan) {
         const t = model.parameter(name)!;
-        const w = (await t.read()) as Float32Array;
-        for (const d of deltas) {
-          const factor = await this.factor(d, (k) => read(d.lora, k));
-          addLowRank(w, await read(d.lora, d.layer.up!), await read(d.lora, d.layer.down!), t.shape[0], d.rank, w.length / t.shape[0], factor);
-          this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
-        }
-        t.engine.writeTensor(t, t.dtype === 'f16' ? f32ToF16Bits(w) : w);
+        const out = t.shape[0];
+        const factors: number[] = [];
+        for (const d of deltas) factors.push(await this.factor(d, (k) => read(d.lora, k)));
+        const parts = await Promise.all(deltas.map(async (d, i) => lowRankFactors(await read(d.lora, d.layer.up!), await read(d.lora, d.layer.down!), out, d.rank, factors[i])));
+        const engine = t.engine;
+        const merged = engine.scope(() => {
+          const base = t.dtype === 'f32' ? t.reshape([out, t.size / out]) : ops.cast(t, 'f32').reshape([out, t.size / out]);
+          const w = addLowRankGpu(engine, base, parts);
+          return t.dtype === 'f32' ? w : ops.cast(w, t.dtype);
+        });
+        t.adopt(merged); // the same Tensor object (held by its layer) now has the merged storage
+        for (const d of deltas) this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
       }
     }
   }
@@ -460,26 +465,25 @@ export class LoraMerger {
     if (need > engine.limits.maxStorageBufferBindingSize) {
       throw new WeightError(weights.label, `weight '${name}' ${shapeStr(shape)} needs ${need} bytes as ${dtype}, over this device's maxStorageBufferBindingSize`, name);
     }
-    // a copy: an F32 tensor of an in-memory file is a view of the file's bytes
-    const w = Float32Array.from(await weights.readF32(name));
+    if (numel(shape) * 4 > engine.limits.maxStorageBufferBindingSize) {
+      throw new WeightError(weights.label, `weight '${name}' ${shapeStr(shape)} is merged with its LoRA in f32, which needs more than this device's maxStorageBufferBindingSize`, name);
+    }
     const out = stored[0];
-    const cols = w.length / out;
+    const parts: LowRank[] = [];
     for (const d of deltas) {
       const src = d.lora.source;
       const factor = await this.factor(d, (k) => src.readF32(k));
-      const up = await src.readF32(d.layer.up!);
-      const down = await src.readF32(d.layer.down!);
-      addLowRank(w, up, down, out, d.rank, cols, factor);
-      this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
+      parts.push(lowRankFactors(await src.readF32(d.layer.up!), await src.readF32(d.layer.down!), out, d.rank, factor));
     }
+    const w = await weights.readF32(name);
+    const t = engine.scope(() => {
+      const base = engine.tensor(w, [out, w.length / out], 'f32');
+      const merged = addLowRankGpu(engine, base, parts);
+      const stored = dtype === 'f32' ? merged : ops.cast(merged, dtype);
+      return stored.reshape(shape);
+    });
+    for (const d of deltas) this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
     this.pending.delete(`${component}|${name}`);
-    const t = engine.empty(shape, dtype, `upload ${name} (+LoRA)`, true);
-    try {
-      engine.writeTensor(t, dtype === 'f16' ? f32ToF16Bits(w) : w);
-    } catch (err) {
-      t.dispose();
-      throw err;
-    }
     return t;
   }
 
@@ -503,20 +507,38 @@ export class LoraMerger {
   }
 }
 
-/** w[o, j] += factor * sum_r up[o, r] * down[r, j], accumulated in float64 per row. */
-export function addLowRank(w: Float32Array, up: Float32Array, down: Float32Array, out: number, rank: number, cols: number, factor: number): void {
-  const row = new Float64Array(cols);
-  for (let o = 0; o < out; o++) {
-    row.fill(0);
-    for (let r = 0; r < rank; r++) {
-      const c = up[o * rank + r];
-      if (c === 0) continue;
-      const off = r * cols;
-      for (let j = 0; j < cols; j++) row[j] += c * down[off + j];
-    }
-    const base = o * cols;
-    for (let j = 0; j < cols; j++) w[base + j] += factor * row[j];
+/** One delta as the GEMM takes it: factor * up [out, rank] and down transposed [cols, rank]. */
+interface LowRank {
+  up: Float32Array;
+  downT: Float32Array;
+  rank: number;
+  cols: number;
+}
+
+function lowRankFactors(up: Float32Array, down: Float32Array, out: number, rank: number, factor: number): LowRank {
+  const cols = down.length / rank;
+  const u = new Float32Array(out * rank);
+  for (let i = 0; i < u.length; i++) u[i] = up[i] * factor;
+  const downT = new Float32Array(cols * rank);
+  for (let r = 0; r < rank; r++) for (let j = 0; j < cols; j++) downT[j * rank + r] = down[r * cols + j];
+  return { up: u, downT, rank, cols };
+}
+
+/**
+ * base [out, cols] + sum of (factor * up) @ down on the GPU in f32: the engine's GEMM (linear with a
+ * residual), K = rank. The host-side alternative costs out * cols * rank multiply-adds in JavaScript
+ * (seconds per large 3x3 conv at rank 64); here each delta is one dispatch. Runs inside the caller's
+ * scope: every intermediate but the result is freed with it.
+ */
+function addLowRankGpu(engine: Engine, base: Tensor, parts: readonly LowRank[]): Tensor {
+  const out = base.shape[0];
+  let w = base;
+  for (const p of parts) {
+    const up = engine.tensor(p.up, [out, p.rank], 'f32');
+    const downT = engine.tensor(p.downT, [p.cols, p.rank], 'f32');
+    w = ops.linear(up, downT, null, { residual: w });
   }
+  return w;
 }
 
 /** Opens `loras`, wraps one component's weights, loads with `load`, and closes the files. For the
