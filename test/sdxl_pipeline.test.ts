@@ -262,6 +262,8 @@ describe('StableDiffusionXLPipeline vs diffusers', () => {
       const { writeSafetensors } = await import('../src/index.js');
       const sd1 = writeSafetensors({ 'cond_stage_model.transformer.text_model.final_layer_norm.weight': { dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) } });
       await expect(StableDiffusionXLPipeline.fromSingleFile(engine, sd1, { tokenizer })).rejects.toThrow(/not an SDXL single file/);
+      await expect(StableDiffusionPipeline.fromSingleFile(engine, buildTinySdxlSingleFile('base', m), { tokenizer })).rejects.toThrow(/SDXL single file .*StableDiffusionXLPipeline\.fromSingleFile/);
+      expect(engine.memory().inUseBytes).toBe(before);
     });
   });
 });

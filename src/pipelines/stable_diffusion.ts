@@ -146,6 +146,9 @@ export class StableDiffusionPipeline {
     let loras: LoraMerger | null = null;
     try {
       const names = file.names();
+      if (names.some((n) => n.startsWith('conditioner.embedders.'))) {
+        throw new Error(`${file.label}: this is an SDXL single file (conditioner.embedders.*): load it with StableDiffusionXLPipeline.fromSingleFile`);
+      }
       const family = singleFileFamily(names, (n) => file.info(n)?.shape);
       if (family === 'sd1' && (opts.predictionType !== undefined || opts.imageSize !== undefined)) {
         throw new Error('StableDiffusionPipeline.fromSingleFile: predictionType and imageSize choose between SD 2.x models; this is an SD 1.x checkpoint (pass schedulerConfig / unetConfig instead)');
