@@ -4,13 +4,14 @@
 // one, prompt_2, clip_skip), the micro-conditioning time ids the UNet gets, the latents after every step
 // and the image; the refiner layout doing img2img with aesthetic scores; an LCM UNet (guidance embedding).
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { readSafetensorsFile, type HostTensor } from './fixture.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import { buildTinySdxlFolder, buildTinySdxlSingleFile, readSdxlManifest, SDXL_DIR, type SdxlLayout } from './tiny_sdxl.js';
 import { FIXTURES } from './fixture.js';
+import { seededSafetensors, type ManifestEntry } from './seeded.js';
 import { StableDiffusionPipeline, StableDiffusionXLPipeline, type Engine, type Tensor } from '../src/index.js';
 
 const m = readSdxlManifest();
@@ -254,6 +255,39 @@ describe('StableDiffusionXLPipeline vs diffusers', () => {
         pipe.dispose();
       }
     }, 300_000);
+
+    it('loras: the single file merges UNet and CLIP-L LoRAs into the same weights as the folder; one for the bigG is refused, freeing everything', async () => {
+      const lm = JSON.parse(readFileSync(join(FIXTURES, 'lora', 'case.json'), 'utf8')) as {
+        files: Record<string, ManifestEntry[]>;
+        cases: Record<string, { loras: { file: string; scale: number }[]; weights: string[] }>;
+      };
+      const cs = lm.cases['merge/sdxl'];
+      // the bigG of a single file is a converted layout (fused in_proj split on the fly): the merger refuses it
+      const noTe2 = (e: ManifestEntry) => !e.key.startsWith('lora_te2_') && !e.key.startsWith('text_encoder_2.');
+      const loras = (keep: (e: ManifestEntry) => boolean) => cs.loras.map((l) => ({ source: seededSafetensors(lm.files[l.file].filter(keep)), scale: l.scale }));
+      const sfOpts = { unetConfig: m.configs.unet, vaeConfig: m.configs.vae, textEncoderConfig: m.configs.text_encoder, textEncoder2Config: m.configs.text_encoder_2, tokenizer };
+      const before = engine.memory().inUseBytes;
+      await expect(StableDiffusionXLPipeline.fromSingleFile(engine, buildTinySdxlSingleFile('base', m), { ...sfOpts, loras: loras(() => true) })).rejects.toThrow(/cannot merge into this text_encoder_2/);
+      expect(engine.memory().inUseBytes).toBe(before);
+      const a = await StableDiffusionXLPipeline.fromPretrained(engine, folder('base'), { loras: loras(noTe2) });
+      const b = await StableDiffusionXLPipeline.fromSingleFile(engine, buildTinySdxlSingleFile('base', m), { ...sfOpts, loras: loras(noTe2) });
+      try {
+        expect(b.loraReport!.applied.length).toBeGreaterThan(0);
+        expect([...b.loraReport!.applied].sort()).toEqual([...a.loraReport!.applied].sort()); // components load in another order
+        const model = (p: StableDiffusionXLPipeline, c: string) => (c === 'unet' ? p.unet : p.textEncoder!);
+        const names = cs.weights.filter((n) => !n.startsWith('text_encoder_2.'));
+        expect(names.some((n) => n.startsWith('text_encoder.'))).toBe(true);
+        for (const n of names) {
+          const [comp, ...rest] = n.split('.');
+          const wa = await model(a, comp).parameter(rest.join('.'))!.read();
+          const wb = await model(b, comp).parameter(rest.join('.'))!.read();
+          expect(wb, n).toEqual(wa);
+        }
+      } finally {
+        a.dispose();
+        b.dispose();
+      }
+    }, 120_000);
 
     it('refuses an SD 1.x file and a file without tokenizer, freeing what it loaded', async () => {
       const before = engine.memory().inUseBytes;

@@ -37,7 +37,8 @@ import {
   type Scheduler,
 } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { loadPipelineFolder, type PipelineLoadOptions } from './loading.js';
+import { loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
+import { LoraMerger, type LoraReport } from '../loaders/lora.js';
 import { NOISE_STREAM } from './stable_diffusion.js';
 import { joinPath } from '../runtime/io.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
@@ -105,6 +106,8 @@ export class StableDiffusionXLPipeline {
   readonly forceZerosForEmptyPrompt: boolean;
   /** the refiner's time ids: original size + crop + aesthetic score (model_index.json) */
   readonly requiresAestheticsScore: boolean;
+  /** what the `loras` load option merged and left out (null when loaded without LoRAs) */
+  loraReport: LoraReport | null = null;
 
   constructor(c: {
     vae: AutoencoderKL;
@@ -178,7 +181,7 @@ export class StableDiffusionXLPipeline {
         if (typeof v !== 'boolean') throw new Error(`model_index.json: ${k} must be true or false, got ${JSON.stringify(v)}`);
         return v;
       };
-      return new StableDiffusionXLPipeline({
+      const pipe = new StableDiffusionXLPipeline({
         vae: c.models.vae as AutoencoderKL,
         unet: c.models.unet as UNet2DConditionModel,
         textEncoder: (c.models.text_encoder as CLIPTextModel | undefined) ?? null,
@@ -190,6 +193,8 @@ export class StableDiffusionXLPipeline {
         requiresAestheticsScore: flag('requires_aesthetics_score', false),
         predictionType: scheduler.predictionType,
       });
+      pipe.loraReport = c.loraReport;
+      return pipe;
     } catch (e) {
       for (const m of Object.values(c.models)) m.dispose();
       throw e;
@@ -219,6 +224,7 @@ export class StableDiffusionXLPipeline {
   ): Promise<StableDiffusionXLPipeline> {
     const file = await openSingleFile(source, opts);
     const loaded: { dispose(): void }[] = [];
+    let loras: LoraMerger | null = null;
     try {
       const names = file.names();
       const has = (prefix: string) => names.some((n) => n.startsWith(prefix));
@@ -227,8 +233,9 @@ export class StableDiffusionXLPipeline {
       if (!base && !refiner) {
         throw new Error(`${file.label}: no conditioner.embedders.1.model.* (SDXL base) or conditioner.embedders.0.model.* (SDXL refiner) text encoder: not an SDXL single file (SD 1.x/2.x files load with StableDiffusionPipeline.fromSingleFile)`);
       }
+      loras = opts.loras?.length ? await LoraMerger.open(opts.loras, opts) : null;
       const load = async <K extends 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2'>(k: K, config: Config) => {
-        const m = await fromSingleFile(engine, file, k, { config });
+        const m = await fromSingleFile(engine, file, k, { config, transformWeights: loras && k !== 'vae' ? withLoras(loras, k as 'unet' | 'text_encoder' | 'text_encoder_2') : undefined });
         loaded.push(m);
         return m;
       };
@@ -242,7 +249,7 @@ export class StableDiffusionXLPipeline {
       const tokenizer2 = await tok(opts.tokenizer2 ?? opts.tokenizer, opts.tokenizer2 === undefined ? '!' : undefined);
       if (!tokenizer2 || (base && !tokenizer)) throw new Error(`StableDiffusionXLPipeline.fromSingleFile: single files carry no tokenizer: pass { tokenizer } (a CLIP tokenizer folder, e.g. SDXL's tokenizer/)`);
       const scheduler = createScheduler(opts.schedulerConfig ?? SDXL_SCHEDULER);
-      return new StableDiffusionXLPipeline({
+      const pipe = new StableDiffusionXLPipeline({
         vae,
         unet,
         textEncoder,
@@ -254,10 +261,13 @@ export class StableDiffusionXLPipeline {
         requiresAestheticsScore: refiner,
         predictionType: scheduler.predictionType,
       });
+      pipe.loraReport = reportLoras(loras);
+      return pipe;
     } catch (e) {
       for (const m of loaded) m.dispose();
       throw e;
     } finally {
+      await loras?.close();
       // a WeightSource passed in stays the caller's to close
       if (typeof source === 'string' || source instanceof Uint8Array || source instanceof ArrayBuffer) await file.close();
     }
