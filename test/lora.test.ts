@@ -216,6 +216,38 @@ describe('LoRAs that do not fit, and keys left out', () => {
     await expect(LoraMerger.open([{ source: loraBytes('kohya'), scale: Number.NaN }])).rejects.toThrow(/scale must be a finite number/);
   });
 
+  it('NaN/Inf: an alpha fails when the file opens, up/down values fail the load (memory back) or loadLoraWeights (nothing changed)', async () => {
+    const engine = await getEngine();
+    const nanAlpha = kohyaWith((e) => (e.key.endsWith('conv1.alpha') ? { ...e, values: [Number.NaN] } : e));
+    await expect(LoraMerger.open([{ source: nanAlpha }])).rejects.toThrow(/conv1\.alpha \(NaN\).*|an alpha must be one finite number/);
+    const withNaN = (): Uint8Array => {
+      const entries = meta.files.kohya.map((e) => (e.key.endsWith('conv1.lora_up.weight') ? { ...e, values: Array.from(readSeeded(e), (v, i) => (i === 3 ? Number.POSITIVE_INFINITY : v)) } : e));
+      return seededSafetensors(entries);
+    };
+    const before = engine.memory().inUseBytes;
+    const err = await StableDiffusionPipeline.fromPretrained(engine, dir, { loras: [{ source: withNaN() }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LoraError);
+    expect((err as Error).message).toMatch(/NaN\/Inf values: lora_unet_down_blocks_0_resnets_0_conv1\.lora_up\.weight \(1 of/);
+    expect(engine.memory().inUseBytes).toBe(before);
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine, dir);
+    const w = pipe.unet.parameter('down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight')!;
+    const w0 = await w.read();
+    await expect(pipe.loadLoraWeights([{ source: withNaN() }])).rejects.toThrow(LoraError);
+    expect(relL2(await w.read(), w0)).toBe(0);
+    pipe.dispose();
+  });
+
+  it('loras must be an array of { source, scale? }; an empty one merges nothing', async () => {
+    const engine = await getEngine();
+    const before = engine.memory().inUseBytes;
+    await expect(StableDiffusionPipeline.fromPretrained(engine, dir, { loras: { source: loraBytes('kohya') } as never })).rejects.toThrow(LoraError);
+    await expect(StableDiffusionPipeline.fromPretrained(engine, dir, { loras: [{ source: loraBytes('kohya'), scale: '0.5' as never }] })).rejects.toThrow(/scale must be a finite number/);
+    expect(engine.memory().inUseBytes).toBe(before);
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine, dir, { loras: [] });
+    expect(pipe.loraReport).toEqual({ applied: [], ignored: [] });
+    pipe.dispose();
+  });
+
   it('report: keys that are not LoRA weights and components not loaded are listed as ignored', async () => {
     const engine = await getEngine();
     const extra = kohyaWith((e) =>

@@ -74,6 +74,8 @@ interface Layer {
   down?: string;
   up?: string;
   alpha?: string;
+  /** the value of `alpha`, read when the file is opened */
+  alphaValue?: number;
 }
 
 interface LoraFile {
@@ -265,7 +267,17 @@ async function openLora(spec: LoraSpec, i: number, io: IOOptions): Promise<LoraF
   const source =
     src instanceof WeightSource ? src : typeof src === 'string' || src instanceof URL ? await WeightSource.open(src, io) : WeightSource.fromBytes(src, label);
   try {
-    return { label, scale, alpha: spec.alpha, source, owned, ...parseFile(label, source) };
+    const parsed = parseFile(label, source);
+    // alphas are read now (one number each), so a bad one fails before any model loads
+    const bad: string[] = [];
+    for (const l of parsed.layers) {
+      if (!l.alpha) continue;
+      const a = await source.readF32(l.alpha);
+      if (a.length !== 1 || !Number.isFinite(a[0])) bad.push(`${l.alpha} (${a.length === 1 ? a[0] : `${a.length} values`})`);
+      else l.alphaValue = a[0];
+    }
+    if (bad.length) throw new LoraError(label, bad.slice(0, SHOWN), bad.length, 'an alpha must be one finite number');
+    return { label, scale, alpha: spec.alpha, source, owned, ...parsed };
   } catch (e) {
     if (owned) await source.close();
     throw e;
@@ -385,8 +397,8 @@ export class LoraMerger {
           offenders.push(`${layer.down} (down ${shapeStr(down)}, up ${shapeStr(up)} do not fit ${component}.${target}.weight ${shapeStr(base)})`);
           continue;
         }
-        // a file's own alpha (kohya) is read at merge time and wins over this default
-        const alpha = lora.alpha ?? rank;
+        // the file's own alpha (kohya) wins over the spec's, which wins over rank
+        const alpha = layer.alphaValue ?? lora.alpha ?? rank;
         const list = plan.get(`${target}.weight`) ?? [];
         list.push({ lora, layer, rank, factor: lora.scale * (alpha / rank) });
         plan.set(`${target}.weight`, list);
@@ -413,43 +425,28 @@ export class LoraMerger {
       for (const n of model.parameterNames()) shapes.set(n, model.parameter(n)!.shape);
       jobs.push({ component, model, plan: this.plan(component, shapes, model.config ?? {}, model.constructor.name) });
     }
-    const values = new Map<string, Float32Array>();
-    const read = async (f: LoraFile, key: string) => {
-      const id = `${this.loras.indexOf(f)}|${key}`;
-      if (!values.has(id)) values.set(id, await f.source.readF32(key));
-      return values.get(id)!;
-    };
-    for (const { plan } of jobs) {
-      for (const ds of plan.values()) {
-        for (const d of ds) for (const k of [d.layer.down!, d.layer.up!, ...(d.layer.alpha ? [d.layer.alpha] : [])]) await read(d.lora, k);
-      }
-    }
+    // every LoRA tensor read and checked before the first weight changes
+    const work: { component: LoraComponent; t: Tensor; name: string; deltas: Delta[]; parts: LowRank[] }[] = [];
     for (const { component, model, plan } of jobs) {
-      this.wrapped.add(component);
       for (const [name, deltas] of plan) {
         const t = model.parameter(name)!;
-        const out = t.shape[0];
-        const factors: number[] = [];
-        for (const d of deltas) factors.push(await this.factor(d, (k) => read(d.lora, k)));
-        const parts = await Promise.all(deltas.map(async (d, i) => lowRankFactors(await read(d.lora, d.layer.up!), await read(d.lora, d.layer.down!), out, d.rank, factors[i])));
-        const engine = t.engine;
-        const merged = engine.scope(() => {
-          const base = t.dtype === 'f32' ? t.reshape([out, t.size / out]) : ops.cast(t, 'f32').reshape([out, t.size / out]);
-          const w = addLowRankGpu(engine, base, parts);
-          return t.dtype === 'f32' ? w : ops.cast(w, t.dtype);
-        });
-        t.adopt(merged); // the same Tensor object (held by its layer) now has the merged storage
-        for (const d of deltas) this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
+        const parts: LowRank[] = [];
+        for (const d of deltas) parts.push(lowRankFactors(d, await d.lora.source.readF32(d.layer.up!), await d.lora.source.readF32(d.layer.down!), t.shape[0]));
+        work.push({ component, t, name, deltas, parts });
       }
     }
-  }
-
-  /** scale * alpha / rank, with the file's own alpha when it has one. */
-  private async factor(d: Delta, read: (key: string) => Promise<Float32Array>): Promise<number> {
-    if (!d.layer.alpha) return d.factor;
-    const a = await read(d.layer.alpha);
-    if (a.length !== 1 || !Number.isFinite(a[0])) throw new LoraError(d.lora.label, [`${d.layer.alpha} (${a.length} values)`], 1, 'alpha must be one finite number');
-    return d.lora.scale * (a[0] / d.rank);
+    for (const { component } of jobs) this.wrapped.add(component);
+    for (const { component, t, name, deltas, parts } of work) {
+      const out = t.shape[0];
+      const engine = t.engine;
+      const merged = engine.scope(() => {
+        const base = t.dtype === 'f32' ? t.reshape([out, t.size / out]) : ops.cast(t, 'f32').reshape([out, t.size / out]);
+        const w = addLowRankGpu(engine, base, parts);
+        return t.dtype === 'f32' ? w : ops.cast(w, t.dtype);
+      });
+      t.adopt(merged); // the same Tensor object (held by its layer) now has the merged storage
+      for (const d of deltas) this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
+    }
   }
 
   private async mergeUpload(component: LoraComponent, weights: WeightSource, engine: Engine, name: string, deltas: Delta[], expected: readonly number[] | undefined, opts: UploadOptions): Promise<Tensor> {
@@ -472,8 +469,7 @@ export class LoraMerger {
     const parts: LowRank[] = [];
     for (const d of deltas) {
       const src = d.lora.source;
-      const factor = await this.factor(d, (k) => src.readF32(k));
-      parts.push(lowRankFactors(await src.readF32(d.layer.up!), await src.readF32(d.layer.down!), out, d.rank, factor));
+      parts.push(lowRankFactors(d, await src.readF32(d.layer.up!), await src.readF32(d.layer.down!), out));
     }
     const w = await weights.readF32(name);
     const t = engine.scope(() => {
@@ -515,7 +511,14 @@ interface LowRank {
   cols: number;
 }
 
-function lowRankFactors(up: Float32Array, down: Float32Array, out: number, rank: number, factor: number): LowRank {
+function lowRankFactors(d: Delta, up: Float32Array, down: Float32Array, out: number): LowRank {
+  const { rank, factor } = d;
+  // NaN/Inf in a LoRA would silently poison the merged weight: name the tensor instead
+  for (const [key, v] of [[d.layer.up!, up], [d.layer.down!, down]] as const) {
+    let bad = 0;
+    for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) bad++;
+    if (bad) throw new LoraError(d.lora.label, [`${key} (${bad} of ${v.length} values)`], 1, 'NaN/Inf values');
+  }
   const cols = down.length / rank;
   const u = new Float32Array(out * rank);
   for (let i = 0; i < u.length; i++) u[i] = up[i] * factor;

@@ -33,7 +33,7 @@ export async function loadPipelineFolder(
   const io = { ...opts, onProgress: undefined };
   const index: Config = await readJson(joinPath(base, 'model_index.json'), io);
   const models: Record<string, Disposable> = {};
-  const loras = opts.loras?.length ? await LoraMerger.open(opts.loras, io) : null;
+  const loras = opts.loras !== undefined ? await LoraMerger.open(opts.loras, io) : null;
   try {
     for (const [name, cls] of Object.entries(classes)) {
       const entry = index[name];

@@ -154,7 +154,7 @@ export class StableDiffusionPipeline {
         throw new Error('StableDiffusionPipeline.fromSingleFile: predictionType and imageSize choose between SD 2.x models; this is an SD 1.x checkpoint (pass schedulerConfig / unetConfig instead)');
       }
       const defaults = family === 'sd2' ? sd2Configs(opts) : { unet: SD15_UNET, vae: SD15_VAE, textEncoder: SD15_TEXT_ENCODER, scheduler: SD15_SCHEDULER };
-      loras = opts.loras?.length ? await LoraMerger.open(opts.loras, opts) : null;
+      loras = opts.loras !== undefined ? await LoraMerger.open(opts.loras, opts) : null;
       const unet = await fromSingleFile(engine, file, 'unet', { config: opts.unetConfig ?? defaults.unet, transformWeights: loras ? withLoras(loras, 'unet') : undefined });
       loaded.push(unet);
       const vae = await fromSingleFile(engine, file, 'vae', { config: opts.vaeConfig ?? defaults.vae });
