@@ -3,7 +3,7 @@
 // linear and conv2d describe their problem as GemmArgs and call gemm().
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
-import { cachedSource, flatWorkgroups, isCpuAdapter } from './kit.js';
+import { cachedSource, flatWorkgroups, isCpuAdapter, subgroupLanes } from './kit.js';
 import type { Activation } from './kit.wgsl.js';
 import { noteProblem, tunedFor, type GemmDims } from './tune_cache.js';
 import { gemmKey, gemmReduceWgsl, gemmSharedBytes, gemmWgsl, tileDims, type GemmTile, type GemmVariant } from './gemm.wgsl.js';
@@ -32,6 +32,13 @@ export const GEMM_TILES = {
   cpu64: { wgX: 8, wgY: 8, rm: 2, rn: 2, bk: 8 },
   /** 32 x 32 with 8x8 per thread and 16 threads: even fewer threads per barrier */
   cpu32: { wgX: 4, wgY: 4, rm: 2, rn: 2, bk: 16 },
+  /** subgroup-broadcast tiles (lavapipe; adapters with subgroups of >= 8 lanes): 16 x 128, each
+   * lane 16 rows x 4 columns, no workgroup memory */
+  sg16: { wgX: 32, wgY: 1, rm: 4, rn: 1, bk: 4, subgroup: true },
+  /** 8 x 128: few rows (heads, M <= 8) */
+  sg8: { wgX: 32, wgY: 1, rm: 2, rn: 1, bk: 4, subgroup: true },
+  /** 24 x 32: more rows per loaded B vector, one subgroup per workgroup */
+  sg24: { wgX: 8, wgY: 1, rm: 6, rn: 1, bk: 4, subgroup: true },
 } as const satisfies Record<string, GemmTile>;
 export type GemmTileName = keyof typeof GEMM_TILES;
 
@@ -74,6 +81,9 @@ export interface GemmArgs extends GemmDims {
   splitK?: number | 'auto';
   /** force a tile shape (tests, autotuner); otherwise the tuned or heuristic choice */
   tile?: GemmTileName;
+  /** GEGLU epilogue (subgroup tiles only): b is a linear weight [2N, K] (transB), bias [2N], and
+   * C = (value + bias) * gelu(gate + bias) of the value columns n and gate columns n + N */
+  geglu?: boolean;
   /** split the grid below the device's per-dimension limit (tests exercise the split path) */
   maxWorkgroupsPerDim?: number;
 }
@@ -89,6 +99,7 @@ function splitKFor(workgroups: number, kTiles: number): number {
 }
 
 export function tileFits(engine: Engine, t: GemmTile): boolean {
+  if (t.subgroup && subgroupLanes(engine) < 8) return false;
   return gemmSharedBytes(t) <= engine.limits.maxComputeWorkgroupStorageSize && t.wgX * t.wgY <= engine.limits.maxComputeInvocationsPerWorkgroup;
 }
 
@@ -111,6 +122,9 @@ export function heuristicTile(engine: Engine, M: number, N: number, batch: numbe
     return Math.ceil(M / BM) * Math.ceil(N / BN) * batch;
   };
   const ok = (n: GemmTileName) => tileFits(engine, GEMM_TILES[n]);
+  // On a CPU adapter with 8-lane subgroups the broadcast tiles beat the staged ones at every size
+  // measured (bench/ops.ts rows on lavapipe).
+  if (isCpuAdapter(engine) && ok('sg16')) return M <= 8 ? 'sg8' : 'sg16';
   if (M <= 8 && ok('narrow')) return 'narrow';
   if (M <= 16 && ok('wide')) return 'wide';
   if (ok('large') && count('large') >= 96) return 'large';
@@ -119,7 +133,10 @@ export function heuristicTile(engine: Engine, M: number, N: number, batch: numbe
 }
 
 export function chooseTile(engine: Engine, g: GemmArgs): GemmTileName {
-  if (g.tile) return g.tile;
+  if (g.tile) {
+    if (!tileFits(engine, GEMM_TILES[g.tile])) throw new Error(`${g.op}: GEMM tile '${g.tile}' does not fit this device (workgroup memory, invocations, or subgroups of >= 8 lanes)`);
+    return g.tile;
+  }
   const key = problemKey(g);
   noteProblem(engine, {
     key,
@@ -154,7 +171,7 @@ export function gemmVariant(g: GemmArgs, tile: GemmTile, splitK: boolean): GemmV
     // vec4 access needs every row of the operand (its contiguous dimension) to be a multiple of 4
     vecA: (g.transA ? M : K) % 4 === 0,
     b: ic
-      ? { kind: 'im2col', pointwise: ic.pointwise, vec: ic.pointwise && ic.hwOut % 4 === 0 }
+      ? { kind: 'im2col', pointwise: ic.pointwise, vec: ic.pointwise && ic.hwOut % 4 === 0, ...(tile.subgroup && !ic.pointwise ? { kw: ic.kw, khw: ic.khw } : {}) }
       : { kind: 'matrix', trans: g.transB, vec: (g.transB ? K : N) % 4 === 0 },
     vecC: ic ? ic.hwOut % 4 === 0 : N % 4 === 0,
     bias: splitK || !g.bias ? 'none' : (g.biasAxis ?? 'n'),
@@ -162,6 +179,7 @@ export function gemmVariant(g: GemmArgs, tile: GemmTile, splitK: boolean): GemmV
     act: splitK ? 'none' : g.activation,
     out: ic ? 'nchw' : 'matrix',
     splitK,
+    ...(g.geglu ? { geglu: true } : {}),
   };
 }
 

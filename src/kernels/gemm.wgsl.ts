@@ -34,8 +34,10 @@ export interface GemmTile {
   /** 4x4 register blocks per thread along m and n */
   rm: number;
   rn: number;
-  /** depth of one shared-memory stage */
+  /** depth of one shared-memory stage (4 for subgroup tiles: one vec4 of k per step) */
   bk: number;
+  /** the subgroup-broadcast form for CPU adapters (see gemmSubgroupBody): no workgroup memory, wgY = 1 */
+  subgroup?: boolean;
 }
 
 /** B as a stored matrix [K, N] (or [N, K] transposed). */
@@ -53,6 +55,9 @@ export interface Im2colB {
   pointwise: boolean;
   /** pointwise with H*W % 4 == 0: 4 columns are contiguous in x, loaded as one vec4 */
   vec: boolean;
+  /** kernel width and kH*kW, baked into the subgroup body so its per-k decode divides by constants */
+  kw?: number;
+  khw?: number;
 }
 
 export interface GemmVariant {
@@ -70,13 +75,15 @@ export interface GemmVariant {
   out: 'matrix' | 'nchw';
   /** write f32 partial sums of K slice z / batch (no epilogue; gemmReduceWgsl finishes) */
   splitK: boolean;
+  /** GEGLU (subgroup tiles): B is [2N, K]; C[m, n] = (AB[m, n] + bias[n]) * gelu(AB[m, n + N] + bias[n + N]) */
+  geglu?: boolean;
 }
 
 export function gemmKey(v: GemmVariant): string {
   const t = v.tile;
-  const b = v.b.kind === 'matrix' ? `${v.b.trans ? 'tB' : 'nB'}${+v.b.vec}` : `${v.b.pointwise ? 'pw' : 'i2c'}${+v.b.vec}`;
+  const b = v.b.kind === 'matrix' ? `${v.b.trans ? 'tB' : 'nB'}${+v.b.vec}` : `${v.b.pointwise ? 'pw' : 'i2c'}${+v.b.vec}${v.b.khw ? `k${v.b.kw}x${v.b.khw}` : ''}`;
   return [
-    `gemm_${t.wgX}x${t.wgY}_r${t.rm}x${t.rn}_k${t.bk}`,
+    `gemm_${t.wgX}x${t.wgY}_r${t.rm}x${t.rn}_k${t.bk}${t.subgroup ? 'sg' : ''}`,
     `${v.transA ? 'tA' : 'nA'}${+v.vecA}`,
     b,
     `c${+v.vecC}${v.out === 'nchw' ? 'nchw' : ''}`,
@@ -84,6 +91,7 @@ export function gemmKey(v: GemmVariant): string {
     v.residual ? 'r' : '',
     v.act === 'none' ? '' : v.act,
     v.splitK ? 'splitK' : '',
+    v.geglu ? 'geglu' : '',
   ]
     .filter((s) => s)
     .join('_');
@@ -96,11 +104,13 @@ export function tileDims(t: GemmTile): { BM: number; BN: number } {
 
 /** Shared-memory bytes a tile needs at most (f32 staging, padded rows). */
 export function gemmSharedBytes(t: GemmTile): number {
-  return 16 * t.bk * (t.rm * t.wgY + 1 + t.rn * t.wgX + 1);
+  return t.subgroup ? 0 : 16 * t.bk * (t.rm * t.wgY + 1 + t.rn * t.wgX + 1);
 }
 
 /** Whether the tile's loads split evenly over its threads (the generator's one constraint). */
 export function tileValid(t: GemmTile): boolean {
+  // subgroup tiles: rows come in groups of 8 (one per lane of an 8-wide subgroup), k in steps of 4
+  if (t.subgroup) return t.wgY === 1 && t.rm % 2 === 0 && t.bk === 4 && t.wgX >= 8;
   const { BM, BN } = tileDims(t);
   const threads = t.wgX * t.wgY;
   return t.bk % 4 === 0 && ((BM * t.bk) / 4) % threads === 0 && ((BN * t.bk) / 4) % threads === 0;
@@ -143,9 +153,15 @@ export function gemmWgsl(v: GemmVariant): string {
   if (v.residual) L.push(`@group(0) @binding(3) var<storage, read> addRes: array<${elt(v.vecC)}>;`);
   L.push(`@group(0) @binding(4) var<storage, read_write> dst: array<${outElt(v.vecC)}>;`);
   L.push(`@group(0) @binding(5) var<uniform> p: Params;`);
+  L.push(activationWgsl(v.geglu ? 'gelu' : v.act, 'vec4<f32>'));
+  if (v.geglu && (!v.tile.subgroup || v.splitK || v.residual || v.act !== 'none' || v.out !== 'matrix')) throw new Error('gemm: the GEGLU epilogue needs a subgroup tile, a matrix output and no other epilogue');
+  if (v.tile.subgroup) {
+    L.unshift('enable subgroups;');
+    L.push(...gemmSubgroupBody(v), ...(v.geglu ? gegluEpilogue(v) : epilogue(v, rm, rn, wgX, wgY)), '}');
+    return L.join('\n') + '\n';
+  }
   L.push(`var<workgroup> As: array<vec4<f32>, ${bk * BM4}>;`);
   L.push(`var<workgroup> Bs: array<vec4<f32>, ${bk * BN4}>;`);
-  L.push(activationWgsl(v.act, 'vec4<f32>'));
 
   // One matrix operand's staging. The operand is a row-major matrix with S rows (the strided
   // dimension) and C columns (contiguous); `kContig` says whether its contiguous dimension is k. A
@@ -330,6 +346,188 @@ export function gemmWgsl(v: GemmVariant): string {
   L.push(...epilogue(v, rm, rn, wgX, wgY));
   L.push(`}`);
   return L.join('\n') + '\n';
+}
+
+// The subgroup-broadcast body, for CPU adapters (lavapipe: llvmpipe runs 8 invocations as the 8
+// lanes of one 256-bit SIMD register, a subgroup). There every load whose address differs per lane
+// is 8 scalar loads, and a write to a loop-carried variable is a masked blend, while a broadcast
+// from a constant lane is one shuffle. So each lane loads as little as possible and reuses it
+// most: all lanes of the workgroup share the same BM = 8 * (rm / 2) rows; in each step of 4 k,
+// lane l loads one vec4 of A (row m0 + 8h + l, 4 k) and one vec4 of B per k (its 4 columns), and
+// subgroupBroadcast(a, i) hands row m0 + 8h + i to every lane: 16 FMAs per lane per loaded vec4 of
+// A or B, no workgroup memory and no barriers. It needs subgroups of at least 8 lanes (lanes 8 and
+// up load rows that are never broadcast). Rows, columns and k past the edges load as zero from
+// clamped addresses, so partial tiles take the same path.
+function gemmSubgroupBody(v: GemmVariant): string[] {
+  const { wgX, rm, rn } = v.tile;
+  const groups = rm / 2; // 8-row groups
+  const BN = 4 * rn * wgX;
+  const transB = v.b.kind === 'matrix' && v.b.trans;
+  // GEGLU: blocks rn..2rn-1 accumulate the gate columns (B rows n + N) of blocks 0..rn-1
+  const nb = v.geglu ? 2 * rn : rn;
+  if (v.geglu && !transB) throw new Error('gemm: the GEGLU epilogue takes B as [2N, K] (a linear weight)');
+  const L: string[] = [];
+  L.push(`@compute @workgroup_size(${wgX}, 1, 1)`);
+  L.push(`fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {`);
+  L.push(`  let tx = lid;`, `  let ty = 0u;`);
+  L.push(`  let z = wid.z + p.offZ;`, `  let item = z % p.batch;`, `  let slice = z / p.batch;`);
+  L.push(`  let tileN = (wid.x + p.offX) * ${BN}u;`, `  let tileM = (wid.y + p.offY) * ${4 * rm}u;`);
+  L.push(`  let rowA0 = select(0u, item * ${v.transA ? 'p.K' : 'p.M'}, p.strideA != 0u);`);
+  if (v.b.kind === 'matrix') L.push(`  let rowB0 = select(0u, item * ${transB ? (v.geglu ? '2u * p.N' : 'p.N') : 'p.K'}, p.strideB != 0u);`);
+  for (let i = 0; i < rm; i++) for (let r = 0; r < 4; r++) for (let j = 0; j < nb; j++) L.push(`  var acc_${i}_${r}_${j} = vec4<f32>(0.0);`);
+  // this lane's A rows (clamped into the item) and B columns (first of 4, per block j)
+  for (let h = 0; h < groups; h++) L.push(`  let mA${h} = min(tileM + ${8 * h}u + lane, p.M - 1u);`);
+  for (let j = 0; j < rn; j++) L.push(`  let nB${j} = tileN + (tx + ${j * wgX}u) * 4u;`);
+  if (v.b.kind === 'im2col') {
+    const b = v.b;
+    L.push(`  let gIn = item * p.cinG * p.hw;`);
+    for (let j = 0; j < rn; j++)
+      for (let c = 0; c < (b.vec ? 1 : 4); c++) {
+        const t = `${j}_${c}`;
+        L.push(`  let col${t} = min(nB${j} + ${c}u, p.N - 1u);`);
+        L.push(`  let img${t} = col${t} / p.hwOut;`, `  let pix${t} = col${t} - img${t} * p.hwOut;`);
+        if (b.pointwise) L.push(`  let xb${t} = img${t} * p.inImg + gIn + pix${t};`);
+        else {
+          L.push(`  let oy${t} = pix${t} / p.wOut;`, `  let xb${t} = i32(img${t} * p.inImg + gIn);`);
+          L.push(`  let iy${t} = i32(oy${t} * p.sh) - p.pt;`, `  let ix${t} = i32((pix${t} - oy${t} * p.wOut) * p.sw) - p.pl;`);
+          if (tapMask(b)) {
+            // which of the kernel's taps fall inside the image for this column (none past N), and
+            // the column's window origin: per k a lane then only adds the k row's offset
+            L.push(`  var taps${t} = 0u;`);
+            L.push(`  for (var tp = 0u; tp < ${b.khw}u; tp++) {`);
+            L.push(`    let ty_ = iy${t} + i32((tp / ${b.kw}u) * p.dh);`, `    let tx_ = ix${t} + i32((tp % ${b.kw}u) * p.dw);`);
+            L.push(`    if (u32(ty_) < p.h && u32(tx_) < p.w) { taps${t} |= 1u << tp; }`, `  }`);
+            L.push(`  taps${t} = select(0u, taps${t}, nB${j} + ${c}u < p.N);`);
+            L.push(`  let org${t} = xb${t} + iy${t} * i32(p.w) + ix${t};`);
+          }
+        }
+      }
+  }
+  L.push(`  let kBeg = slice * p.kTilesPerSlice * 4u;`);
+  L.push(`  let kEnd = min(p.K, kBeg + p.kTilesPerSlice * 4u);`);
+  L.push(`  for (var k = kBeg; k < kEnd; k += 4u) {`);
+  // A: one vec4 over k = k..k+3 per 8-row group (zero past K)
+  for (let h = 0; h < groups; h++) {
+    if (!v.transA && v.vecA) L.push(`    let av${h} = vec4<f32>(lhs[((rowA0 + mA${h}) * p.K + k) / 4u]);`);
+    else {
+      L.push(`    var av${h} = vec4<f32>(0.0);`);
+      for (let q = 0; q < 4; q++) {
+        const idx = v.transA ? `(rowA0 + kq) * p.M + mA${h}` : `(rowA0 + mA${h}) * p.K + kq`;
+        // lhs is bound as vec4s whenever its rows are a multiple of 4 (transposed: M % 4 == 0)
+        const ld = v.vecA ? `lhs[i / 4u][i % 4u]` : `lhs[i]`;
+        L.push(`    { let kq = min(k + ${q}u, p.K - 1u); let i = ${idx}; av${h}.${comps[q]} = select(0.0, f32(${ld}), k + ${q}u < p.K); }`);
+      }
+    }
+  }
+  // B: b{q}_{j} = the 4 columns of block j at k + q (zero past K or N)
+  for (let jj = 0; jj < nb; jj++) {
+    const j = jj % rn;
+    const n = `nB${j}`;
+    const gate = jj >= rn ? ' + p.N' : '';
+    if (v.b.kind === 'matrix' && !transB) {
+      for (let q = 0; q < 4; q++) {
+        L.push(`    var b${q}_${j} = vec4<f32>(0.0);`);
+        L.push(`    if (k + ${q}u < p.K) {`, `      let row = (rowB0 + k + ${q}u) * p.N;`);
+        if (v.b.vec) L.push(`      b${q}_${j} = select(vec4<f32>(0.0), vec4<f32>(rhs[(row + min(${n}, p.N - 4u)) / 4u]), ${n} < p.N);`);
+        else for (let c = 0; c < 4; c++) L.push(`      b${q}_${j}.${comps[c]} = select(0.0, f32(rhs[row + min(${n} + ${c}u, p.N - 1u)]), ${n} + ${c}u < p.N);`);
+        L.push(`    }`);
+      }
+    } else if (v.b.kind === 'matrix') {
+      // B stored [N, K]: each column's 4 k are contiguous; transpose into the per-k vectors
+      for (let q = 0; q < 4; q++) L.push(`    var b${q}_${jj} = vec4<f32>(0.0);`);
+      for (let c = 0; c < 4; c++) {
+        L.push(`    {`, `      let ok = ${n} + ${c}u < p.N;`, `      let row = (rowB0 + min(${n} + ${c}u, p.N - 1u)${gate}) * p.K;`);
+        if (v.b.vec) {
+          L.push(`      let t = select(vec4<f32>(0.0), vec4<f32>(rhs[(row + k) / 4u]), ok);`);
+          for (let q = 0; q < 4; q++) L.push(`      b${q}_${jj}.${comps[c]} = t.${comps[q]};`);
+        } else {
+          for (let q = 0; q < 4; q++) L.push(`      b${q}_${jj}.${comps[c]} = select(0.0, f32(rhs[row + min(k + ${q}u, p.K - 1u)]), ok && k + ${q}u < p.K);`);
+        }
+        L.push(`    }`);
+      }
+    } else {
+      const b = v.b;
+      for (let q = 0; q < 4; q++) {
+        L.push(`    var b${q}_${j} = vec4<f32>(0.0);`);
+        L.push(`    if (k + ${q}u < p.K) {`, `      let kq = k + ${q}u;`);
+        if (b.vec) L.push(`      b${q}_${j} = select(vec4<f32>(0.0), vec4<f32>(rhs[(xb${j}_0 + kq * p.hw) / 4u]), ${n} < p.N);`);
+        else if (b.pointwise) {
+          L.push(`      let koff = kq * p.hw;`);
+          for (let c = 0; c < 4; c++) L.push(`      b${q}_${j}.${comps[c]} = select(0.0, f32(rhs[xb${j}_${c} + koff]), ${n} + ${c}u < p.N);`);
+        } else {
+          // the k row's (channel, ky, kx) is the same for every lane; with the kernel size baked in
+          // the divisions are by constants (multiply and shift)
+          const khw = b.khw ? `${b.khw}u` : 'p.khw';
+          const kw = b.kw ? `${b.kw}u` : 'p.kw';
+          L.push(`      let ci = kq / ${khw};`, `      let r = kq - ci * ${khw};`, `      let ky = r / ${kw};`);
+          L.push(`      let coff = i32(ci * p.hw);`, `      let dy = i32(ky * p.dh);`, `      let dx = i32((r - ky * ${kw}) * p.dw);`);
+          if (tapMask(b)) {
+            L.push(`      let koff = coff + dy * i32(p.w) + dx;`);
+            for (let c = 0; c < 4; c++) {
+              const t = `${j}_${c}`;
+              L.push(`      { let inside = ((taps${t} >> r) & 1u) != 0u; b${q}_${j}.${comps[c]} = select(0.0, f32(rhs[u32(select(0, org${t} + koff, inside))]), inside); }`);
+            }
+          } else for (let c = 0; c < 4; c++) {
+            const t = `${j}_${c}`;
+            L.push(`      {`, `        let iy = iy${t} + dy;`, `        let ix = ix${t} + dx;`);
+            L.push(`        let inside = u32(iy) < p.h && u32(ix) < p.w && ${n} + ${c}u < p.N;`);
+            L.push(`        let at = select(0, xb${t} + coff + iy * i32(p.w) + ix, inside);`);
+            L.push(`        b${q}_${j}.${comps[c]} = select(0.0, f32(rhs[u32(at)]), inside);`, `      }`);
+          }
+        }
+        L.push(`    }`);
+      }
+    }
+  }
+  // 16 FMAs per broadcast row and block: acc row 8h + i = (block (8h + i) / 4, component (8h + i) % 4)
+  for (let h = 0; h < groups; h++)
+    for (let i = 0; i < 8; i++) {
+      const row = 8 * h + i;
+      L.push(`    { let a = subgroupBroadcast(av${h}, ${i}u);`);
+      for (let j = 0; j < nb; j++) {
+        const acc = `acc_${row >> 2}_${row & 3}_${j}`;
+        let e = acc;
+        for (let q = 0; q < 4; q++) e = `fma(vec4<f32>(a.${comps[q]}), b${q}_${j}, ${e})`;
+        L.push(`      ${acc} = ${e};`);
+      }
+      L.push(`    }`);
+    }
+  L.push(`  }`);
+  return L;
+}
+
+/** The subgroup body's per-column tap mask (one bit per kernel tap) needs the kernel size baked in and <= 32 taps. */
+function tapMask(b: Im2colB): boolean {
+  return !b.pointwise && !!b.khw && !!b.kw && b.khw <= 32;
+}
+
+// GEGLU's epilogue (diffusers' GEGLU after its projection): value block j and gate block j + rn
+// of the same columns meet in one thread, so y = (h + b[n]) * gelu(g + b[n + N]) is stored
+// directly and the [M, 2N] projection is never written.
+function gegluEpilogue(v: GemmVariant): string[] {
+  const { wgX, rm, rn } = v.tile;
+  const L: string[] = [`  let baseC = item * p.strideC;`];
+  for (let j = 0; j < rn; j++) L.push(`  let n${j} = tileN + (tx + ${j * wgX}u) * 4u;`);
+  for (let j = 0; j < rn; j++) {
+    // the bias pair of these 4 columns (zero past N)
+    L.push(`  var bh${j} = vec4<f32>(0.0);`, `  var bg${j} = vec4<f32>(0.0);`);
+    if (v.bias === 'n') {
+      if (v.vecC) L.push(`  if (n${j} < p.N) { bh${j} = vec4<f32>(addBias[n${j} / 4u]); bg${j} = vec4<f32>(addBias[(n${j} + p.N) / 4u]); }`);
+      else for (let q = 0; q < 4; q++) L.push(`  if (n${j} + ${q}u < p.N) { bh${j}.${comps[q]} = f32(addBias[n${j} + ${q}u]); bg${j}.${comps[q]} = f32(addBias[n${j} + ${q}u + p.N]); }`);
+    }
+  }
+  for (let i = 0; i < rm; i++)
+    for (let r = 0; r < 4; r++) {
+      L.push(`  {`, `    let m = tileM + ${i * 4 + r}u;`, `    if (m < p.M) {`);
+      for (let j = 0; j < rn; j++) {
+        L.push(`      let y${j} = (acc_${i}_${r}_${j} + bh${j}) * act(acc_${i}_${r}_${j + rn} + bg${j});`);
+        L.push(`      let o${j} = baseC + m * p.N + n${j};`);
+        if (v.vecC) L.push(`      if (n${j} < p.N) { dst[o${j} / 4u] = T4(y${j}); }`);
+        else for (let q = 0; q < 4; q++) L.push(`      if (n${j} + ${q}u < p.N) { dst[o${j} + ${q}u] = T(y${j}.${comps[q]}); }`);
+      }
+      L.push(`    }`, `  }`);
+    }
+  return L;
 }
 
 // Epilogue: bias, activation, residual, store (or the raw partial sum under split-K). `o` is the

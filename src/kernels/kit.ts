@@ -47,6 +47,13 @@ const cpuAdapters = new WeakMap<Engine, boolean>();
 /** Whether the adapter is a CPU implementation (SwiftShader, lavapipe/llvmpipe): there a workgroup
  * runs on one core, so kernels that spread one row over many workgroups to fill a GPU gain nothing
  * and pay an extra pass. */
+/** The smallest subgroup size the device guarantees when its `subgroups` feature is enabled; 0 without it. */
+export function subgroupLanes(engine: Engine): number {
+  if (!engine.device.features.has('subgroups' as GPUFeatureName)) return 0;
+  const info = engine.adapter.info as GPUAdapterInfo & { subgroupMinSize?: number };
+  return info.subgroupMinSize ?? 0;
+}
+
 export function isCpuAdapter(engine: Engine): boolean {
   let v = cpuAdapters.get(engine);
   if (v === undefined) {

@@ -8,8 +8,9 @@ import type { Engine } from '../runtime/engine.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { DTYPE_BYTES, numel, shapeStr, type DType, type Tensor } from '../runtime/tensor.js';
 import { engineOf, fail, floatDtype } from './check.js';
-import { ACTIVATION_FLOPS, countCost, isActivation, type Activation, type Cost } from './kit.js';
-import { gemm } from './gemm.js';
+import { ACTIVATION_FLOPS, countCost, isActivation, isCpuAdapter, type Activation, type Cost } from './kit.js';
+import { gemm, tileFits, GEMM_TILES, type GemmTileName } from './gemm.js';
+import { geglu } from './elementwise.js';
 import type { GemmDims } from './tune_cache.js';
 
 export type { Activation };
@@ -147,6 +148,59 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null, opts: LinearOpti
   return out;
 }
 
+/** The subgroup tile that runs linearGeglu fused on this engine, or null (then it runs unfused). */
+export function gegluTile(engine: Engine, rows: number): GemmTileName | null {
+  const pick: GemmTileName = rows <= 8 ? 'sg8' : 'sg16';
+  return isCpuAdapter(engine) && tileFits(engine, GEMM_TILES[pick]) ? pick : null;
+}
+
+/**
+ * diffusers' GEGLU feed-forward projection in one call: x [..., in], w [2D, in], b [2D] ->
+ * [..., D] = h * gelu(g) with [h, g] = x w^T + b split in halves. On CPU adapters with 8-lane
+ * subgroups this is one GEMM whose epilogue pairs column n with its gate column n + D (the
+ * [..., 2D] projection is never stored); elsewhere it is linear() followed by ops.geglu.
+ */
+export function linearGeglu(x: Tensor, w: Tensor, b?: Tensor | null, opts: { tile?: GemmTileName | 'unfused' } = {}): Tensor {
+  const op = 'linearGeglu';
+  const engine = engineOf(op, x, w, b);
+  const dtype = floatDtype(op, x, w, b);
+  const all = [x, w, ...(b ? [b] : [])];
+  if (x.rank < 1) fail(op, 'x must have rank >= 1', all);
+  if (w.rank !== 2 || w.shape[0] % 2 !== 0) fail(op, `weight must have shape [2D, in], got ${shapeStr(w.shape)}`, all);
+  const K = x.shape[x.rank - 1];
+  const [N2, Kw] = w.shape;
+  if (K !== Kw) fail(op, `x has ${K} input features but weight expects ${Kw}`, all);
+  if (b && (b.rank !== 1 || b.shape[0] !== N2)) fail(op, `bias must have shape [${N2}], got ${shapeStr(b.shape)}`, all);
+  const M = numel(x.shape.slice(0, -1));
+  const tile = opts.tile === 'unfused' ? null : (opts.tile ?? gegluTile(engine, M));
+  if (!tile) {
+    const h = linear(x, w, b);
+    try {
+      return geglu(h);
+    } finally {
+      h.dispose();
+    }
+  }
+  const out = engine.empty([...x.shape.slice(0, -1), N2 / 2], dtype, op);
+  try {
+    gemm(engine, { op, a: x, b: w, out, bias: b ?? undefined, M, N: N2 / 2, K, batch: 1, strideA: 0, strideB: 0, transA: false, transB: true, activation: 'none', geglu: true, tile });
+    countCost(engine, op, () => linearGegluCost({ x: x.shape, w: w.shape, bias: !!b, dtype }));
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}
+
+/** FLOPs and ideal DRAM bytes of linearGeglu(x, w, b): the projection, the gate's GELU and product. */
+export function linearGegluCost(args: { x: readonly number[]; w: readonly number[]; bias?: boolean; dtype?: DType }): Cost {
+  const K = args.x[args.x.length - 1];
+  const M = numel(args.x) / Math.max(K, 1);
+  const N2 = args.w[0];
+  const e = DTYPE_BYTES[args.dtype ?? 'f32'];
+  const flops = 2 * M * N2 * K + M * N2 * (args.bias ? 1 : 0) + (M * N2 / 2) * (ACTIVATION_FLOPS.gelu + 1);
+  return { flops, bytes: e * (numel(args.x) + numel(args.w) + (args.bias ? N2 : 0) + (M * N2) / 2) };
+}
 
 /** FLOPs and ideal DRAM bytes of matmul(a, b, opts) for the given shapes. */
 export function matmulCost(args: { a: readonly number[]; b: readonly number[]; transposeA?: boolean; transposeB?: boolean; dtype?: DType }): Cost {

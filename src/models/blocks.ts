@@ -224,7 +224,8 @@ export class FeedForwardGEGLU {
     return new FeedForwardGEGLU(await Linear.load(L, `${name}.net.0.proj`, dim, inner * 2), await Linear.load(L, `${name}.net.2`, inner, dim));
   }
   forward(x: Tensor): Tensor {
-    return sequential(x, this.proj, ops.geglu, this.out);
+    // proj and the GEGLU gate in one GEMM where the engine can (ops.linearGeglu)
+    return sequential(x, (h) => ops.linearGeglu(h, this.proj.weight, this.proj.bias), this.out);
   }
 }
 

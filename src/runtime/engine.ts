@@ -112,7 +112,8 @@ export class Engine {
       : await chooseAdapter({ powerPreference: opts.powerPreference, adapterKind: opts.adapterKind });
     const adapter = choice.adapter;
     const requiredFeatures: GPUFeatureName[] = [];
-    for (const f of ['shader-f16', 'timestamp-query'] as GPUFeatureName[]) {
+    // subgroups: the GEMM core's subgroup-broadcast tiles (kernels/gemm.ts) on adapters with 8-lane subgroups
+    for (const f of ['shader-f16', 'timestamp-query', 'subgroups'] as GPUFeatureName[]) {
       if (adapter.features.has(f)) requiredFeatures.push(f);
     }
     const L = adapter.limits;

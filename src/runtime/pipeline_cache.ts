@@ -36,8 +36,12 @@ export interface KernelSource {
 
 /** The one template rule of this engine: a prelude that defines `T` (and enables f16 when used). */
 export function withDtype(wgsl: string, dtype: DType): string {
-  if (dtype === 'f16') return `enable f16;\nalias T = f16;\nalias T4 = vec4<f16>;\n${wgsl}`;
-  return `alias T = f32;\nalias T4 = vec4<f32>;\n${wgsl}`;
+  // A kernel's own directives (`enable subgroups;`) must precede the aliases.
+  const directives: string[] = [];
+  const body = wgsl.replace(/^\s*enable [a-z0-9_, ]+;\n/gm, (d) => (directives.push(d.trim()), ''));
+  const head = directives.length ? directives.join('\n') + '\n' : '';
+  if (dtype === 'f16') return `enable f16;\n${head}alias T = f16;\nalias T4 = vec4<f16>;\n${body}`;
+  return `${head}alias T = f32;\nalias T4 = vec4<f32>;\n${body}`;
 }
 
 let nextId = 1;

@@ -1,9 +1,10 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { Engine, ops } from '../../src/index.js';
 import { gemm, GEMM_TILES, type Activation, type GemmTileName } from '../../src/kernels/matmul.js';
+import { tileFits } from '../../src/kernels/gemm.js';
 import { getEngine, randn, randArray, relL2, track, reportWorst, readF32, maxAbs } from '../helpers.js';
 import { loadCase } from '../fixture.js';
-import { refMatmul, refLinear, erf64 } from '../ref/matmul.js';
+import { refMatmul, refLinear, erf64, activate64 } from '../ref/matmul.js';
 
 afterAll(() => reportWorst('matmul'));
 
@@ -81,8 +82,12 @@ describe('gemm tile configurations', () => {
     it(`${tile} tile ${dtype}`, async () => {
       const e = await getEngine();
       if (dtype === 'f16' && !e.hasShaderF16) return; // SwiftShader has no shader-f16
+      // subgroup tiles need 8-lane subgroups: lavapipe has them, so there they must run
+      if (e.adapterKind === 'lavapipe') expect(tileFits(e, GEMM_TILES[tile])).toBe(true);
+      if (!tileFits(e, GEMM_TILES[tile])) return;
       for (const [M, K, N, tA, tB, batch] of [
         [150, 37, 133, false, false, 1],
+        [37, 24, 52, false, false, 3],
         [131, 44, 136, true, true, 2],
         [9, 20, 260, false, true, 1],
         [260, 21, 12, true, false, 1],
@@ -191,6 +196,63 @@ describe('linear vs float64 reference', () => {
     expect(Math.abs(erf64(0.5) - 0.5204998778130465)).toBeLessThan(1e-15);
     expect(Math.abs(erf64(-1.5) + 0.9661051464753108)).toBeLessThan(1e-15);
     expect(Math.abs(erf64(3.5) - 0.9999992569016276)).toBeLessThan(1e-15);
+  });
+});
+
+describe('linearGeglu (the GEGLU gate as a GEMM epilogue) vs float64', () => {
+  // y = h * gelu(g) with [h, g] = x w^T + b; fused on the subgroup tiles (value column n and gate
+  // column n + D in one thread), unfused elsewhere. D % 4 != 0 takes the scalar store path.
+  for (const tile of ['sg8', 'sg16', 'sg24', 'unfused'] as const) for (const dtype of ['f32', 'f16'] as const) {
+    it(`${tile} ${dtype}`, async () => {
+      const e = await getEngine();
+      if (dtype === 'f16' && !e.hasShaderF16) return;
+      if (tile !== 'unfused' && !tileFits(e, GEMM_TILES[tile])) {
+        expect(e.adapterKind).not.toBe('lavapipe');
+        return;
+      }
+      for (const [xShape, D, bias] of [
+        [[2, 7, 13], 10, true],
+        [[37, 24], 36, true],
+        [[5, 20], 12, false],
+        [[3, 11, 33], 41, true],
+      ] as [number[], number, boolean][]) {
+        const s = (seed += 7);
+        const K = xShape[xShape.length - 1];
+        const xs = randn(numel(xShape), s);
+        const ws = randn(2 * D * K, s + 1, 1 / Math.sqrt(K));
+        const bs = bias ? randArray(2 * D, s + 2, -0.5, 0.5) : null;
+        const proj = refLinear(xs, xShape, ws, [2 * D, K], bs);
+        const rows = proj.length / (2 * D);
+        const ref = new Float64Array(rows * D);
+        for (let m = 0; m < rows; m++) for (let n = 0; n < D; n++) ref[m * D + n] = proj[m * 2 * D + n] * activate64(proj[m * 2 * D + D + n], 'gelu');
+        const x = e.tensor(xs, xShape, dtype);
+        const w = e.tensor(ws, [2 * D, K], dtype);
+        const b = bs ? e.tensor(bs, [2 * D], dtype) : null;
+        const d0 = e.stats().dispatches;
+        const y = ops.linearGeglu(x, w, b, { tile });
+        expect(e.stats().dispatches - d0).toBe(tile === 'unfused' ? 2 : 1);
+        expect(y.shape).toEqual([...xShape.slice(0, -1), D]);
+        const err = track(`linearGeglu ${tile} ${dtype}`, relL2(await readF32(y), ref));
+        expect(err, `${tile} ${dtype} x${JSON.stringify(xShape)} D=${D}`).toBeLessThanOrEqual(dtype === 'f16' ? 5e-3 : 1e-5);
+        for (const t of [x, w, b, y]) t?.dispose();
+      }
+    });
+  }
+
+  it('picks the fused form on lavapipe and refuses bad shapes', async () => {
+    const e = await getEngine();
+    const x = e.tensor(randn(6 * 8, 1), [6, 8]);
+    const w = e.tensor(randn(10 * 8, 2), [10, 8]);
+    const d0 = e.stats().dispatches;
+    ops.linearGeglu(x, w).dispose();
+    if (e.adapterKind === 'lavapipe') expect(e.stats().dispatches - d0).toBe(1);
+    const wOdd = e.tensor(randn(9 * 8, 3), [9, 8]);
+    const bBad = e.tensor(randn(8, 4), [8]);
+    const before = e.memory().inUseBytes;
+    expect(() => ops.linearGeglu(x, wOdd)).toThrow(/linearGeglu: weight must have shape \[2D, in\]/);
+    expect(() => ops.linearGeglu(x, w, bBad)).toThrow(/linearGeglu: bias must have shape \[10\]/);
+    expect(e.memory().inUseBytes).toBe(before);
+    for (const t of [x, w, wOdd, bBad]) t.dispose();
   });
 });
 
