@@ -367,6 +367,31 @@ describe('StableDiffusionXLPipeline: guidance off, seeds, bad input', () => {
     }
   }, 120_000);
 
+  it("negative micro-conditioning follows diffusers' rules (text-to-image vs img2img)", async () => {
+    const spy = vi.spyOn(pipe.unet, 'forward');
+    const ids = async (o: Record<string, unknown>) => {
+      spy.mockClear();
+      await read(await pipe.generate({ ...small, steps: 1, prompt: 'a cat', seed: 1, cropsCoordsTopLeft: [2, 4], ...o }));
+      return spy.mock.calls[0][2]!.addedCondKwargs!.timeIds as number[][];
+    };
+    try {
+      const pos = [16, 16, 2, 4, 16, 16];
+      // text-to-image: one negative size alone is ignored; both give own ids with crop (0, 0) by default
+      expect(await ids({ negativeOriginalSize: [8, 8] })).toEqual([pos, pos]);
+      expect(await ids({ negativeOriginalSize: [8, 8], negativeTargetSize: [12, 12] })).toEqual([[8, 8, 0, 0, 12, 12], pos]);
+      expect(await ids({ negativeOriginalSize: [8, 8], negativeTargetSize: [12, 12], negativeCropsCoordsTopLeft: [1, 1] })).toEqual([[8, 8, 1, 1, 12, 12], pos]);
+      // img2img: each negative size defaults to the positive one, the crop is the positive crop
+      const image = engine.tensor(new Float32Array(4 * 8 * 8).fill(0.25), [1, 4, 8, 8]);
+      try {
+        expect(await ids({ image, strength: 1, negativeOriginalSize: [8, 8] })).toEqual([[8, 8, 2, 4, 16, 16], pos]);
+      } finally {
+        image.dispose();
+      }
+    } finally {
+      spy.mockRestore();
+    }
+  }, 120_000);
+
   it('refuses bad options before allocating, naming the option', async () => {
     const before = engine.memory().inUseBytes;
     const bad: [Record<string, unknown>, RegExp][] = [

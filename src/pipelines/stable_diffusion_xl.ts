@@ -457,9 +457,11 @@ export class StableDiffusionXLPipeline {
     const crops = pair('cropsCoordsTopLeft', o.cropsCoordsTopLeft, [0, 0]);
     const target = pair('targetSize', o.targetSize, [H, W]);
     const negOrig = pair('negativeOriginalSize', o.negativeOriginalSize, orig);
-    const negCrops = pair('negativeCropsCoordsTopLeft', o.negativeCropsCoordsTopLeft, crops);
+    const negCrops = pair('negativeCropsCoordsTopLeft', o.negativeCropsCoordsTopLeft, [0, 0]);
     const negTarget = pair('negativeTargetSize', o.negativeTargetSize, target);
+    // diffusers' rules, which differ between its two pipelines:
     if (this.requiresAestheticsScore) {
+      // img2img with aesthetic scores (the refiner)
       return [
         [...orig, ...crops, num('aestheticScore', o.aestheticScore, 6)],
         [...negOrig, ...negCrops, num('negativeAestheticScore', o.negativeAestheticScore, 2.5)],
@@ -468,10 +470,11 @@ export class StableDiffusionXLPipeline {
     if (o.aestheticScore !== undefined || o.negativeAestheticScore !== undefined) {
       throw new Error(`${op}: aestheticScore is for refiner models (requires_aesthetics_score in model_index.json); this UNet takes sizes only`);
     }
-    return [
-      [...orig, ...crops, ...target],
-      [...negOrig, ...negCrops, ...negTarget],
-    ];
+    const add = [...orig, ...crops, ...target];
+    // img2img: the negative sizes (defaults: the positive ones) with the positive crop
+    if (o.image) return [add, [...negOrig, ...crops, ...negTarget]];
+    // text-to-image: its own ids only when both negative sizes are given, else the positive ids
+    return [add, o.negativeOriginalSize && o.negativeTargetSize ? [...negOrig, ...negCrops, ...negTarget] : add];
   }
 
   /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior with the noise of seed + i. */
