@@ -375,6 +375,12 @@ describe('loadLoraWeights: merging into a loaded pipeline in place', () => {
     await expect(pipe.loadLoraWeights([{ source: bad }])).rejects.toThrow(LoraError);
     expect(relL2(await q.read(), q0)).toBe(0);
 
+    // not while a generate() runs: its steps would mix old and merged weights
+    const running = pipe.generate({ prompt: meta.prompt, steps: 2, seed: 1 });
+    await expect(pipe.loadLoraWeights(specs(c))).rejects.toThrow(/generate\(\) call\(s\) running/);
+    (await running).images.dispose();
+    expect(relL2(await q.read(), q0)).toBe(0);
+
     const r = await pipe.loadLoraWeights(specs(c));
     expect(r.applied).toHaveLength(20);
     expect(engine.memory().inUseBytes).toBe(held); // in place: no new buffers

@@ -417,7 +417,7 @@ export class LoraMerger {
    * model and all LoRA tensors are read before the first weight changes, so a LoRA that does not fit
    * changes nothing. A negative scale takes a LoRA merged earlier out again (up to rounding).
    */
-  async mergeInto(models: readonly { component: LoraComponent; model: MergeTarget }[]): Promise<void> {
+  async mergeInto(models: readonly { component: LoraComponent; model: MergeTarget }[], beforeWrite?: () => void): Promise<void> {
     const jobs: { component: LoraComponent; model: MergeTarget; plan: Map<string, Delta[]> }[] = [];
     for (const { component, model } of models) {
       if (this.wrapped.has(component)) throw new Error(`LoraMerger.mergeInto: ${component} was already merged`);
@@ -435,6 +435,7 @@ export class LoraMerger {
         work.push({ component, t, name, deltas, parts });
       }
     }
+    beforeWrite?.();
     for (const { component } of jobs) this.wrapped.add(component);
     for (const { component, t, name, deltas, parts } of work) {
       const out = t.shape[0];

@@ -194,11 +194,15 @@ export class StableDiffusionPipeline {
    * the base weights' full precision and reads nothing back: prefer it when the LoRAs are known then.
    */
   async loadLoraWeights(loras: readonly LoraSpec[], opts: IOOptions = {}): Promise<LoraReport> {
+    const busy = () => {
+      if (this.generating) throw new Error(`StableDiffusionPipeline.loadLoraWeights: ${this.generating} generate() call(s) running; their steps would mix the old and the merged weights: wait for them`);
+    };
+    busy();
     const merger = await LoraMerger.open(loras, opts);
     try {
       const models: { component: LoraComponent; model: UNet2DConditionModel | CLIPTextModel }[] = [{ component: 'unet', model: this.unet }];
       if (this.textEncoder) models.push({ component: 'text_encoder', model: this.textEncoder });
-      await merger.mergeInto(models);
+      await merger.mergeInto(models, busy); // checked again right before the first write
       return reportLoras(merger)!;
     } finally {
       await merger.close();
@@ -219,6 +223,17 @@ export class StableDiffusionPipeline {
   }
 
   async generate(opts: SDGenerateOptions = {}): Promise<PipelineOutput> {
+    this.generating++; // loadLoraWeights waits for none to be running
+    try {
+      return await this.generateOnce(opts);
+    } finally {
+      this.generating--;
+    }
+  }
+
+  private generating = 0;
+
+  private async generateOnce(opts: SDGenerateOptions): Promise<PipelineOutput> {
     const op = 'StableDiffusionPipeline.generate';
     const engine = this.engine;
     const scale = checkGuidance(op, opts.guidanceScale ?? 7.5);
