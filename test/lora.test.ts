@@ -94,6 +94,17 @@ describe('LoRA merge = diffusers fuse_lora (W + scale * alpha / rank * up @ down
     for (const n of cs.weights!) expect(track('merge/old-diffusers', relL2(got.get(n)!, refs[`merge/peft/${n}`].data)), n).toBeLessThan(1e-6);
   });
 
+  it("PEFT files without component prefixes (base_model.model.*) are UNet LoRAs; the spec's alpha replaces alpha = rank", async () => {
+    const cs = meta.cases['merge/peft'];
+    const unetOnly = meta.files.peft
+      .filter((e) => e.key.startsWith('unet.'))
+      .map((e) => ({ key: `base_model.model.${e.key.slice('unet.'.length)}`, shape: e.shape, values: Array.from(readSeeded(e)) }));
+    const names = cs.weights!.filter((n) => n.startsWith('unet.'));
+    // scale 0.4 with alpha 8 (rank 4) = scale 0.8 with alpha = rank
+    const got = await mergedWeights([{ source: seededSafetensors(unetOnly), scale: 0.4, alpha: 8 }], names);
+    for (const n of names) expect(track('merge/peft-unprefixed', relL2(got.get(n)!, refs[`merge/peft/${n}`].data)), n).toBeLessThan(1e-6);
+  });
+
   it('a LoRA in f16 storage merges into an f16 upload', async () => {
     const engine = await getEngine();
     const cs = meta.cases['merge/kohya'];
