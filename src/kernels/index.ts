@@ -1,7 +1,7 @@
 // The public ops: thin launchers that validate inputs, then record one or more dispatches.
 export { silu, gelu, quickGelu, scale, relu, softClamp, exp } from './unary.js';
 export { conv2d, conv2dCost, conv2dOutputShape, type Conv2dOptions, type Conv2dCostArgs } from './conv2d.js';
-export { matmul, linear, linearGeglu, matmulCost, linearCost, linearGegluCost, type MatmulOptions, type LinearOptions, type Activation as LinearActivation } from './matmul.js';
+export { matmul, linear, linearGeglu, gegluFused, matmulCost, linearCost, linearGegluCost, type MatmulOptions, type LinearOptions, type Activation as LinearActivation } from './matmul.js';
 export { attention, attentionCost, type AttentionOptions, type AttentionCostArgs } from './attention.js';
 export { softmax, softmaxCost, type SoftmaxOptions } from './softmax.js';
 export { groupNorm, layerNorm, groupNormCost, layerNormCost, type GroupNormOptions, type LayerNormOptions } from './norm.js';

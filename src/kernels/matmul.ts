@@ -154,6 +154,11 @@ export function gegluTile(engine: Engine, rows: number): GemmTileName | null {
   return isCpuAdapter(engine) && tileFits(engine, GEMM_TILES[pick]) ? pick : null;
 }
 
+/** Whether linearGeglu runs fused on this engine (then the [..., 2D] projection is never allocated). */
+export function gegluFused(engine: Engine): boolean {
+  return gegluTile(engine, 16) !== null;
+}
+
 /**
  * diffusers' GEGLU feed-forward projection in one call: x [..., in], w [2D, in], b [2D] ->
  * [..., D] = h * gelu(g) with [h, g] = x w^T + b split in halves. On CPU adapters with 8-lane

@@ -191,8 +191,9 @@ export class UNet2DConditionModel extends Model {
       midAttention: attnFor(n - 1, first(tlpb[n - 1])),
       // the per-block lists are reversed for the up path
       upAttention: (i: number) => (upTypes[i] === 'CrossAttnUpBlock2D' ? attnFor(n - 1 - i, revTlpb ? revTlpb[i] : tlpb[n - 1 - i]) : null),
-      // a transformer level's feed-forward projects to 2 x 4 x channels (GEGLU)
-      levelWidth: (i: number) => (downTypes[i] === 'CrossAttnDownBlock2D' || upTypes[n - 1 - i] === 'CrossAttnUpBlock2D' ? 8 : 1),
+      // a transformer level's feed-forward projects to 2 x 4 x channels (GEGLU), or writes only the
+      // gated 4 x channels where the engine fuses the gate into the projection (ops.gegluFused)
+      levelWidth: (i: number) => (downTypes[i] === 'CrossAttnDownBlock2D' || upTypes[n - 1 - i] === 'CrossAttnUpBlock2D' ? (ops.gegluFused(engine) ? 4 : 8) : 1),
     };
     return buildModel(
       engine,
