@@ -10,6 +10,7 @@ import {
   LDMPipeline,
   LDMTextToImagePipeline,
   StableDiffusionPipeline,
+  StableDiffusionXLPipeline,
   WeightSource,
   ops,
   readGenerationParameters,
@@ -21,6 +22,7 @@ import {
 } from '../src/index.js';
 import { readJson, joinPath } from '../src/runtime/io.js';
 import { cachedBytes, cachedFetch, clearModelCache, fileFetch, filesFromDrop, filesFromInput, LOCAL_BASE, type FileMap } from './loaders.js';
+import { FAMILIES, FAMILY_NAMES, describeDefaults, detectFamily } from '../src/cli/families.js';
 import { addToGallery, fileName, mib, ms, pngWithParameters, timingRows, type GalleryItem, type Timings } from './gallery.js';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -37,6 +39,9 @@ const el = {
   cacheSize: $('cache-size'),
   clearCache: $<HTMLButtonElement>('clear-cache'),
   sampler: $<HTMLSelectElement>('sampler'),
+  family: $<HTMLSelectElement>('family'),
+  familyNote: $('family-note'),
+  loraUrl: input('lora-url'),
   steps: input('steps'),
   seed: input('seed'),
   seedRandom: $<HTMLButtonElement>('seed-random'),
@@ -93,8 +98,8 @@ function showError(e: unknown): void {
 function advice(msg: string): string {
   const over = /needs (\d+) bytes, over this device's (maxStorageBufferBindingSize|maxBufferSize) \((\d+)\)/.exec(msg);
   const [w, h] = [Number(el.width.value), Number(el.height.value)];
-  const f = loaded?.kind === 'sd' ? loaded.pipe.vaeScaleFactor : 8;
-  if (over && loaded?.kind === 'sd') {
+  const f = loaded?.kind === 'sd' || loaded?.kind === 'xl' ? loaded.pipe.vaeScaleFactor : 8;
+  if (over && (loaded?.kind === 'sd' || loaded?.kind === 'xl')) {
     // Activations grow with the pixel count: scale both sides by the square root of the excess.
     const k = Math.sqrt(Number(over[3]) / Number(over[1])) * 0.98;
     const fit = `${Math.max(f, Math.floor((w * k) / f) * f)}x${Math.max(f, Math.floor((h * k) / f) * f)}`;
@@ -112,12 +117,18 @@ let local: FileMap | null = null;
 let networkRequests = 0;
 const netFetch = cachedFetch(() => networkRequests++);
 
-// ldm: class-conditional or unconditional LDMPipeline; sd: Stable Diffusion; txt: the paper's
-// text-to-image LDM (diffusers' LDMTextToImagePipeline: LDMBert, no negative prompt).
-type Kind = 'ldm' | 'sd' | 'txt';
-type Loaded = { key: string; label: string } & ({ kind: 'ldm'; pipe: LDMPipeline } | { kind: 'sd'; pipe: StableDiffusionPipeline } | { kind: 'txt'; pipe: LDMTextToImagePipeline });
-/** Each family's usual guidance. */
-const GUIDANCE: Record<Kind, string> = { ldm: '3', sd: '7.5', txt: '6' };
+// ldm: class-conditional or unconditional LDMPipeline; sd: Stable Diffusion 1.x / 2.x (SD-Turbo,
+// LCM); xl: SDXL; txt: the paper's text-to-image LDM (diffusers' LDMTextToImagePipeline: LDMBert, no
+// negative prompt).
+type Kind = 'ldm' | 'sd' | 'xl' | 'txt';
+type Loaded = { key: string; label: string } & (
+  | { kind: 'ldm'; pipe: LDMPipeline }
+  | { kind: 'sd'; pipe: StableDiffusionPipeline }
+  | { kind: 'xl'; pipe: StableDiffusionXLPipeline }
+  | { kind: 'txt'; pipe: LDMTextToImagePipeline }
+);
+/** Each kind's usual guidance. */
+const GUIDANCE: Record<Kind, string> = { ldm: '3', sd: '7.5', xl: '5', txt: '6' };
 
 const schedulerOf = (m: Loaded) => (m.kind === 'txt' ? m.pipe.components.scheduler : m.pipe.scheduler);
 
@@ -220,6 +231,39 @@ function source(): 'default' | 'url' | 'local' {
   return (document.querySelector('input[name=source]:checked') as HTMLInputElement).value as 'default' | 'url' | 'local';
 }
 
+/** The family picker: each family's defaults (src/cli/families.ts, the CLI's --family) put into the form. */
+function initFamilies(): void {
+  for (const name of FAMILY_NAMES) {
+    const o = document.createElement('option');
+    o.value = name;
+    o.textContent = `${FAMILIES[name].label}: ${describeDefaults(FAMILIES[name])}${name === 'ldm' ? '' : `, ${FAMILIES[name].size}px`}`;
+    el.family.append(o);
+  }
+}
+
+function applyFamily(name: string): void {
+  const f = FAMILIES[name];
+  if (!f) return;
+  el.steps.value = String(f.steps);
+  if (f.guidance !== undefined) el.guidance.value = String(f.guidance);
+  el.sampler.value = f.sampler ?? '';
+  if (name !== 'ldm') el.width.value = el.height.value = String(f.size);
+  for (const b of [el.steps, el.guidance, el.width, el.height]) b.removeAttribute('aria-invalid');
+  el.familyNote.textContent = f.needs === 'lora' && !el.loraUrl.value.trim() ? 'this family needs the LoRA file (its URL above) on top of its base model' : '';
+  checkSize();
+}
+
+/** LoRA to merge at load: the URL box (scale 1). */
+function lorasOf(): { source: string; scale: number }[] | undefined {
+  const u = el.loraUrl.value.trim();
+  if (!u) return undefined;
+  try {
+    return [{ source: new URL(u, location.href).href, scale: 1 }];
+  } catch {
+    throw new InputError(`not a URL for the LoRA: ${u}`);
+  }
+}
+
 function modelBase(): { base: string; key: string; label: string; fetch: typeof fetch } {
   const s = source();
   if (s === 'default') return { base: new URL('models/ldm-mnist', document.baseURI).href, key: 'default', label: 'ldm-mnist', fetch: netFetch };
@@ -267,7 +311,7 @@ function checkSize(): string | null {
   if (shownKind === 'ldm') {
     el.sizeNote.textContent = `LDM models have one size (ldm-mnist: 32x32)`;
   } else {
-    const f = loaded?.kind === 'sd' ? loaded.pipe.vaeScaleFactor : 8;
+    const f = loaded?.kind === 'sd' || loaded?.kind === 'xl' ? loaded.pipe.vaeScaleFactor : 8;
     for (const [name, box] of [['width', el.width], ['height', el.height]] as const) {
       const v = Number(box.value);
       const bad = !Number.isInteger(v) || v < f || v % f !== 0;
@@ -277,7 +321,7 @@ function checkSize(): string | null {
         problem = `${name} ${box.value || '(empty)'} is not a positive multiple of ${f} (the VAE shrinks images ${f}x into latents): use ${lo}${lo + f !== lo ? ` or ${lo + f}` : ''}`;
       }
     }
-    const unet = loaded?.kind === 'sd' ? loaded.pipe.unet : loaded?.kind === 'txt' ? loaded.pipe.components.unet : null;
+    const unet = loaded?.kind === 'sd' || loaded?.kind === 'xl' ? loaded.pipe.unet : loaded?.kind === 'txt' ? loaded.pipe.components.unet : null;
     el.sizeNote.textContent = problem ?? `multiples of ${f}; ${unet ? `the model was trained at ${(unet.config.sample_size as number) * f}px` : 'the model decides'}`;
   }
   return problem;
@@ -328,7 +372,9 @@ async function loadPreviewDecoder(base: string, f: typeof fetch, signal: AbortSi
 }
 
 async function ensureModel(signal: AbortSignal): Promise<Loaded> {
-  const { base, key, label, fetch: f } = modelBase();
+  const { base, key: modelKey, label, fetch: f } = modelBase();
+  const loras = lorasOf();
+  const key = loras ? `${modelKey}+lora:${loras[0].source}` : modelKey;
   if (loaded?.key === key) return loaded;
   loaded?.pipe.dispose();
   loaded = null;
@@ -352,18 +398,27 @@ async function ensureModel(signal: AbortSignal): Promise<Loaded> {
     el.dlText.textContent = `${component}: ${mib(done)} / ${mib(size)} · ${mib(rate)}/s · ${done < size ? `${Math.ceil((size - done) / rate)} s left` : 'done'}`;
   };
   const opts = { fetch: f, signal, onComponentProgress };
+  const sdLike = cls === 'StableDiffusionPipeline' || cls === 'LatentConsistencyModelPipeline' || cls === 'StableDiffusionXLPipeline';
+  if (loras && !sdLike) throw new InputError(`a LoRA merges into Stable Diffusion / SDXL models; this folder is a ${cls}: clear the LoRA URL`);
   let l: Loaded;
-  if (cls === 'StableDiffusionPipeline') {
-    const pipe = await StableDiffusionPipeline.fromPretrained(engine!, base, opts);
+  if (cls === 'StableDiffusionPipeline' || cls === 'LatentConsistencyModelPipeline') {
+    // an LCM folder is SD's components with an LCM-distilled UNet, which StableDiffusionPipeline runs
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine!, base, { ...opts, loras });
     pipe.previewDecoder ??= await loadPreviewDecoder(base, f, signal);
     l = { key, label, kind: 'sd', pipe };
+  } else if (cls === 'StableDiffusionXLPipeline') {
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine!, base, { ...opts, loras });
+    l = { key, label, kind: 'xl', pipe };
   } else if (cls === 'LDMTextToImagePipeline') {
     l = { key, label, kind: 'txt', pipe: await LDMTextToImagePipeline.fromPretrained(engine!, base, opts) };
   } else if (cls === 'LDMPipeline') {
     l = { key, label, kind: 'ldm', pipe: await LDMPipeline.fromPretrained(engine!, base, opts) };
   } else {
-    throw new Error(`model_index.json names ${JSON.stringify(cls)}; the demo runs LDMPipeline, LDMTextToImagePipeline and StableDiffusionPipeline folders`);
+    throw new Error(`model_index.json names ${JSON.stringify(cls)}; the demo runs LDMPipeline, LDMTextToImagePipeline, StableDiffusionPipeline, LatentConsistencyModelPipeline and StableDiffusionXLPipeline folders`);
   }
+  // which family the folder looks like (as the CLI guesses it); the picker sets its defaults
+  const guess = detectFamily(index, schedulerOf(l).config, l.kind === 'ldm' ? null : l.kind === 'txt' ? l.pipe.components.unet.config : l.pipe.unet.config);
+  el.familyNote.textContent = `this model looks like ${FAMILIES[guess].label} (${describeDefaults(FAMILIES[guess])})${el.family.value === guess ? '' : ': pick that family above to use its defaults'}`;
   el.dlProgress.value = el.dlProgress.max;
   el.dlText.textContent = `loaded ${mib(total)} in ${ms(performance.now() - t0)} (${networkRequests} network requests so far)`;
   loaded = l;
@@ -421,7 +476,7 @@ async function generate(): Promise<void> {
     } else {
       const bad = checkSize();
       if (bad) throw new InputError(bad);
-      p = { model: m.label, prompt: el.prompt.value, negativePrompt: (m.kind === 'sd' && el.negative.value) || undefined, steps: form.steps, sampler: form.sampler, guidanceScale: form.guidanceScale, seed: form.seed, width: Number(el.width.value), height: Number(el.height.value) };
+      p = { model: m.label, prompt: el.prompt.value, negativePrompt: (m.kind !== 'txt' && el.negative.value) || undefined, steps: form.steps, sampler: form.sampler, guidanceScale: form.guidanceScale, seed: form.seed, width: Number(el.width.value), height: Number(el.height.value) };
     }
     p = { ...p, batchSize: n, f16: eng.f16 };
     const ownSampler = schedulerOf(m).className;
@@ -483,7 +538,9 @@ async function generate(): Promise<void> {
         ? await m.pipe.generate({ ...common, classLabels: p.classLabels, batchSize: p.classLabels ? undefined : n })
         : m.kind === 'sd'
           ? await m.pipe.generate({ ...common, ...embeds!, width: p.width, height: p.height, preview: true })
-          : await m.pipe.generate({ ...common, prompt: Array(n).fill(p.prompt), width: p.width, height: p.height });
+          : m.kind === 'xl'
+            ? await m.pipe.generate({ ...common, prompt: Array(n).fill(p.prompt), negativePrompt: p.negativePrompt === undefined ? undefined : Array(n).fill(p.negativePrompt), width: p.width, height: p.height, preview: true })
+            : await m.pipe.generate({ ...common, prompt: Array(n).fill(p.prompt), width: p.width, height: p.height });
     out.images.dispose();
     timings.decodeMs = performance.now() - mark;
     timings.totalMs = performance.now() - t0;
@@ -581,6 +638,7 @@ function setLocal(files: FileMap): void {
 }
 
 el.generate.addEventListener('click', () => void generate());
+el.family.addEventListener('change', () => applyFamily(el.family.value));
 el.cancel.addEventListener('click', () => running?.abort());
 el.seedRandom.addEventListener('click', () => (el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0])));
 el.seedReuse.addEventListener('click', () => lastSeed !== null && (el.seed.value = String(lastSeed)));
@@ -625,4 +683,5 @@ document.addEventListener('drop', (e) => {
 };
 
 document.body.dataset.source = source();
+initFamilies();
 init().catch(showError);

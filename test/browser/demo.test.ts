@@ -4,7 +4,7 @@
 // back (and regenerate the same bytes, after a lost device and its recovery), cancels with the GPU
 // memory back where it was, reports a corrupt file, a 404 and a truncated safetensors file, says
 // so without WebGPU, and turns a text prompt into an image with a tiny Stable Diffusion folder given
-// by URL. Screenshots at desktop and phone width go to test/artifacts/demo-*.png (a failing test
+// by URL, and with a tiny SDXL folder run with the SD-Turbo family's defaults from the family picker. Screenshots at desktop and phone width go to test/artifacts/demo-*.png (a failing test
 // leaves test/artifacts/<test>.png).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { build, createServer, type ViteDevServer } from 'vite';
@@ -17,6 +17,7 @@ import { CHROMIUM, CHROMIUM_FLAGS, launchChromium } from '../../bench/chromium.j
 import { Engine, LDMPipeline, readGenerationParameters, readTextChunks } from '../../src/index.js';
 import { buildTinySdFolder } from '../tiny_sd.js';
 import { buildTinyText2ImgFolder } from '../tiny_text2img.js';
+import { buildTinySdxlFolder } from '../tiny_sdxl.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
 const ARTIFACTS = join(root, 'test', 'artifacts');
@@ -467,4 +468,45 @@ describe('demo page in headless Chromium', () => {
       rmSync(parent, { recursive: true, force: true });
     }
   }, 900_000);
+
+  it('the family picker sets each family\'s defaults; a tiny SDXL folder by URL runs with SD-Turbo\'s (1 step, guidance off, trailing Euler a)', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'ldm-hosted-xl-'));
+    buildTinySdxlFolder(join(parent, 'tiny-sdxl'));
+    const host = await serveFolders(parent);
+    try {
+      await openDemo();
+      const families = await page.$$eval('#family option', (os) => os.map((o) => (o as HTMLOptionElement).value));
+      expect(families).toEqual(['', 'sd1', 'sd2', 'sdxl', 'sd-turbo', 'lcm', 'lcm-lora', 'ldm']);
+      const pick = (v: string) => page.$eval('#family', (e, v) => {
+        (e as HTMLSelectElement).value = v;
+        e.dispatchEvent(new Event('change'));
+      }, v);
+      const form = () => page.evaluate(() => ['steps', 'guidance', 'sampler', 'width', 'height'].map((id) => (document.getElementById(id) as HTMLInputElement).value));
+      await pick('lcm');
+      expect(await form()).toEqual(['4', '8.5', 'lcm', '512', '512']);
+      await pick('sdxl');
+      expect(await form()).toEqual(['20', '5', '', '1024', '1024']);
+      await pick('lcm-lora');
+      expect(await text('#family-note')).toMatch(/needs the LoRA file/);
+      await pick('sd-turbo');
+      expect(await form()).toEqual(['1', '0', 'euler_a_trailing', '512', '512']);
+      await page.click('input[name=source][value=url]');
+      await page.$eval('#model-url', (e, v) => ((e as HTMLInputElement).value = v), `${host.url}/tiny-sdxl`);
+      await page.evaluate(() => {
+        for (const [id, v] of [['prompt', 'a red cube'], ['negative-prompt', ''], ['width', '32'], ['height', '32'], ['seed', '7'], ['batch', '1']]) {
+          (document.getElementById(id) as HTMLInputElement).value = v;
+        }
+      });
+      await page.click('#generate');
+      const state = await waitState(['done', 'error', 'cancelled'], 280_000);
+      expect(state, await text('#error')).toBe('done');
+      expect(await text('#family-note')).toMatch(/looks like Stable Diffusion XL/);
+      expect(readTextChunks(await downloadedPng()).parameters).toBe('a red cube\nSteps: 1, Sampler: euler_a_trailing, CFG scale: 0, Seed: 7, Size: 32x32, Model: tiny-sdxl');
+      expect(readGenerationParameters(await downloadedPng())?.params).toMatchObject({ steps: 1, sampler: 'euler_a_trailing', guidanceScale: 0, width: 32, height: 32 });
+      for (const f of ['model_index.json', 'tokenizer_2/vocab.json', 'text_encoder_2/model.safetensors', 'unet/diffusion_pytorch_model.safetensors']) expect(host.requests).toContain(`/tiny-sdxl/${f}`);
+    } finally {
+      await host.close();
+      rmSync(parent, { recursive: true, force: true });
+    }
+  }, 600_000);
 });
