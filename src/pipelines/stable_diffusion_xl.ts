@@ -339,6 +339,7 @@ export class StableDiffusionXLPipeline {
       return a;
     };
     const prompts = list(opts.prompt, 'prompt') ?? [''];
+    if (!prompts.length) throw new Error(`${op}: prompt is an empty list (one prompt per image)`);
     const B = opts.promptEmbeds ? opts.promptEmbeds.shape?.[0] : prompts.length;
     const prompts2 = list(opts.prompt2, 'prompt2', B) ?? prompts;
     if (opts.promptEmbeds) {
@@ -374,8 +375,10 @@ export class StableDiffusionXLPipeline {
       if (imageIsLatent) checkImage(op, 'image (latents)', img, B, Lc, H / f, W / f);
       else checkImage(op, 'image', img, B, 3, H, W);
     }
-    const strength = img ? (opts.strength ?? 0.3) : 1;
-    if (!(strength > 0 && strength <= 1)) throw new Error(`${op}: strength must be in (0, 1], got ${strength}`);
+    // checked with or without an image (as StableDiffusionPipeline): text-to-image runs it as 1
+    const given = opts.strength ?? 0.3;
+    if (!(typeof given === 'number' && given > 0 && given <= 1)) throw new Error(`${op}: strength must be in (0, 1], got ${String(opts.strength)}`);
+    const strength = img ? given : 1;
     const pooledDim = opts.pooledPromptEmbeds?.shape[1] ?? this.textEncoder2!.shape.projectionDim;
     this.checkTimeIds(op, pooledDim);
     for (const [name, t] of [['pooledPromptEmbeds', opts.pooledPromptEmbeds], ['negativePooledPromptEmbeds', guided ? opts.negativePooledPromptEmbeds : undefined]] as const) {
