@@ -110,6 +110,25 @@ describe('StableDiffusionXLPipeline vs diffusers', () => {
     }
   }, 300_000);
 
+  it("diffusers' prompt embeddings given instead of prompts (promptEmbeds, pooledPromptEmbeds and negatives) give its image", async () => {
+    const c = m.cases.base;
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, folder('base'));
+    const up = (k: string) => engine.tensor(f32(k), ref(k).shape);
+    const embeds = {
+      promptEmbeds: up('base.prompt_embeds'),
+      pooledPromptEmbeds: up('base.pooled_prompt_embeds'),
+      negativePromptEmbeds: up('base.negative_prompt_embeds'),
+      negativePooledPromptEmbeds: up('base.negative_pooled_prompt_embeds'),
+    };
+    try {
+      const ids = [...ref('base.add_time_ids').data];
+      await runCase(pipe, 'base', { ...embeds, steps: c.num_inference_steps, guidanceScale: c.guidance_scale, latents: f32('base.latents_T') }, [ids, ids]);
+    } finally {
+      Object.values(embeds).forEach((t) => t.dispose());
+      pipe.dispose();
+    }
+  }, 300_000);
+
   it('prompt_2, zeros for the missing negative prompt, clip_skip 1, micro-conditioning, 24x40, batch 2', async () => {
     const c = m.cases.cond;
     const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, folder('base'));
