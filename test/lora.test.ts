@@ -424,4 +424,39 @@ describe('SDXL: kohya original numbering (layers_per_block 2, two-block transfor
     pipe.dispose();
     rmSync(dir, { recursive: true, force: true });
   });
+
+  it('StableDiffusionXLPipeline.loadLoraWeights: in place = diffusers, no new memory, refused during generate(), a misfit changes nothing, undone by -scale', async () => {
+    const engine = await getEngine();
+    const xrefs = readSafetensorsFile(join(DIR, 'sdxl_refs.safetensors'));
+    const dir = mkdtempSync(join(tmpdir(), 'lora-sdxl-'));
+    buildTinySdxlFolder(dir, 'base');
+    const cs = meta.cases['merge/sdxl'];
+    const pipe = await StableDiffusionXLPipeline.fromPretrained(engine, dir);
+    const models = { unet: pipe.unet, text_encoder: pipe.textEncoder!, text_encoder_2: pipe.textEncoder2! };
+    const param = (n: string) => {
+      const [comp, ...rest] = n.split('.');
+      return models[comp as keyof typeof models].parameter(rest.join('.'))!;
+    };
+    const plain = new Map<string, Float32Array>();
+    for (const n of cs.weights!) plain.set(n, (await param(n).read()) as Float32Array);
+    const held = engine.memory().inUseBytes;
+
+    // a text_encoder_2 layer of the wrong width: refused before any weight (of any component) changes
+    const bad = seededSafetensors(meta.files.sdxl_kohya.map((e) => (e.key.startsWith('lora_te2_') && e.key.endsWith('lora_down.weight') ? { ...e, shape: [4, e.shape[1] + 1] } : e)));
+    await expect(pipe.loadLoraWeights([{ source: bad }])).rejects.toThrow(/does not fit the text_encoder_2/);
+    const running = pipe.generate({ prompt: 'a cat', steps: 1, seed: 1 });
+    await expect(pipe.loadLoraWeights(specs(cs))).rejects.toThrow(/generate\(\) call\(s\) running/);
+    (await running).images.dispose();
+    for (const n of cs.weights!) expect(relL2(await param(n).read(), plain.get(n)!), n).toBe(0);
+
+    const r = await pipe.loadLoraWeights(specs(cs));
+    expect(r.applied.some((a) => a.includes(': text_encoder_2.'))).toBe(true);
+    expect(engine.memory().inUseBytes).toBe(held); // in place: no new buffers
+    for (const n of cs.weights!) expect(track('sdxl loadLoraWeights', relL2(await param(n).read(), xrefs[`merge/sdxl/${n}`].data)), n).toBeLessThan(1e-6);
+
+    await pipe.loadLoraWeights(cs.loras.map((l) => ({ source: loraBytes(l.file), scale: -l.scale })));
+    for (const n of cs.weights!) expect(track('sdxl loadLoraWeights undone', relL2(await param(n).read(), plain.get(n)!)), n).toBeLessThan(1e-6);
+    pipe.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
 });

@@ -4,7 +4,8 @@ import type { Engine } from '../runtime/engine.js';
 import { joinPath, readJson, type ProgressCallback } from '../runtime/io.js';
 import type { LoadOptions, WeightSource } from '../runtime/weights.js';
 import type { Config } from '../runtime/config.js';
-import { LoraMerger, LORA_COMPONENTS, type LoraComponent, type LoraReport, type LoraSpec } from '../loaders/lora.js';
+import { LoraMerger, LORA_COMPONENTS, type LoraComponent, type LoraReport, type LoraSpec, type MergeTarget } from '../loaders/lora.js';
+import type { IOOptions } from '../runtime/io.js';
 
 export interface PipelineLoadOptions extends LoadOptions {
   /** progress over all components: (component, loadedBytes, totalBytes) */
@@ -63,4 +64,35 @@ export function reportLoras(loras: LoraMerger | null): LoraReport | null {
   const r = loras.report();
   if (r.ignored.length) console.warn(`LoRA: ${r.ignored.length} key(s) ignored: ${r.ignored.slice(0, 5).join('; ')}${r.ignored.length > 5 ? '; ...' : ''}`);
   return r;
+}
+
+/**
+ * A pipeline's loadLoraWeights (diffusers' load_lora_weights + fuse_lora): merges `loras` into the
+ * loaded `models` in place (LoraMerger.mergeInto: no new GPU memory; a LoRA that does not fit changes
+ * nothing; a negative scale takes one out again). Refused while `running()` generate() calls are in
+ * flight (checked at the call and again right before the first write): their steps would mix the old
+ * and the merged weights. Models that are null (a refiner without text_encoder) are left out.
+ */
+export async function loadLorasInPlace(
+  op: string,
+  running: () => number,
+  models: readonly { component: LoraComponent; model: MergeTarget | null }[],
+  loras: readonly LoraSpec[],
+  opts: IOOptions = {},
+): Promise<LoraReport> {
+  const busy = () => {
+    const n = running();
+    if (n) throw new Error(`${op}: ${n} generate() call(s) running; their steps would mix the old and the merged weights: wait for them`);
+  };
+  busy();
+  const merger = await LoraMerger.open(loras, opts);
+  try {
+    await merger.mergeInto(
+      models.flatMap((m) => (m.model ? [{ component: m.component, model: m.model }] : [])),
+      busy,
+    );
+    return reportLoras(merger)!;
+  } finally {
+    await merger.close();
+  }
 }

@@ -13,8 +13,8 @@ import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 import { assertFinite, checkEmbeds, checkGuidance, checkImage, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, vaeDecodeLatents, vaeEncodeLatents, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
-import { LoraMerger, type LoraComponent, type LoraReport, type LoraSpec } from '../loaders/lora.js';
+import { loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
+import { LoraMerger, type LoraReport, type LoraSpec } from '../loaders/lora.js';
 import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, sd2Configs, singleFileFamily } from './sd_configs.js';
 import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
@@ -193,20 +193,11 @@ export class StableDiffusionPipeline {
    * (exactly up to rounding in f32; in f16 each merge rounds to f16). Merging at load (`loras`) keeps
    * the base weights' full precision and reads nothing back: prefer it when the LoRAs are known then.
    */
-  async loadLoraWeights(loras: readonly LoraSpec[], opts: IOOptions = {}): Promise<LoraReport> {
-    const busy = () => {
-      if (this.generating) throw new Error(`StableDiffusionPipeline.loadLoraWeights: ${this.generating} generate() call(s) running; their steps would mix the old and the merged weights: wait for them`);
-    };
-    busy();
-    const merger = await LoraMerger.open(loras, opts);
-    try {
-      const models: { component: LoraComponent; model: UNet2DConditionModel | CLIPTextModel }[] = [{ component: 'unet', model: this.unet }];
-      if (this.textEncoder) models.push({ component: 'text_encoder', model: this.textEncoder });
-      await merger.mergeInto(models, busy); // checked again right before the first write
-      return reportLoras(merger)!;
-    } finally {
-      await merger.close();
-    }
+  loadLoraWeights(loras: readonly LoraSpec[], opts: IOOptions = {}): Promise<LoraReport> {
+    return loadLorasInPlace('StableDiffusionPipeline.loadLoraWeights', () => this.generating, [
+      { component: 'unet', model: this.unet },
+      { component: 'text_encoder', model: this.textEncoder },
+    ], loras, opts);
   }
 
   get vaeScaleFactor(): number {

@@ -37,10 +37,10 @@ import {
   type Scheduler,
 } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
-import { LoraMerger, type LoraReport } from '../loaders/lora.js';
+import { loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
+import { LoraMerger, type LoraReport, type LoraSpec } from '../loaders/lora.js';
 import { NOISE_STREAM } from './stable_diffusion.js';
-import { joinPath } from '../runtime/io.js';
+import { joinPath, type IOOptions } from '../runtime/io.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
 import { SD15_TEXT_ENCODER, SDXL_REFINER_UNET, SDXL_SCHEDULER, SDXL_TEXT_ENCODER_2, SDXL_UNET, SDXL_VAE } from './sd_configs.js';
@@ -319,7 +319,31 @@ export class StableDiffusionXLPipeline {
     });
   }
 
+  /**
+   * Merges LoRAs into the loaded UNet and text encoders in place, as StableDiffusionPipeline's
+   * loadLoraWeights does (pipelines/loading.ts loadLorasInPlace): no new GPU memory, a LoRA that does
+   * not fit changes nothing, a negative scale takes one out again, refused while a generate() runs.
+   */
+  loadLoraWeights(loras: readonly LoraSpec[], opts: IOOptions = {}): Promise<LoraReport> {
+    return loadLorasInPlace('StableDiffusionXLPipeline.loadLoraWeights', () => this.generating, [
+      { component: 'unet', model: this.unet },
+      { component: 'text_encoder', model: this.textEncoder },
+      { component: 'text_encoder_2', model: this.textEncoder2 },
+    ], loras, opts);
+  }
+
+  private generating = 0;
+
   async generate(opts: SDXLGenerateOptions = {}): Promise<PipelineOutput> {
+    this.generating++; // loadLoraWeights waits for none to be running
+    try {
+      return await this.generateOnce(opts);
+    } finally {
+      this.generating--;
+    }
+  }
+
+  private async generateOnce(opts: SDXLGenerateOptions): Promise<PipelineOutput> {
     const op = 'StableDiffusionXLPipeline.generate';
     const engine = this.engine;
     const scale = checkGuidance(op, opts.guidanceScale ?? 5);
