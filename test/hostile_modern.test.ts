@@ -1,12 +1,14 @@
 // Hostile review of the modern families (issue #13): cases a user can hit that the reference tests
 // do not. Each test failed before its fix.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { getEngine } from './helpers.js';
 import { buildTinySdxlFolder, readSdxlManifest } from './tiny_sdxl.js';
 import { StableDiffusionXLPipeline, type Engine } from '../src/index.js';
+import { familyConflict } from '../src/cli/families.js';
 
 const m = readSdxlManifest();
 
@@ -34,4 +36,37 @@ describe('StableDiffusionXLPipeline.generate: options it used to accept silently
     await expect(pipe.generate({ ...small, prompt: [] })).rejects.toThrow(/StableDiffusionXLPipeline.generate: prompt is an empty list/);
     expect(engine.memory().inUseBytes).toBe(before);
   });
+});
+
+describe('generate --family that contradicts the folder', () => {
+  const sd = { _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DConditionModel'] };
+  const xl = { _class_name: 'StableDiffusionXLPipeline', unet: ['diffusers', 'UNet2DConditionModel'] };
+  const ldm = { _class_name: 'LDMPipeline' };
+  const lcmUnet = { time_cond_proj_dim: 256 };
+
+  it('is refused, naming what the folder is (it used to run with the wrong defaults: --family lcm ran classifier-free guidance 8.5 on an ordinary UNet)', () => {
+    expect(familyConflict('lcm', xl, {})).toMatch(/--family lcm is for LCM-distilled UNets \(time_cond_proj_dim in unet\/config\.json\).*--family lcm-lora --lora/);
+    expect(familyConflict('sdxl', sd, {})).toMatch(/--family sdxl is for StableDiffusionXLPipeline folders; this one is a StableDiffusionPipeline/);
+    expect(familyConflict('sd1', xl, {})).toMatch(/this one is a StableDiffusionXLPipeline: --family sdxl/);
+    expect(familyConflict('sd2', xl, {})).toMatch(/--family sdxl/);
+    expect(familyConflict('ldm', sd, {})).toMatch(/--family ldm is for LDMPipeline folders/);
+    expect(familyConflict('sd1', ldm, null)).toMatch(/an LDMPipeline folder: --family ldm/);
+  });
+
+  it('what fits passes: turbo and LCM-LoRA over SD and SDXL, lcm over an LCM UNet, sd1/sd2 over each other', () => {
+    for (const [f, index, unet] of [
+      ['sd-turbo', sd, {}], ['sd-turbo', xl, {}], ['lcm-lora', sd, {}], ['lcm-lora', xl, {}], ['lcm', sd, lcmUnet], ['lcm', xl, lcmUnet],
+      ['lcm', { ...sd, _class_name: 'LatentConsistencyModelPipeline' }, lcmUnet], ['sd1', sd, {}], ['sd2', sd, {}], ['sdxl', xl, {}], ['ldm', ldm, null],
+    ] as const) {
+      expect(familyConflict(f, index, unet), `${f} over ${index._class_name}`).toBeNull();
+    }
+  });
+
+  it('the command line stops before loading anything, exit code 1', () => {
+    const root2 = resolve(import.meta.dirname, '..');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(root2, 'src/cli/main.ts'), 'generate', '--model', join(root, 'sdxl'), '--family', 'lcm', '--prompt', 'a', '--out', join(root, 'x.png')], { cwd: root2, encoding: 'utf8', timeout: 120_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--family lcm is for LCM-distilled UNets/);
+    expect(r.stderr).not.toMatch(/adapter:/);
+  }, 120_000);
 });

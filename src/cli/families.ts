@@ -57,6 +57,28 @@ export function detectFamily(index: Json, schedulerConfig: Json, unetConfig: Jso
   return unetConfig?.use_linear_projection === true || cross === 1024 ? 'sd2' : 'sd1';
 }
 
+const SD_KINDS = ['StableDiffusionPipeline', 'LatentConsistencyModelPipeline', 'StableDiffusionXLPipeline'];
+
+/**
+ * Why a --family given on the command line cannot be this folder's (its defaults would run the wrong
+ * way: --family lcm over an ordinary UNet is classifier-free guidance 8.5 with an LCM sampler), or
+ * null. Turbo and LCM-LoRA go over any Stable Diffusion folder; sd1 and sd2 share their defaults.
+ */
+export function familyConflict(family: string, index: Json, unetConfig: Json | null): string | null {
+  const kind = String(index._class_name ?? '');
+  const what = `this one is a${/^[AEIOU]/.test(kind) ? 'n' : ''} ${kind || 'LDMPipeline (no _class_name)'}`;
+  const isLdm = kind === 'LDMPipeline' || kind === 'LDMTextToImagePipeline' || kind === '';
+  if (family === 'ldm') return isLdm ? null : `--family ldm is for LDMPipeline folders; ${what} (model_index.json): drop --family to have it guessed`;
+  if (isLdm) return `--family ${family} is for Stable Diffusion folders; this is an ${kind || 'LDMPipeline'} folder: --family ldm, or drop --family`;
+  if (!SD_KINDS.includes(kind)) return null; // the generator names classes it does not run itself
+  if (family === 'sdxl' && kind !== 'StableDiffusionXLPipeline') return `--family sdxl is for StableDiffusionXLPipeline folders; ${what} (model_index.json)`;
+  if ((family === 'sd1' || family === 'sd2') && kind === 'StableDiffusionXLPipeline') return `--family ${family} is for StableDiffusionPipeline folders; ${what}: --family sdxl`;
+  if (family === 'lcm' && unetConfig?.time_cond_proj_dim == null) {
+    return `--family lcm is for LCM-distilled UNets (time_cond_proj_dim in unet/config.json); this UNet has none, so guidance would not be embedded: for an LCM-LoRA use --family lcm-lora --lora FILE`;
+  }
+  return null;
+}
+
 /** Fills what the command line left out with the family's defaults. */
 export function withFamilyDefaults<T extends { steps?: number; guidance?: number; sampler?: string }>(args: T, family: string): T & { steps: number } {
   const f = FAMILIES[family];

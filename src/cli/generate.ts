@@ -12,7 +12,7 @@ import { StableDiffusionXLPipeline } from '../pipelines/stable_diffusion_xl.js';
 import type { GenerateArgs } from './args.js';
 import { encodePng, outputNames, writeFileAtomic } from './output.js';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
-import { describeDefaults, detectFamily, withFamilyDefaults } from './families.js';
+import { describeDefaults, detectFamily, familyConflict, withFamilyDefaults } from './families.js';
 
 export { encodePng, outputNames } from './output.js';
 
@@ -98,9 +98,12 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   const schedulerConfig = await readJson(joinPath(given.model, 'scheduler', 'scheduler_config.json'), io);
   // the family's defaults fill what the command line left out (--family, else guessed from the folder)
   let family = given.family;
-  if (!family && !given.exact) {
+  if (family || !given.exact) {
     const unetConfig = kind && Array.isArray(index.unet) ? await readJson(joinPath(given.model, 'unet', 'config.json'), io).catch(() => null) : null;
-    family = detectFamily(index, schedulerConfig, unetConfig);
+    // a family given that contradicts the folder stops here, before the engine starts
+    const conflict = family ? familyConflict(family, index, unetConfig) : null;
+    if (conflict) throw new Error(conflict);
+    family ??= detectFamily(index, schedulerConfig, unetConfig);
   }
   const args = family ? withFamilyDefaults(given, family) : { ...given, steps: given.steps ?? 20 };
   if (family) process.stderr.write(`family: ${family}${given.family ? '' : ' (guessed from the folder; --family to change)'}: ${describeDefaults(args)}\n`);
