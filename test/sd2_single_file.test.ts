@@ -5,12 +5,13 @@
 // family is told from the keys, the scheduler defaults to SD 2.1's (DDIM, v_prediction), and the image
 // equals diffusers' from the same weights.
 import { describe, it, expect, beforeAll } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensorsFile, FIXTURES } from './fixture.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
-import { readSd2Manifest, SD2_DIR } from './tiny_sd2.js';
-import { seededValues } from './seeded.js';
+import { readSd2Manifest, SD2_DIR, buildTinySd2Folder } from './tiny_sd2.js';
+import { seededValues, seededSafetensors, type ManifestEntry } from './seeded.js';
 import { writeSafetensors } from '../src/runtime/safetensors.js';
 import { StableDiffusionPipeline, type Engine } from '../src/index.js';
 import { sd2Configs, singleFileFamily, SD21_SCHEDULER } from '../src/pipelines/sd_configs.js';
@@ -116,6 +117,44 @@ describe('SD 2.x single file', () => {
     await expect(StableDiffusionPipeline.fromSingleFile(engine, bytes, { vaeConfig: m.configs.vae })).rejects.toThrow(/shape/);
     expect(engine.memory().inUseBytes).toBe(before);
     await expect(StableDiffusionPipeline.fromSingleFile(engine, bytes, { predictionType: 'eps' as never })).rejects.toThrow(/predictionType/);
+  }, 120_000);
+
+  it("kohya lora_te_ (transformers names) merges into the OpenCLIP-H text tower (q/k/v split from in_proj) as into the folder's encoder", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sd2-lora-'));
+    buildTinySd2Folder(dir, 'ddim', m);
+    const L = Number(m.configs.text_encoder.num_hidden_layers);
+    const te = m.tensors.text_encoder.filter((e) => /layers\.(0|\d+)\.(self_attn\.(q|k|v|out)_proj|mlp\.fc1)\.weight$/.test(e.key) && /layers\.(0|LAST)\./.test(e.key.replace(`layers.${L - 1}.`, 'layers.LAST.')));
+    const unet = m.tensors.unet.filter((e) => /attn2\.to_k\.weight$/.test(e.key)).slice(0, 2);
+    expect(te.length).toBe(L > 1 ? 10 : 5);
+    const entries: ManifestEntry[] = [...te.map((e) => ['lora_te_', e] as const), ...unet.map((e) => ['lora_unet_', e] as const)].flatMap(([pre, e]) => {
+      const stem = pre + e.key.slice(0, -'.weight'.length).replace(/\./g, '_');
+      return [
+        { key: `${stem}.lora_down.weight`, shape: [4, e.shape[1]] },
+        { key: `${stem}.lora_up.weight`, shape: [e.shape[0], 4] },
+        { key: `${stem}.alpha`, shape: [], values: [8] },
+      ];
+    });
+    const loras = [{ source: seededSafetensors(entries), scale: 0.7, label: 'te' }];
+    const before = engine.memory().inUseBytes;
+    const tokenizer = join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14');
+    const a = await StableDiffusionPipeline.fromPretrained(engine, dir, { loras });
+    const b = await StableDiffusionPipeline.fromSingleFile(engine, bytes, { unetConfig: m.configs.unet, vaeConfig: m.configs.vae, textEncoderConfig: m.configs.text_encoder, tokenizer, loras });
+    const plain = await StableDiffusionPipeline.fromSingleFile(engine, bytes, { unetConfig: m.configs.unet, vaeConfig: m.configs.vae, textEncoderConfig: m.configs.text_encoder, tokenizer });
+    try {
+      expect(b.loraReport!.applied).toHaveLength(te.length + unet.length);
+      expect([...b.loraReport!.applied].sort()).toEqual([...a.loraReport!.applied].sort());
+      expect(b.textEncoder!.unexpectedWeights).toEqual([]);
+      for (const e of [...te.map((e) => ['te', e] as const), ...unet.map((e) => ['unet', e] as const)]) {
+        const of = (p: StableDiffusionPipeline) => (e[0] === 'te' ? p.textEncoder! : p.unet).parameter(e[1].key)!.read();
+        const [wa, wb, wp] = [await of(a), await of(b), await of(plain)];
+        expect(track('sd2 single file + LoRA vs folder + LoRA', relL2(wb, wa)), e[1].key).toBeLessThan(1e-6);
+        expect(relL2(wp, wa), e[1].key).toBeGreaterThan(1e-3); // the LoRA did change it
+      }
+    } finally {
+      [a, b, plain].forEach((p) => p.dispose());
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(engine.memory().inUseBytes).toBe(before);
     reportWorst('sd2 single file');
   }, 120_000);
 });

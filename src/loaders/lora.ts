@@ -96,6 +96,23 @@ export interface MergeTarget {
   parameter(name: string): Tensor | undefined;
 }
 
+/**
+ * A source that is not one tensor file but lists its tensors by the model's names (what a converted
+ * single-file text encoder offers): enough to plan a LoRA and merge it as each tensor uploads.
+ */
+export interface ListedTensorSource {
+  readonly label?: string;
+  names(): string[];
+  shapeOf(name: string): readonly number[] | undefined;
+  has(name: string): boolean;
+  upload(engine: Engine, name: string, shape: readonly number[], opts: { dtype: DType; allowReshape?: boolean }): Promise<Tensor>;
+}
+
+function asListed(s: unknown): ListedTensorSource | null {
+  const l = s as Partial<ListedTensorSource> | null;
+  return l && typeof l.names === 'function' && typeof l.shapeOf === 'function' && typeof l.upload === 'function' ? (l as ListedTensorSource) : null;
+}
+
 /** One delta to add to a base weight. */
 interface Delta {
   lora: LoraFile;
@@ -321,28 +338,34 @@ export class LoraMerger {
    */
   wrap(component: LoraComponent, weights: WeightSource, config: Config = {}): WeightSource {
     if (this.wrapped.has(component)) throw new Error(`LoraMerger.wrap: ${component} was already wrapped`);
-    if (!(weights instanceof WeightSource)) {
-      // e.g. an OpenCLIP single-file text encoder, whose q/k/v are split from one tensor on the fly
+    const plainFile = weights instanceof WeightSource;
+    const listed = plainFile ? null : asListed(weights);
+    if (!plainFile && !listed) {
       const touching = this.loras.find((f) => f.layers.some((l) => l.component === component));
-      if (touching) throw new LoraError(touching.label, [], 0, `cannot merge into this ${component}: its weights are not a plain tensor file (a converted single-file layout)`);
+      if (touching) throw new LoraError(touching.label, [], 0, `cannot merge into this ${component}: its weights do not list their names and shapes`);
       this.wrapped.add(component);
       return weights;
     }
-    const shapes = new Map<string, number[]>();
-    for (const n of weights.names()) shapes.set(n, weights.info(n)!.shape);
-    const plan = this.plan(component, shapes, config, weights.label);
+    // a converted source (an OpenCLIP single-file text tower, q/k/v split from in_proj) lists its
+    // tensors by diffusers names: the LoRA applies to those, after the key map
+    const shapes = new Map<string, readonly number[]>();
+    const label = plainFile ? weights.label : (listed!.label ?? component);
+    if (plainFile) for (const n of weights.names()) shapes.set(n, weights.info(n)!.shape);
+    else for (const n of listed!.names()) shapes.set(n, listed!.shapeOf(n)!);
+    const plan = this.plan(component, shapes, config, label);
     this.wrapped.add(component);
     if (!plan.size) return weights;
     for (const [k, v] of plan) this.pending.set(`${component}|${k}`, v);
-    const view = weights.renamed((n) => n);
-    const merger = this;
-    return Object.assign(view, {
-      upload(engine: Engine, name: string, shape?: readonly number[], opts: UploadOptions = {}): Promise<Tensor> {
-        const deltas = plan.get(name);
-        if (!deltas) return weights.upload(engine, name, shape, opts);
-        return merger.mergeUpload(component, weights, engine, name, deltas, shape, opts);
-      },
-    });
+    const base = weights as unknown as ListedTensorSource;
+    const upload = (engine: Engine, name: string, shape?: readonly number[], opts: UploadOptions = {}): Promise<Tensor> => {
+      const deltas = plan.get(name);
+      if (!deltas) return base.upload(engine, name, shape as number[], opts as { dtype: DType });
+      return this.mergeUpload(component, label, base, shapes.get(name)!, engine, name, deltas, shape, opts);
+    };
+    if (plainFile) return Object.assign(weights.renamed((n) => n), { upload });
+    // fromSingleFile hands converted sources through the WeightSource-typed hook; only TensorSource's
+    // members (and unusedNames) are used on them
+    return { ...listed!, upload } as unknown as WeightSource;
   }
 
   /** target weight name -> deltas, for the base weights `shapes` (name -> shape); LoraError when a layer does not fit. */
@@ -450,35 +473,49 @@ export class LoraMerger {
     }
   }
 
-  private async mergeUpload(component: LoraComponent, weights: WeightSource, engine: Engine, name: string, deltas: Delta[], expected: readonly number[] | undefined, opts: UploadOptions): Promise<Tensor> {
-    const stored = weights.info(name)!.shape;
+  /**
+   * One base weight with its deltas: the base uploaded in f32 by its own source (a plain file, or a
+   * converted one such as a row block of a fused in_proj), the deltas added by the GEMM, stored once
+   * in the model's dtype; the f32 temporaries are freed at once.
+   */
+  private async mergeUpload(
+    component: LoraComponent,
+    label: string,
+    base: ListedTensorSource,
+    stored: readonly number[],
+    engine: Engine,
+    name: string,
+    deltas: Delta[],
+    expected: readonly number[] | undefined,
+    opts: UploadOptions,
+  ): Promise<Tensor> {
     const shape = expected ?? stored;
-    const same = stored.length === shape.length && stored.every((d, i) => d === shape[i]);
-    if (!same && !(opts.allowReshape && numel(stored) === numel(shape))) {
-      throw new WeightError(weights.label, `weight '${name}' has shape ${shapeStr(stored)}, expected ${shapeStr(shape)}`, name);
-    }
     const dtype: DType = opts.dtype ?? (engine.f16 ? 'f16' : 'f32');
-    if (dtype === 'i32') throw new WeightError(weights.label, `weight '${name}' has a LoRA but is loaded as i32`, name);
+    if (dtype === 'i32') throw new WeightError(label, `weight '${name}' has a LoRA but is loaded as i32`, name);
     const need = numel(shape) * DTYPE_BYTES[dtype];
     if (need > engine.limits.maxStorageBufferBindingSize) {
-      throw new WeightError(weights.label, `weight '${name}' ${shapeStr(shape)} needs ${need} bytes as ${dtype}, over this device's maxStorageBufferBindingSize`, name);
+      throw new WeightError(label, `weight '${name}' ${shapeStr(shape)} needs ${need} bytes as ${dtype}, over this device's maxStorageBufferBindingSize`, name);
     }
     if (numel(shape) * 4 > engine.limits.maxStorageBufferBindingSize) {
-      throw new WeightError(weights.label, `weight '${name}' ${shapeStr(shape)} is merged with its LoRA in f32, which needs more than this device's maxStorageBufferBindingSize`, name);
+      throw new WeightError(label, `weight '${name}' ${shapeStr(shape)} is merged with its LoRA in f32, which needs more than this device's maxStorageBufferBindingSize`, name);
     }
-    const out = stored[0];
+    const out = shape[0];
     const parts: LowRank[] = [];
     for (const d of deltas) {
       const src = d.lora.source;
       parts.push(lowRankFactors(d, await src.readF32(d.layer.up!), await src.readF32(d.layer.down!), out));
     }
-    const w = await weights.readF32(name);
-    const t = engine.scope(() => {
-      const base = engine.tensor(w, [out, w.length / out], 'f32');
-      const merged = addLowRankGpu(engine, base, parts);
-      const stored = dtype === 'f32' ? merged : ops.cast(merged, dtype);
-      return stored.reshape(shape);
-    });
+    // the source checks the stored shape against `shape` (and reshapes where allowed)
+    const b = await base.upload(engine, name, shape, { ...opts, dtype: 'f32' });
+    let t: Tensor;
+    try {
+      t = engine.scope(() => {
+        const merged = addLowRankGpu(engine, b.reshape([out, b.size / out]), parts);
+        return (dtype === 'f32' ? merged : ops.cast(merged, dtype)).reshape(shape);
+      });
+    } finally {
+      b.dispose();
+    }
     for (const d of deltas) this.applied.push(`${d.lora.label}: ${component}.${name.slice(0, -'.weight'.length)}`);
     this.pending.delete(`${component}|${name}`);
     return t;

@@ -255,12 +255,15 @@ export function mapOpenClipKeys(names: readonly string[], hidden: number, opts: 
   return { recipes, skipped };
 }
 
+/** A converted text tower: TensorSource plus its names and shapes (what a LoRA merge plans with). */
+export type OpenClipTextSource = TensorSource & { label: string; names(): string[]; shapeOf(name: string): number[] | undefined; unusedNames(): string[] };
+
 /**
  * A TensorSource with transformers' names over an OpenCLIP text tower (view = the file's tensors
  * under the prefix): q / k / v are row blocks of the fused in_proj (read once for the three), the
  * projection is transposed on the host; everything else is a plain rename.
  */
-function openClipTextSource(view: WeightSource, config: Config, projection: boolean, dropExtraLayers: boolean): TensorSource & { unusedNames(): string[] } {
+function openClipTextSource(view: WeightSource, config: Config, projection: boolean, dropExtraLayers: boolean): OpenClipTextSource {
   const c = new ConfigReader(projection ? 'CLIPTextModelWithProjection' : 'CLIPTextModel', config);
   const hidden = c.int('hidden_size', 512);
   const layers = c.int('num_hidden_layers', 12);
@@ -280,7 +283,20 @@ function openClipTextSource(view: WeightSource, config: Config, projection: bool
       throw new WeightError(view.label, `weight '${from}' (for '${name}' ${JSON.stringify(shape)}) has shape [${got.join(', ')}], expected [${want.join(', ')}]`, name);
     }
   };
+  // names and shapes by transformers' names, so a LoRA (kohya lora_te_ / PEFT text_encoder_2.*)
+  // is planned and merged on these names, after the key map (LoraMerger.wrap)
+  const shapeOf = (name: string): number[] | undefined => {
+    const r = recipes.get(name);
+    const from = r && view.info(r.from)?.shape;
+    if (!r || !from) return undefined;
+    if (r.transpose) return [from[1], from[0]];
+    if (r.rows) return [r.rows[1], ...from.slice(1)];
+    return [...from];
+  };
   return {
+    label: view.label,
+    names: () => [...recipes.keys()].filter((n) => !n.startsWith('unmapped:')),
+    shapeOf,
     has: (name) => recipes.has(name),
     unusedNames: () => view.unusedNames(),
     async upload(engine, name, shape, opts) {
