@@ -23,18 +23,20 @@ export function readSdxlManifest(): SdxlManifest {
   return JSON.parse(readFileSync(join(SDXL_DIR, 'manifest.json'), 'utf8')) as SdxlManifest;
 }
 
-/** 'sd_lcm': a StableDiffusionPipeline folder (text_encoder + tokenizer) with an SD-shaped LCM UNet */
-export type SdxlLayout = 'base' | 'refiner' | 'lcm' | 'sd_lcm';
+/** 'sd_lcm' / 'sd': a StableDiffusionPipeline folder (text_encoder + tokenizer) with an SD-shaped LCM UNet
+ * (LCMScheduler) / ordinary UNet (Euler); 'refiner_norm': the refiner with a VAE whose config has
+ * latents_mean / latents_std */
+export type SdxlLayout = 'base' | 'refiner' | 'lcm' | 'sd_lcm' | 'sd' | 'refiner_norm';
 
 /** Writes the folder of `layout` into `dir` (made if missing). */
 export function buildTinySdxlFolder(dir: string, layout: SdxlLayout = 'base', m: SdxlManifest = readSdxlManifest()): void {
   mkdirSync(dir, { recursive: true });
-  const refiner = layout === 'refiner';
-  const sd = layout === 'sd_lcm';
-  const lcm = layout === 'lcm' || sd;
+  const refiner = layout === 'refiner' || layout === 'refiner_norm';
+  const sd = layout === 'sd_lcm' || layout === 'sd';
+  const lcm = layout === 'lcm' || layout === 'sd_lcm';
   const sched = lcm ? m.configs.scheduler_lcm : m.configs.scheduler;
   const schedClass = lcm ? 'LCMScheduler' : 'EulerDiscreteScheduler';
-  const unetKey = layout === 'base' ? 'unet' : `unet_${layout}`;
+  const unetKey = layout === 'base' ? 'unet' : refiner ? 'unet_refiner' : `unet_${layout}`;
   const index = sd ? {
     _class_name: 'StableDiffusionPipeline',
     _diffusers_version: '0.31.0',
@@ -61,7 +63,7 @@ export function buildTinySdxlFolder(dir: string, layout: SdxlLayout = 'base', m:
   writeFileSync(join(dir, 'model_index.json'), JSON.stringify(index));
   const parts: [string, string, string][] = [
     ['unet', unetKey, 'UNet2DConditionModel'],
-    ['vae', 'vae', 'AutoencoderKL'],
+    ['vae', layout === 'refiner_norm' ? 'vae_norm' : 'vae', 'AutoencoderKL'],
   ];
   if (!sd) parts.push(['text_encoder_2', 'text_encoder_2', 'CLIPTextModelWithProjection']);
   if (!refiner) parts.push(['text_encoder', 'text_encoder', 'CLIPTextModel']);

@@ -13,5 +13,5 @@ export { randnHost, philox4x32 } from './randn_host.js';
 export { add, sub, mul, geglu, clamp, cast, broadcastShape, binaryCost, addCost, mulCost, gegluCost, clampCost, castCost } from './elementwise.js';
 export { concat, slice, upsampleNearest2x, nchwToTokens, tokensToNchw, concatCost, sliceCost, upsampleNearest2xCost, transposeCost, nchwToTokensCost, tokensToNchwCost } from './layout.js';
 export { schedulerStep, schedulerStepCost, addNoise, addNoiseCost, type SchedulerStepArgs } from './scheduler_step.js';
-export { classifierFreeGuidance } from './guidance.js';
+export { classifierFreeGuidance, type GuidanceOptions } from './guidance.js';
 export { countNonFinite } from './finite.js';

@@ -205,14 +205,31 @@ export function guidedPredict(opts: {
   model: (x: Tensor, t: number) => Tensor;
   guided: boolean;
   scale: number;
+  /** diffusers' guidance_rescale (0 = off): see ops.classifierFreeGuidance; guided runs only */
+  rescale?: number;
   extraChannels?: () => Tensor[];
 }): (x: Tensor, t: number) => Tensor {
   const { model, guided, scale, extraChannels } = opts;
+  const rescale = opts.rescale ?? 0;
   return (x, t) =>
     x.engine.scope(() => {
       const input = extraChannels ? ops.concat([x, ...extraChannels()], 1) : x;
-      return guided ? ops.classifierFreeGuidance(model(ops.concat([input, input], 0), t), scale) : model(input, t);
+      return guided ? ops.classifierFreeGuidance(model(ops.concat([input, input], 0), t), scale, { rescale }) : model(input, t);
     });
+}
+
+/** diffusers' guidance_rescale: a number in [0, 1] (default 0: off). */
+export function checkGuidanceRescale(op: string, r: unknown): number {
+  if (r === undefined) return 0;
+  if (typeof r !== 'number' || !Number.isFinite(r) || r < 0 || r > 1) throw new Error(`${op}: guidanceRescale must be a number in [0, 1], got ${String(r)}`);
+  return r;
+}
+
+/** 'image' (the default) or 'latent' (decode skipped: the output's images are the final latents). */
+export function checkOutputType(op: string, v: unknown): 'image' | 'latent' {
+  if (v === undefined || v === 'image') return 'image';
+  if (v === 'latent') return 'latent';
+  throw new Error(`${op}: outputType must be 'image' or 'latent', got ${JSON.stringify(v)}`);
 }
 
 /**
@@ -293,17 +310,57 @@ export function decodeWithUpcast(model: { engine: Engine; dtype: string; upcast(
  * with the noise of seed + i from `offset` of its stream. The VAE may run in f32 beside an f16 UNet
  * (force_upcast): in and out through its own dtype.
  */
-export function vaeEncodeLatents(vae: AutoencoderKL, image: Tensor, seed: number, offset: number, dtype: string): Tensor {
+export function vaeEncodeLatents(vae: AutoencoderKL, image: Tensor, seed: number, offset: number, dtype: string, norm: LatentsNorm | null = null): Tensor {
   return vae.engine.scope(() => {
     const dist = vae.encode(ops.scale(asDtype(image, vae.dtype), 2, -1));
     const noise = ops.randnItems(vae.engine, dist.mean.shape, seed, { offset, dtype: dist.mean.dtype });
-    return asDtype(ops.scale(vae.sample(dist, { noise }), vae.scalingFactor), dtype);
+    const z = vae.sample(dist, { noise });
+    const sf = vae.scalingFactor;
+    // diffusers' SDXL img2img: (z - mean) * sf / std per channel when the VAE config has both
+    const scaled = norm ? channelAffine(z, norm.std.map((s) => sf / s), norm.mean.map((m, c) => (-m * sf) / norm.std[c])) : ops.scale(z, sf);
+    return asDtype(scaled, dtype);
   });
 }
 
 /** Latents -> the VAE decoder's output in [-1, 1], unclamped, in the VAE's own dtype. */
-export function vaeDecodeLatents(vae: AutoencoderKL, z: Tensor): Tensor {
-  return vae.engine.scope(() => vae.decode(ops.scale(asDtype(z, vae.dtype), 1 / vae.scalingFactor)));
+export function vaeDecodeLatents(vae: AutoencoderKL, z: Tensor, norm: LatentsNorm | null = null): Tensor {
+  return vae.engine.scope(() => {
+    const x = asDtype(z, vae.dtype);
+    const sf = vae.scalingFactor;
+    // diffusers' SDXL pipelines: z * std / sf + mean per channel when the VAE config has both
+    return vae.decode(norm ? channelAffine(x, norm.std.map((s) => s / sf), norm.mean) : ops.scale(x, 1 / sf));
+  });
+}
+
+/** A VAE config's latents_mean / latents_std (per latent channel; some SDXL-family VAEs carry them). */
+export interface LatentsNorm {
+  mean: number[];
+  std: number[];
+}
+
+/** The VAE config's latents_mean / latents_std, checked (both or neither, one finite value per latent
+ * channel, std > 0), or null when it has neither. */
+export function latentsNorm(op: string, vae: AutoencoderKL): LatentsNorm | null {
+  const cfg = vae.config as Record<string, unknown>;
+  const mean = cfg.latents_mean ?? null;
+  const std = cfg.latents_std ?? null;
+  if (mean === null && std === null) return null;
+  const C = vae.shape.latentChannels;
+  const list = (name: string, v: unknown, positive: boolean): number[] => {
+    if (!Array.isArray(v) || v.length !== C || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0))) {
+      throw new Error(`${op}: the VAE config's ${name} must be ${C} finite${positive ? ' positive' : ''} numbers (one per latent channel), got ${JSON.stringify(v)}`);
+    }
+    return v as number[];
+  };
+  if (mean === null || std === null) throw new Error(`${op}: the VAE config has ${mean === null ? 'latents_std without latents_mean' : 'latents_mean without latents_std'}; both or neither`);
+  return { mean: list('latents_mean', mean, false), std: list('latents_std', std, true) };
+}
+
+/** x [B, C, H, W] -> x * a[c] + b[c]. */
+function channelAffine(x: Tensor, a: number[], b: number[]): Tensor {
+  const C = x.shape[1];
+  const up = (v: number[]) => asDtype(x.engine.tensor(Float32Array.from(v), [1, C, 1, 1]), x.dtype);
+  return ops.add(ops.mul(x, up(a)), up(b));
 }
 
 /** decoded in [-1, 1] -> clamp(decoded / 2 + 0.5, 0, 1). */

@@ -11,7 +11,7 @@ import { UNet2DConditionModel } from '../models/unet_2d_condition.js';
 import type { AutoencoderTiny } from '../models/autoencoder_tiny.js';
 import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
-import { assertFinite, checkEmbeds, checkGuidance, checkImage, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, vaeDecodeLatents, vaeEncodeLatents, type LoopOptions, type Scheduler } from './common.js';
+import { assertFinite, checkEmbeds, checkGuidance, checkGuidanceRescale, checkImage, checkOutputType, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, vaeDecodeLatents, vaeEncodeLatents, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
 import { loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
 import { LoraMerger, type LoraReport, type LoraSpec } from '../loaders/lora.js';
@@ -28,6 +28,14 @@ export interface SDGenerateOptions extends LoopOptions {
   negativePromptEmbeds?: Tensor;
   steps?: number;
   guidanceScale?: number;
+  /** diffusers' guidance_rescale in [0, 1] (Lin et al. 2023, sec. 3.4; for zero-terminal-SNR models
+   * such as some SD 2.x fine-tunes): the guided prediction blended with itself rescaled to the
+   * conditional prediction's std per image; default 0 (off) */
+  guidanceRescale?: number;
+  /** 'latent': skip the decode; `images` is then the final latents [B, latent_channels, H / f, W / f]
+   * in the UNet's dtype, scaled as the UNet sees them (diffusers' output_type="latent": what a
+   * refiner's img2img `image` takes), and `rgba` is empty; default 'image' */
+  outputType?: 'image' | 'latent';
   /** Image i of the batch draws all its noise (initial latents, the VAE posterior sample of
    * `image`, inpainting's blend noise, ancestral samplers' per-step noise) from seed + i, so it
    * equals a single run with that seed. Default: a random seed. */
@@ -228,6 +236,8 @@ export class StableDiffusionPipeline {
     const op = 'StableDiffusionPipeline.generate';
     const engine = this.engine;
     const scale = checkGuidance(op, opts.guidanceScale ?? 7.5);
+    const rescale = checkGuidanceRescale(op, opts.guidanceRescale);
+    const outputType = checkOutputType(op, opts.outputType);
     // an LCM-distilled UNet (time_cond_proj_dim) takes the scale as an embedding, without
     // classifier-free guidance (diffusers' do_classifier_free_guidance)
     const lcm = this.unet.timeCondProjDim !== null;
@@ -307,6 +317,7 @@ export class StableDiffusionPipeline {
         model: (x, t) => this.unet.forward(x, t, { encoderHiddenStates: emb, timestepCond }),
         guided,
         scale,
+        rescale,
         extraChannels: inpaintUNet ? () => [maskLatent!, maskedImageLatents!] : undefined,
       });
       // Ordinary UNets inpaint by keeping the known region at the noise level of the next step:
@@ -323,6 +334,7 @@ export class StableDiffusionPipeline {
       const final = await s.scope(() =>
         denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, afterStep, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview }),
       );
+      if (outputType === 'latent') return { images: final, rgba: [] }; // as diffusers' output_type="latent"
       // an f16 VAE (force_upcast off) that overflows is upcast to f32 and run again
       const decoded = await s.scope(() => decodeWithUpcast(this.vae, () => this.decodeRaw(final), 'StableDiffusionPipeline'));
       // the loop checked the latents; a NaN here comes from the VAE decoder's weights

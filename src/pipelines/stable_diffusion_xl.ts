@@ -17,13 +17,16 @@ import {
   assertFinite,
   checkEmbeds,
   checkGuidance,
+  checkGuidanceRescale,
   checkImage,
+  checkOutputType,
   checkLatentSize,
   createScheduler,
   decodeWithUpcast,
   denoise,
   guidedPredict,
   initialLatents,
+  latentsNorm,
   resolveSeed,
   rgbaPreview,
   schedulerForCall,
@@ -33,6 +36,7 @@ import {
   vaeDecodeLatents,
   vaeEncodeLatents,
   unetDownFactor,
+  type LatentsNorm,
   type LoopOptions,
   type Scheduler,
 } from './common.js';
@@ -61,6 +65,20 @@ export interface SDXLGenerateOptions extends LoopOptions {
   steps?: number;
   /** default 5; <= 1 runs the UNet once per step (no classifier-free guidance); LCM UNets embed it instead */
   guidanceScale?: number;
+  /** diffusers' guidance_rescale in [0, 1] (Lin et al. 2023, sec. 3.4): the guided prediction is blended
+   * with itself rescaled to the conditional prediction's std per image; default 0 (off) */
+  guidanceRescale?: number;
+  /** the base of a base -> refiner handoff (diffusers' denoising_end, in (0, 1)): stop before the
+   * timesteps below (1 - denoisingEnd) * num_train_timesteps; pair with outputType 'latent' */
+  denoisingEnd?: number;
+  /** the refiner of a handoff (diffusers' denoising_start, in (0, 1); needs `image`, usually the base's
+   * latents): run only the timesteps below (1 - denoisingStart) * num_train_timesteps on the image
+   * as it is (no noise added); strength is ignored */
+  denoisingStart?: number;
+  /** 'latent': skip the decode; `images` is then the final latents [B, latent_channels, H / f, W / f]
+   * in the UNet's dtype, scaled as the UNet sees them (diffusers' output_type="latent": what a
+   * refiner's img2img `image` takes), and `rgba` is empty; default 'image' */
+  outputType?: 'image' | 'latent';
   /** image i of the batch draws all its noise from seed + i (as StableDiffusionPipeline) */
   seed?: number;
   /** text-to-image: x_T; image-to-image: the noise added to the image latents */
@@ -108,6 +126,9 @@ export class StableDiffusionXLPipeline {
   readonly requiresAestheticsScore: boolean;
   /** what the `loras` load option merged and left out (null when loaded without LoRAs) */
   loraReport: LoraReport | null = null;
+  /** the VAE config's latents_mean / latents_std (null when it has none): latents are normalised with
+   * them, as diffusers' SDXL pipelines do, instead of only scaled by scaling_factor */
+  readonly latentsNorm: LatentsNorm | null;
 
   constructor(c: {
     vae: AutoencoderKL;
@@ -154,8 +175,7 @@ export class StableDiffusionXLPipeline {
     if (this.previewDecoder && this.previewDecoder.shape.latentChannels !== L) {
       throw new Error(`${N}: the preview decoder takes ${this.previewDecoder.shape.latentChannels} latent channels, the VAE has ${L}`);
     }
-    const vcfg = c.vae.config as Record<string, unknown>;
-    if (vcfg.latents_mean != null || vcfg.latents_std != null) throw new Error(`${N}: VAEs with latents_mean/latents_std are not supported`);
+    this.latentsNorm = latentsNorm(N, c.vae);
     if (this.textEncoder2) this.checkTimeIds(N, this.textEncoder2.shape.projectionDim);
     checkPrediction(c.scheduler, N, c.predictionType);
   }
@@ -347,6 +367,8 @@ export class StableDiffusionXLPipeline {
     const op = 'StableDiffusionXLPipeline.generate';
     const engine = this.engine;
     const scale = checkGuidance(op, opts.guidanceScale ?? 5);
+    const rescale = checkGuidanceRescale(op, opts.guidanceRescale);
+    const outputType = checkOutputType(op, opts.outputType);
     const lcm = this.unet.timeCondProjDim !== null;
     // an LCM UNet takes the scale as an embedding and runs without classifier-free guidance (diffusers)
     const guided = scale > 1 && !lcm;
@@ -403,6 +425,17 @@ export class StableDiffusionXLPipeline {
     const given = opts.strength ?? 0.3;
     if (!(typeof given === 'number' && given > 0 && given <= 1)) throw new Error(`${op}: strength must be in (0, 1], got ${String(opts.strength)}`);
     const strength = img ? given : 1;
+    const fraction = (name: string, v: unknown) => {
+      if (v !== undefined && !(typeof v === 'number' && v > 0 && v < 1)) throw new Error(`${op}: ${name} must be a number in (0, 1), got ${String(v)}`);
+      return v as number | undefined;
+    };
+    const denoisingStart = fraction('denoisingStart', opts.denoisingStart);
+    const denoisingEnd = fraction('denoisingEnd', opts.denoisingEnd);
+    if (denoisingStart !== undefined && !img) throw new Error(`${op}: denoisingStart needs image (the latents a base run with denoisingEnd returned)`);
+    if (denoisingStart !== undefined && opts.latents !== undefined) throw new Error(`${op}: latents (the noise added to the image) is not used with denoisingStart, which adds none`);
+    if (denoisingStart !== undefined && denoisingEnd !== undefined && denoisingStart >= denoisingEnd) {
+      throw new Error(`${op}: denoisingStart ${denoisingStart} must be below denoisingEnd ${denoisingEnd}`);
+    }
     const pooledDim = opts.pooledPromptEmbeds?.shape[1] ?? this.textEncoder2!.shape.projectionDim;
     this.checkTimeIds(op, pooledDim);
     for (const [name, t] of [['pooledPromptEmbeds', opts.pooledPromptEmbeds], ['negativePooledPromptEmbeds', guided ? opts.negativePooledPromptEmbeds : undefined]] as const) {
@@ -413,7 +446,14 @@ export class StableDiffusionXLPipeline {
     const [addIds, negIds] = this.timeIds(op, opts, H, W);
     this.unet.checkFits(op, guided ? 2 * B : B, H / f, W / f);
     const scheduler = schedulerForCall(this.scheduler, opts.sampler);
-    const { timesteps, tStart } = strengthTimesteps(op, scheduler, steps, strength);
+    const { timesteps, tStart } = denoisingStart !== undefined ? startTimesteps(op, scheduler, steps, denoisingStart) : strengthTimesteps(op, scheduler, steps, strength);
+    if (denoisingEnd !== undefined) {
+      // diffusers' denoising_end: keep the timesteps at or above the cutoff
+      const cutoff = roundHalfEven(scheduler.numTrainTimesteps - denoisingEnd * scheduler.numTrainTimesteps);
+      const keep = timesteps.filter((t) => t >= cutoff).length;
+      if (!keep) throw new Error(`${op}: denoisingEnd ${denoisingEnd} with ${steps} steps leaves no step to run (every timestep is below ${cutoff})`);
+      timesteps.length = keep;
+    }
 
     return engine.scope(async (s) => {
       // ---- conditioning, [uncond; cond] when guided (the order guidedPredict doubles the batch in)
@@ -440,9 +480,11 @@ export class StableDiffusionXLPipeline {
       const latents = s.run(() => {
         if (!img) return initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: scheduler.initNoiseSigma, dtype });
         const x0 = imageIsLatent ? asDtype(img, dtype) : this.encodeImage(img, noiseSeed);
+        scheduler.setBeginIndex(tStart);
+        // denoisingStart: the image is already noised to the first timestep (a base run's latents)
+        if (denoisingStart !== undefined) return x0 === img ? ops.scale(x0, 1) : x0;
         // the noise: `latents` when given, else seeded (initialLatents with sigma 1 is exactly that)
         const noise = initialLatents(engine, shape, { latents: opts.latents, seed: noiseSeed, initNoiseSigma: 1, dtype });
-        scheduler.setBeginIndex(tStart);
         return scheduler.addNoise(x0, noise, Array(B).fill(timesteps[0]));
       });
 
@@ -450,11 +492,13 @@ export class StableDiffusionXLPipeline {
         model: (x, t) => this.unet.forward(x, t, { encoderHiddenStates: emb, addedCondKwargs: { textEmbeds: pooled, timeIds }, timestepCond }),
         guided,
         scale,
+        rescale,
       });
       const previewDecode = this.previewDecoder ? rgbaPreview((x) => this.previewDecoder!.decode(x)) : undefined;
       const final = await s.scope(() =>
         denoise({ scheduler, seed: noiseSeed, latents, timesteps, predict, previewDecode, eta: opts.eta, signal: opts.signal, onStep: opts.onStep, preview: opts.preview }),
       );
+      if (outputType === 'latent') return { images: final, rgba: [] }; // as diffusers' output_type="latent"
       // force_upcast VAEs load in f32 beside an f16 UNet; an f16 one that overflows is upcast and rerun
       const decoded = await s.scope(() => decodeWithUpcast(this.vae, () => this.decodeRaw(final), 'StableDiffusionXLPipeline'));
       await s.scope(() => assertFinite(op, decoded, 'the AutoencoderKL decoder'));
@@ -506,7 +550,7 @@ export class StableDiffusionXLPipeline {
 
   /** [B, 3, H, W] in [0, 1] -> latents * scaling_factor, sampled from the posterior with the noise of seed + i. */
   encodeImage(image: Tensor, seed: number, stream: number = NOISE_STREAM.image): Tensor {
-    return vaeEncodeLatents(this.vae, image, seed, stream, this.unet.dtype);
+    return vaeEncodeLatents(this.vae, image, seed, stream, this.unet.dtype, this.latentsNorm);
   }
 
   decodeLatents(z: Tensor): Tensor {
@@ -515,7 +559,7 @@ export class StableDiffusionXLPipeline {
 
   /** Latents -> the VAE decoder's output in [-1, 1], unclamped, in the VAE's own dtype. */
   private decodeRaw(z: Tensor): Tensor {
-    return vaeDecodeLatents(this.vae, z);
+    return vaeDecodeLatents(this.vae, z, this.latentsNorm);
   }
 
   dispose(): void {
@@ -535,4 +579,26 @@ function asDtypeIn(s: { run<T>(fn: () => T): T }, t: Tensor, dtype: 'f32' | 'f16
 function zerosLike(engine: Engine, t: Tensor): Tensor {
   const z = engine.tensor(new Float32Array(t.shape.reduce((a, b) => a * b, 1)), [...t.shape]);
   return t.dtype === 'f32' ? z : engine.scope(() => ops.cast(z, t.dtype as 'f16'));
+}
+
+/** Python's round() (half to even), as diffusers' int(round(...)) cutoffs use. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x - Math.trunc(x)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * diffusers' SDXL img2img get_timesteps with denoising_start: the timesteps below the cutoff
+ * (1 - start) * num_train_timesteps (one more for second-order schedulers when their count is even,
+ * so no step is cut between its two evaluations), from the end of the schedule.
+ */
+function startTimesteps(op: string, scheduler: Scheduler, steps: number, start: number): { timesteps: number[]; tStart: number } {
+  scheduler.setTimesteps(steps);
+  const all = [...scheduler.timesteps];
+  const cutoff = roundHalfEven(scheduler.numTrainTimesteps - start * scheduler.numTrainTimesteps);
+  let n = all.filter((t) => t < cutoff).length;
+  if (scheduler.order === 2 && n % 2 === 0) n = Math.min(n + 1, all.length);
+  if (!n) throw new Error(`${op}: denoisingStart ${start} with ${steps} steps leaves no step to run (no timestep below ${cutoff})`);
+  const tStart = all.length - n;
+  return { timesteps: all.slice(tStart), tStart };
 }

@@ -59,6 +59,11 @@ mods = {
     # SD 1.x-shaped LCM UNet (no added embeddings) for StableDiffusionPipeline with text_encoder
     'unet_sd_lcm': UNet2DConditionModel(**{**unet_cfg(32, 6, time_cond_proj_dim=16), 'addition_embed_type': None,
                                            'addition_time_embed_dim': None, 'projection_class_embeddings_input_dim': None}),
+    # the same without time_cond_proj_dim: an ordinary SD 1.x-shaped UNet (classifier-free guidance, guidance_rescale)
+    'unet_sd': UNet2DConditionModel(**{**unet_cfg(32, 6), 'addition_embed_type': None,
+                                       'addition_time_embed_dim': None, 'projection_class_embeddings_input_dim': None}),
+    # the VAE with per-channel latents_mean / latents_std in its config (same weights: seeded by key)
+    'vae_norm': AutoencoderKL(**vae_cfg, latents_mean=[0.3, -0.8, 0.1, 0.5], latents_std=[1.7, 0.6, 2.2, 0.9]),
 }
 manifest = {}
 for name, m in mods.items():
@@ -82,7 +87,7 @@ def save(prefix, **tensors):
 def ids_of(tok, prompts):
     return tok(prompts, padding='max_length', max_length=77, truncation=True, return_tensors='pt').input_ids.to(torch.int32)
 
-def run(pipe, name, call, latents_shape=None, **kw):
+def run(pipe, name, call, latents_shape=None, output_type='np', **kw):
     steps = []
     def cb(p, i, t, d):
         steps.append(d['latents'].clone()); return d
@@ -90,7 +95,10 @@ def run(pipe, name, call, latents_shape=None, **kw):
     if latents_shape is not None:
         kw['latents'] = torch.randn(*latents_shape, generator=g)
         save(name, latents_T=kw['latents'])
-    img = pipe(**call, **kw, output_type='np', callback_on_step_end=cb, callback_on_step_end_tensor_inputs=['latents']).images
+    img = pipe(**call, **kw, output_type=output_type, callback_on_step_end=cb, callback_on_step_end_tensor_inputs=['latents']).images
+    if output_type == 'latent':  # the latents themselves (scaled, as the next pipeline takes them)
+        save(name, latents_steps=torch.stack(steps), latents_out=img, timesteps=pipe.scheduler.timesteps.float())
+        return img
     save(name, latents_steps=torch.stack(steps), image=torch.from_numpy(img).permute(0, 3, 1, 2), timesteps=pipe.scheduler.timesteps.float())
     return img
 
@@ -149,7 +157,44 @@ c = dict(prompt='a cat wearing a hat', num_inference_steps=1, guidance_scale=3.0
 run(sd_lcm, 'sd_lcm', c, latents_shape=(1, 4, 16, 16))
 cases['sd_lcm'] = {'pipeline': 'StableDiffusionPipeline', **c}
 
-# ---- 6. the base pipeline as one Stability (sgm) single file: every tensor's key there and where its values
+# ---- 6. guidance_rescale (Lin et al. 2023 sec. 3.4): the guided prediction rescaled to the std of the conditional one per
+# item (over C, H, W; torch's unbiased std), batch 2 so a std over the whole batch shows; SDXL base and StableDiffusionPipeline
+P3, N3 = ['a bowl of fruit', 'a snowy mountain village'], ['dark', 'people']
+c = dict(prompt=P3, negative_prompt=N3, num_inference_steps=2, guidance_scale=6.0, guidance_rescale=0.7)
+run(base, 'rescale', c, latents_shape=(2, 4, 16, 16))
+cases['rescale'] = {'pipeline': 'StableDiffusionXLPipeline', **c, 'height': 32, 'width': 32}
+sd = StableDiffusionPipeline(vae=mods['vae'], text_encoder=mods['text_encoder'], tokenizer=tokenizer, unet=mods['unet_sd'],
+                             scheduler=EulerDiscreteScheduler(**sched_cfg), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+c = dict(prompt=P3, negative_prompt=N3, num_inference_steps=2, guidance_scale=7.5, guidance_rescale=0.5, height=32, width=32)
+run(sd, 'sd_rescale', c, latents_shape=(2, 4, 16, 16))
+cases['sd_rescale'] = {'pipeline': 'StableDiffusionPipeline', **c}
+
+# ---- 7. base -> refiner handoff: the base runs timesteps >= 200 of 10 (denoising_end 0.8) and returns latents
+# (output_type 'latent'); the refiner takes them as its image, runs the rest (denoising_start 0.8), no noise added
+c = dict(prompt='a lighthouse at dusk', negative_prompt='blurry', num_inference_steps=10, guidance_scale=5.0, denoising_end=0.8)
+lat = run(base, 'handoff_base', c, latents_shape=(1, 4, 16, 16), output_type='latent')
+cases['handoff_base'] = {'pipeline': 'StableDiffusionXLPipeline', **c, 'height': 32, 'width': 32}
+c = dict(prompt='a lighthouse at dusk', num_inference_steps=10, guidance_scale=5.0, denoising_start=0.8)
+run(refiner, 'handoff_refiner', {**c, 'image': lat})
+cases['handoff_refiner'] = {'pipeline': 'StableDiffusionXLImg2ImgPipeline', **c}
+
+# ---- 8. a VAE with latents_mean / latents_std: the refiner's img2img from an RGB image (encode: (z - mean) * sf / std) and
+# its decode (z * std / sf + mean). The posterior sample's noise is given on both sides (E), as the add_noise noise.
+refiner_norm = StableDiffusionXLImg2ImgPipeline(vae=mods['vae_norm'], text_encoder=None, text_encoder_2=mods['text_encoder_2'], tokenizer=None,
+                                                tokenizer_2=tokenizer_2, unet=mods['unet_refiner'], scheduler=EulerDiscreteScheduler(**sched_cfg),
+                                                requires_aesthetics_score=True, force_zeros_for_empty_prompt=False, add_watermarker=False)
+g = torch.Generator().manual_seed(2)
+rgb = torch.rand(1, 3, 32, 24, generator=g)
+post_noise = torch.randn(1, 4, 16, 12, generator=g)
+noise2 = torch.randn(1, 4, 16, 12, generator=g)
+save('vae_norm', image_in=rgb, posterior_noise=post_noise, noise=noise2)
+img2img_mod.randn_tensor = lambda *a, **k: noise2.clone()
+img2img_mod.retrieve_latents = lambda out, generator=None, sample_mode='sample': out.latent_dist.mean + out.latent_dist.std * post_noise
+c = dict(prompt='a castle on a hill', num_inference_steps=4, strength=0.75, guidance_scale=4.0)
+run(refiner_norm, 'vae_norm', {**c, 'image': rgb})
+cases['vae_norm'] = {'pipeline': 'StableDiffusionXLImg2ImgPipeline', **c, 'height': 32, 'width': 24}
+
+# ---- 9. the base pipeline as one Stability (sgm) single file: every tensor's key there and where its values
 # come from (diffusers component keys, concatenated along dim 0; `T`: transposed). Checked by mapping it back
 # through diffusers' own single-file converters, which must give every component's state dict exactly.
 def vae_key(k, n):
