@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { getEngine } from './helpers.js';
 import { buildTinySdxlFolder, readSdxlManifest } from './tiny_sdxl.js';
-import { StableDiffusionXLPipeline, type Engine } from '../src/index.js';
+import { StableDiffusionPipeline, StableDiffusionXLPipeline, type Engine } from '../src/index.js';
 import { familyConflict } from '../src/cli/families.js';
 
 const m = readSdxlManifest();
@@ -35,6 +35,27 @@ describe('StableDiffusionXLPipeline.generate: options it used to accept silently
     await expect(pipe.generate({ ...small, strength: NaN })).rejects.toThrow(/strength must be in \(0, 1\]/);
     await expect(pipe.generate({ ...small, prompt: [] })).rejects.toThrow(/StableDiffusionXLPipeline.generate: prompt is an empty list/);
     expect(engine.memory().inUseBytes).toBe(before);
+  });
+
+  it('clipSkip past the encoders\' layers is refused by name before allocating; encodePrompt checks clipSkip and empty lists too', async () => {
+    const before = engine.memory().inUseBytes;
+    const max = Math.min(pipe.textEncoder!.shape.layers, pipe.textEncoder2!.shape.layers) - 1;
+    await expect(pipe.generate({ steps: 2, width: 16, height: 16, prompt: 'a', clipSkip: max + 1 })).rejects.toThrow(new RegExp(`clipSkip must be an integer in \\[0, ${max}\\]`));
+    // encodePrompt used to take a negative clipSkip as a later hidden state, silently
+    expect(() => pipe.encodePrompt(['a'], undefined, -1)).toThrow(/clipSkip must be an integer in/);
+    expect(() => pipe.encodePrompt([])).toThrow(/StableDiffusionXLPipeline.encodePrompt: no prompts/);
+    expect(engine.memory().inUseBytes).toBe(before);
+  });
+});
+
+describe('StableDiffusionPipeline.generate: an empty prompt list', () => {
+  it('is refused by name before allocating (it failed inside CLIPTextModel.forward)', async () => {
+    buildTinySdxlFolder(join(root, 'sd_lcm'), 'sd_lcm', m);
+    const pipe = await StableDiffusionPipeline.fromPretrained(engine, join(root, 'sd_lcm'));
+    const before = engine.memory().inUseBytes;
+    await expect(pipe.generate({ steps: 2, width: 16, height: 16, prompt: [] })).rejects.toThrow(/StableDiffusionPipeline.generate: prompt is an empty list/);
+    expect(engine.memory().inUseBytes).toBe(before);
+    pipe.dispose();
   });
 });
 

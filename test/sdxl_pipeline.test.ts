@@ -421,7 +421,7 @@ describe('StableDiffusionXLPipeline: guidance off, seeds, bad input', () => {
       [{ prompt: ['a', 'b'], negativePrompt: ['c'] }, /1 negativePrompt for 2 prompts/],
       [{ height: 21 }, /height and width must be multiples of 2/],
       [{ height: 18 }, /does not fit the UNet, which downsamples by 2/],
-      [{ clipSkip: -1 }, /clipSkip must be a non-negative integer/],
+      [{ clipSkip: -1 }, /clipSkip must be an integer in \[0, \d+\]/],
       [{ guidanceScale: NaN }, /guidanceScale must be a finite number/],
       [{ image: engine.tensor(new Float32Array(3 * 16 * 16), [1, 3, 16, 16]), strength: 0 }, /strength must be in \(0, 1\]/],
       [{ promptEmbeds: engine.tensor(new Float32Array(77 * 80), [1, 77, 80]) }, /promptEmbeds needs pooledPromptEmbeds/],

@@ -247,6 +247,7 @@ export class StableDiffusionPipeline {
 
     // ---- everything that can be checked before allocating
     const prompts = typeof opts.prompt === 'string' ? [opts.prompt] : opts.prompt ?? [''];
+    if (Array.isArray(prompts) && !prompts.length && !opts.promptEmbeds) throw new Error(`${op}: prompt is an empty list (one prompt per image)`);
     const B = opts.promptEmbeds ? opts.promptEmbeds.shape[0] : prompts.length;
     if (opts.promptEmbeds) checkEmbeds(op, 'promptEmbeds', opts.promptEmbeds, B, this.unet.crossAttentionDim);
     const noiseSeed = resolveSeed(op, opts.seed, B);

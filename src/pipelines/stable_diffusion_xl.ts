@@ -319,6 +319,15 @@ export class StableDiffusionXLPipeline {
     throw new Error(`${op}: the UNet's added embedding takes ${inputDim} inputs but ${n} time ids x ${timeDim} + the ${pooledDim}-wide pooled text embedding make ${n * timeDim + pooledDim}${hint}`);
   }
 
+  /** clipSkip picks hidden_states[-(clipSkip + 2)]: at most layers - 1 of the shallower encoder. */
+  private checkClipSkip(op: string, clipSkip: number): void {
+    const layers = Math.min(...[this.textEncoder, this.textEncoder2].filter((e) => e !== null).map((e) => e!.shape.layers));
+    const max = Number.isFinite(layers) ? layers - 1 : Infinity;
+    if (!Number.isInteger(clipSkip) || clipSkip < 0 || clipSkip > max) {
+      throw new Error(`${op}: clipSkip must be an integer in [0, ${max}] (the text encoders have ${layers} layers), got ${String(clipSkip)}`);
+    }
+  }
+
   /**
    * Prompts -> SDXL conditioning: the encoders' hidden_states[-(clipSkip + 2)] (no final LayerNorm)
    * concatenated along the width, and the second encoder's text_embeds. `prompts2` defaults to `prompts`.
@@ -328,7 +337,9 @@ export class StableDiffusionXLPipeline {
     const enc2 = this.textEncoder2;
     const tok2 = this.tokenizer2;
     if (!enc2 || !tok2) throw new Error(`${op}: this pipeline has no text encoders; pass promptEmbeds and pooledPromptEmbeds`);
+    if (!prompts.length) throw new Error(`${op}: no prompts`);
     if (prompts2.length !== prompts.length) throw new Error(`${op}: ${prompts2.length} second prompts for ${prompts.length} prompts`);
+    this.checkClipSkip(op, clipSkip);
     return this.engine.scope(() => {
       const parts: Tensor[] = [];
       if (this.textEncoder) parts.push(this.textEncoder.hiddenState(prompts.map((p) => this.tokenizer!.encode(p)), -(clipSkip + 2)));
@@ -402,7 +413,8 @@ export class StableDiffusionXLPipeline {
       throw new Error(`${op}: guidance needs negativePromptEmbeds and negativePooledPromptEmbeds when the pipeline has no text encoders`);
     }
     const clipSkip = opts.clipSkip ?? 0;
-    if (!Number.isInteger(clipSkip) || clipSkip < 0) throw new Error(`${op}: clipSkip must be a non-negative integer, got ${String(opts.clipSkip)}`);
+    if (!opts.promptEmbeds) this.checkClipSkip(op, clipSkip);
+    else if (!Number.isInteger(clipSkip) || clipSkip < 0) throw new Error(`${op}: clipSkip must be a non-negative integer, got ${String(opts.clipSkip)}`);
     const noiseSeed = resolveSeed(op, opts.seed, B);
     const f = this.vaeScaleFactor;
     const Lc = this.vae.shape.latentChannels;
