@@ -327,6 +327,8 @@ describe('conv2d on every GEMM tile', () => {
     [[1, 6, 11, 10], [10, 3, 3, 3], { stride: 2, dilation: [2, 1], padding: [2, 1, 0, 1], groups: 2 }],
     [[2, 12, 4, 4], [21, 12, 1, 1], {}],
     [[1, 40, 5, 3], [9, 40, 3, 3], { padding: 1, splitK: 3 }],
+    // 49 taps: more than the subgroup tiles' 32-bit tap mask holds (their per-k bounds path)
+    [[1, 3, 9, 10], [5, 3, 7, 7], { padding: [3, 2, 3, 1] }],
   ];
   for (const tile of Object.keys(GEMM_TILES) as GemmTileName[]) {
     for (const dtype of ['f32', 'f16'] as const) {
