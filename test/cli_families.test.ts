@@ -10,8 +10,9 @@ import { PNG } from 'pngjs';
 import { parseGenerateArgs, UsageError } from '../src/cli/main.js';
 import { detectFamily, FAMILIES, FAMILY_NAMES } from '../src/cli/families.js';
 import { createScheduler } from '../src/index.js';
-import { readGenerationParameters } from '../src/image/png_metadata.js';
-import { buildTinySd2Folder, readSd2Manifest } from './tiny_sd2.js';
+import { readGenerationParameters, readTextChunks } from '../src/image/png_metadata.js';
+import { buildSd2SingleFile, buildTinySd2Folder, readSd2Manifest } from './tiny_sd2.js';
+import { FIXTURES } from './fixture.js';
 import { buildTinySdxlFolder, readSdxlManifest } from './tiny_sdxl.js';
 
 const root = resolve(import.meta.dirname, '..');
@@ -32,6 +33,15 @@ describe('--family defaults', () => {
     // without --family nothing is decided yet: generate guesses the family from the folder
     expect(parseGenerateArgs(['--prompt', 'a']).steps).toBeUndefined();
     for (const f of FAMILY_NAMES) expect(FAMILIES[f].steps, f).toBeGreaterThan(0);
+  });
+
+  it('single files: --tokenizer, --config and --prediction-type go with a .safetensors --model only', () => {
+    expect(parseGenerateArgs(['--model', 'sd21.safetensors', '--prompt', 'a', '--tokenizer', 'tok', '--config', 'c.json', '--prediction-type', 'epsilon'])).toMatchObject({ tokenizer: 'tok', config: 'c.json', predictionType: 'epsilon' });
+    expect(() => parseGenerateArgs(['--model', 'folder', '--prompt', 'a', '--tokenizer', 'tok'])).toThrow(/--tokenizer applies to/);
+    expect(() => parseGenerateArgs(['--model', 'folder', '--prompt', 'a', '--prediction-type', 'epsilon'])).toThrow(/--prediction-type applies to/);
+    expect(() => parseGenerateArgs(['--model', 'm.safetensors', '--prompt', 'a', '--prediction-type', 'sample'])).toThrow(/epsilon or v_prediction/);
+    expect(() => parseGenerateArgs(['--model', 'folder', '--config', 'c.json'])).toThrow(UsageError);
+    expect(() => parseGenerateArgs(['--model', 'm.safetensors', '--class', '3'])).toThrow(/--prompt, not --class/);
   });
 
   it('refuses unknown families, LCM-LoRA without a LoRA, and SD families on --ckpt', () => {
@@ -127,5 +137,31 @@ describe('generate picks the family', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/family: lcm \(guessed from the folder; --family to change\): 4 steps, guidance 8.5, sampler lcm/);
     expect(readGenerationParameters(readFileSync(a))?.params).toMatchObject({ steps: 4, guidanceScale: 8.5, sampler: 'lcm' });
+  }, 240_000);
+
+  it('runs an SD 2.x single file (family sd2 from its OpenCLIP keys, SD 2.1 scheduler), with the SD 1.x tokenizer folder', () => {
+    const file = join(dir, 'sd21-tiny.safetensors');
+    writeFileSync(file, buildSd2SingleFile(readSd2Manifest()));
+    const m = readSd2Manifest();
+    const configs = join(dir, 'configs.json');
+    // the tiny sizes; the scheduler is left to the SD 2.1 default (DDIM, v_prediction)
+    writeFileSync(configs, JSON.stringify({ unet: m.configs.unet, vae: m.configs.vae, text_encoder: m.configs.text_encoder }));
+    const tok = join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14');
+    const a = join(dir, 'single.png');
+    const args = ['generate', '--model', file, '--tokenizer', tok, '--config', configs, '--prompt', 'a red cube', '--steps', '2', '--width', '32', '--height', '32', '--out', a];
+    const r = cli(args);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/family: sd2 \(guessed from the file's keys; --family to change\): 2 steps, guidance 7.5/);
+    const png = readFileSync(a);
+    expect(readGenerationParameters(png)?.params).toMatchObject({ steps: 2, guidanceScale: 7.5, width: 32, height: 32 });
+    expect(readTextChunks(png).parameters).toMatch(/Sampler: DDIM/);
+    // without a tokenizer the prompt cannot be read: said before anything loads
+    const n = cli(args.filter((x, i) => x !== '--tokenizer' && args[i - 1] !== '--tokenizer'));
+    expect(n.status).toBe(1);
+    expect(n.stderr).toMatch(/holds no tokenizer: add --tokenizer/);
+    // the SD 2.1 default configs do not fit the tiny file: the loader names the tensor
+    const d = cli(args.filter((x, i) => x !== '--config' && args[i - 1] !== '--config'));
+    expect(d.status).toBe(1);
+    expect(d.stderr).toMatch(/shape/);
   }, 240_000);
 });

@@ -5,55 +5,26 @@
 // family is told from the keys, the scheduler defaults to SD 2.1's (DDIM, v_prediction), and the image
 // equals diffusers' from the same weights.
 import { describe, it, expect, beforeAll } from 'vitest';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensorsFile, FIXTURES } from './fixture.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
-import { readSd2Manifest, SD2_DIR, buildTinySd2Folder } from './tiny_sd2.js';
-import { seededValues, seededSafetensors, type ManifestEntry } from './seeded.js';
-import { writeSafetensors } from '../src/runtime/safetensors.js';
+import { readSd2Manifest, SD2_DIR, buildTinySd2Folder, buildSd2SingleFile, readSd2SingleFileLayout } from './tiny_sd2.js';
+import { seededSafetensors, type ManifestEntry } from './seeded.js';
 import { StableDiffusionPipeline, type Engine } from '../src/index.js';
 import { sd2Configs, singleFileFamily, SD21_SCHEDULER } from '../src/pipelines/sd_configs.js';
 
 const m = readSd2Manifest();
 const refs = readSafetensorsFile(join(SD2_DIR, 'refs.safetensors'));
-const layout = (JSON.parse(readFileSync(join(SD2_DIR, 'single_file_map.json'), 'utf8')) as { layout: Record<string, { shape: number[]; from: [string, string][] }> }).layout;
-const shapes: Record<string, Record<string, number[]>> = {};
-for (const [c, list] of Object.entries(m.tensors)) shapes[c] = Object.fromEntries(list.map((e) => [e.key, e.shape]));
-
-/** The checkpoint: each original tensor made of the seeded diffusers tensors the layout names. */
-function sd2SingleFile(extraTextBlock: boolean): Uint8Array {
-  const t: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-  for (const [k, e] of Object.entries(layout)) {
-    const n = e.shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    let off = 0;
-    for (const [c, d] of e.from) {
-      const v = seededValues(d, shapes[c][d]);
-      data.set(v, off);
-      off += v.length;
-    }
-    if (!e.from.length) data.set(seededValues(k, e.shape)); // text_projection, logit_scale: not used by diffusers
-    t[k] = { dtype: 'F32', shape: e.shape, data };
-  }
-  if (extraTextBlock) {
-    // SD 2.x checkpoints hold all 24 OpenCLIP blocks; the text encoder keeps 23 (num_hidden_layers)
-    const L = Number(m.configs.text_encoder.num_hidden_layers);
-    for (const [k, e] of Object.entries(layout)) {
-      const hit = /^cond_stage_model\.model\.transformer\.resblocks\.0\.(.*)$/.exec(k);
-      if (hit) t[`cond_stage_model.model.transformer.resblocks.${L}.${hit[1]}`] = { dtype: 'F32', shape: e.shape, data: seededValues(`extra.${k}`, e.shape) };
-    }
-  }
-  return writeSafetensors(t);
-}
+const layout = readSd2SingleFileLayout();
 
 describe('SD 2.x single file', () => {
   let engine: Engine;
   let bytes: Uint8Array;
   beforeAll(async () => {
     engine = await getEngine();
-    bytes = sd2SingleFile(true);
+    bytes = buildSd2SingleFile(m, true);
   });
 
   it('is told from SD 1.x by its keys; SD 2.1 configs by default, the base models with predictionType epsilon', () => {

@@ -36,4 +36,6 @@ export interface GenerateArgs {
   config?: string;
   tokenizer?: string;
   eta?: number;
+  /** a .safetensors single file: SD 2.x's prediction type (config, tokenizer as above: JSON configs, CLIP tokenizer) */
+  predictionType?: 'epsilon' | 'v_prediction';
 }

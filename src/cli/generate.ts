@@ -13,6 +13,10 @@ import type { GenerateArgs } from './args.js';
 import { encodePng, outputNames, writeFileAtomic } from './output.js';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 import { describeDefaults, detectFamily, familyConflict, withFamilyDefaults } from './families.js';
+import { openSingleFile } from '../loaders/single_file.js';
+import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, sd2Configs, singleFileFamily } from '../pipelines/sd_configs.js';
+import type { Config } from '../runtime/config.js';
+import type { IOOptions } from '../runtime/io.js';
 
 export { encodePng, outputNames } from './output.js';
 
@@ -90,23 +94,54 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
   }
 }
 
+/**
+ * A Stable Diffusion single file: the component configs (--config JSON over the defaults of the family
+ * its keys tell: SD 1.5's or SD 2.1's with --prediction-type), checked before anything loads, and a
+ * model_index stand-in for the family guess.
+ */
+async function singleFileConfigs(args: GenerateArgs, io: IOOptions): Promise<{ index: Record<string, unknown>; configs: Record<'unet' | 'vae' | 'text_encoder' | 'scheduler', Config> }> {
+  if (!args.tokenizer && args.prompt !== undefined) throw new Error(`${args.model}: a single file holds no tokenizer: add --tokenizer <folder with vocab.json and merges.txt>`);
+  const file = await openSingleFile(args.model, io);
+  let fam: 'sd1' | 'sd2';
+  try {
+    const names = file.names();
+    if (names.some((n) => n.startsWith('conditioner.embedders.'))) throw new Error(`${args.model}: an SDXL single file; the CLI runs SD 1.x / 2.x single files (SDXL: StableDiffusionXLPipeline.fromSingleFile, or a diffusers folder)`);
+    if (!names.some((n) => n.startsWith('model.diffusion_model.'))) throw new Error(`${args.model}: no model.diffusion_model.* tensors: not a Stable Diffusion single-file checkpoint`);
+    fam = singleFileFamily(names, (n) => file.info(n)?.shape);
+  } finally {
+    await file.close();
+  }
+  if (fam === 'sd1' && args.predictionType) throw new Error(`${args.model}: --prediction-type chooses between SD 2.x models; this is an SD 1.x checkpoint`);
+  const given = (args.config ? await readJson(args.config, io) : {}) as Record<string, Config>;
+  for (const [k, c] of Object.entries(given)) {
+    if (!['unet', 'vae', 'text_encoder', 'scheduler'].includes(k)) throw new Error(`--config ${args.config}: unknown component "${k}" (unet, vae, text_encoder, scheduler)`);
+    if (!c || typeof c !== 'object' || Array.isArray(c)) throw new Error(`--config ${args.config}: "${k}" must be a config object`);
+  }
+  const d = fam === 'sd2' ? sd2Configs({ predictionType: args.predictionType }) : { unet: SD15_UNET, vae: SD15_VAE, textEncoder: SD15_TEXT_ENCODER, scheduler: SD15_SCHEDULER };
+  return {
+    index: { _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DConditionModel'] },
+    configs: { unet: given.unet ?? d.unet, vae: given.vae ?? d.vae, text_encoder: given.text_encoder ?? d.textEncoder, scheduler: given.scheduler ?? d.scheduler },
+  };
+}
+
 async function generateWith(given: GenerateArgs, abort: AbortController): Promise<number> {
   const fetch = announcingFetch();
   const io = { fetch, signal: abort.signal, timeoutMs: given.timeoutMs };
-  const index = await readJson(joinPath(given.model, 'model_index.json'), io);
+  const single = /\.safetensors$/i.test(given.model) ? await singleFileConfigs(given, io) : null;
+  const index = single?.index ?? (await readJson(joinPath(given.model, 'model_index.json'), io));
   const kind = String(index._class_name ?? '');
-  const schedulerConfig = await readJson(joinPath(given.model, 'scheduler', 'scheduler_config.json'), io);
+  const schedulerConfig = single?.configs.scheduler ?? (await readJson(joinPath(given.model, 'scheduler', 'scheduler_config.json'), io));
   // the family's defaults fill what the command line left out (--family, else guessed from the folder)
   let family = given.family;
   if (family || !given.exact) {
-    const unetConfig = kind && Array.isArray(index.unet) ? await readJson(joinPath(given.model, 'unet', 'config.json'), io).catch(() => null) : null;
+    const unetConfig = single ? single.configs.unet : kind && Array.isArray(index.unet) ? await readJson(joinPath(given.model, 'unet', 'config.json'), io).catch(() => null) : null;
     // a family given that contradicts the folder stops here, before the engine starts
     const conflict = family ? familyConflict(family, index, unetConfig) : null;
     if (conflict) throw new Error(conflict);
     family ??= detectFamily(index, schedulerConfig, unetConfig);
   }
   const args = family ? withFamilyDefaults(given, family) : { ...given, steps: given.steps ?? 20 };
-  if (family) process.stderr.write(`family: ${family}${given.family ? '' : ' (guessed from the folder; --family to change)'}: ${describeDefaults(args)}\n`);
+  if (family) process.stderr.write(`family: ${family}${given.family ? '' : ` (guessed from the ${single ? "file's keys" : 'folder'}; --family to change)`}: ${describeDefaults(args)}\n`);
   const badSteps = stepsProblem(schedulerConfig, args.sampler, args.steps);
   if (badSteps) throw new Error(badSteps);
   if (args.seedWasRandom) process.stderr.write(`seed: ${args.seed} (random)\n`);
@@ -145,7 +180,17 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
       // the two take the same generate() options for what the CLI sets; an LCM folder (SD components,
       // an LCM-distilled UNet) runs in StableDiffusionPipeline, which embeds the guidance scale
       const cls = kind === 'StableDiffusionXLPipeline' ? StableDiffusionXLPipeline : StableDiffusionPipeline;
-      const pipe = await cls.fromPretrained(engine, args.model, { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs, loras: args.loras });
+      const lo = { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs, loras: args.loras };
+      const pipe = single
+        ? await StableDiffusionPipeline.fromSingleFile(engine, args.model, {
+            ...lo,
+            unetConfig: single.configs.unet,
+            vaeConfig: single.configs.vae,
+            textEncoderConfig: single.configs.text_encoder,
+            schedulerConfig: single.configs.scheduler,
+            tokenizer: args.tokenizer,
+          })
+        : await cls.fromPretrained(engine, args.model, lo);
       if (loadStarted) load.stop();
       if ('loraReport' in pipe && pipe.loraReport) {
         const r = pipe.loraReport;

@@ -17,6 +17,8 @@ export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
                       [--family NAME] [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
                       [--batch N] [--out out.png] [--timeout S] [--verbose] [--lora FILE[:SCALE] ...]
+  ldm-webgpu generate --model model.safetensors --tokenizer DIR --prompt TEXT [--config configs.json]
+                      [--prediction-type epsilon|v_prediction] [other options as above]
   ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
   ldm-webgpu generate --ckpt model.ckpt --config config.yaml [--class N | --prompt TEXT --tokenizer DIR]
                       [--steps N] [--eta E] [--seed N] [--guidance S] [--batch N] [--out out.png]
@@ -61,7 +63,11 @@ generate:
   --timeout          seconds a download may go without progress before it fails (default 30; 0 = no limit)
   --ckpt, --config   one of the paper's original releases (CompVis latent-diffusion model.ckpt or
                      .safetensors, and its config.yaml), sampled with CompVis DDIM (--steps dividing 1000)
-  --tokenizer        folder with bert-base-uncased's vocab.txt (text models with --prompt)
+  --tokenizer        --ckpt text models: folder with bert-base-uncased's vocab.txt; a .safetensors single
+                     file: folder with CLIP's vocab.json and merges.txt (SD 2.x pads with '!' by itself)
+  --config           with a .safetensors single file: JSON {"unet", "vae", "text_encoder", "scheduler"} with
+                     any of the component configs (default: SD 1.5's or SD 2.1's, told by the file's keys)
+  --prediction-type  SD 2.x single file: v_prediction (2.0 / 2.1 768, the default) or epsilon (the 512 base models)
   --eta              DDIM eta for --ckpt (default 0)
 
 bench:
@@ -159,6 +165,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     eta: { type: 'string' },
     family: { type: 'string' },
     lora: { type: 'string', multiple: true },
+    'prediction-type': { type: 'string' },
   });
   delete v.verbose; // handled before parsing (src/cli/stderr.ts)
   const timeoutMs = timeoutArg(v.timeout);
@@ -169,9 +176,19 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     return { ...argsFromPng(v.from, v.model, v.out ?? 'out.png'), timeoutMs };
   }
   if (v.class !== undefined && v.prompt !== undefined) throw new UsageError('give either --class or --prompt, not both');
-  if ((v.ckpt === undefined) !== (v.config === undefined)) throw new UsageError('--ckpt and --config go together (a release model.ckpt and its config.yaml)');
+  // a Stable Diffusion single file (--model x.safetensors) takes --tokenizer, --config (its component configs as
+  // JSON) and --prediction-type; a paper release takes --ckpt with its config.yaml
+  const single = v.model !== undefined && /\.safetensors$/i.test(v.model);
+  if (v.ckpt === undefined && v.config !== undefined && !single) throw new UsageError('--ckpt and --config go together (a release model.ckpt and its config.yaml), or --config configs.json goes with --model <single file>.safetensors');
+  if (v.ckpt !== undefined && v.config === undefined) throw new UsageError('--ckpt and --config go together (a release model.ckpt and its config.yaml)');
   if (v.ckpt !== undefined && v.model !== undefined) throw new UsageError('give either --model or --ckpt/--config, not both');
-  if (v.ckpt === undefined && (v.tokenizer !== undefined || v.eta !== undefined)) throw new UsageError('--tokenizer and --eta apply to --ckpt models');
+  if (v.ckpt === undefined && !single && v.tokenizer !== undefined) throw new UsageError('--tokenizer applies to --ckpt models and to --model <single file>.safetensors');
+  if (v.ckpt === undefined && v.eta !== undefined) throw new UsageError('--eta applies to --ckpt models');
+  if (v['prediction-type'] !== undefined && !single) throw new UsageError('--prediction-type applies to --model <single file>.safetensors (SD 2.x: epsilon for the base models)');
+  if (v['prediction-type'] !== undefined && v['prediction-type'] !== 'epsilon' && v['prediction-type'] !== 'v_prediction') {
+    throw new UsageError(`--prediction-type must be epsilon or v_prediction, got ${JSON.stringify(v['prediction-type'])}`);
+  }
+  if (single && v.class !== undefined) throw new UsageError('a .safetensors single file is a Stable Diffusion model: give --prompt, not --class');
   if (v['negative-prompt'] !== undefined && v.prompt === undefined) throw new UsageError('--negative-prompt needs --prompt');
   if (v.lora !== undefined && (v.ckpt !== undefined || v.class !== undefined)) throw new UsageError('--lora applies to Stable Diffusion folders (--prompt), not to --class or --ckpt models');
   const loras = v.lora?.map(loraArg);
@@ -211,6 +228,7 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     batch,
     out,
     ...(v.ckpt !== undefined ? { ckpt: v.ckpt, config: v.config, tokenizer: v.tokenizer, eta: numArg('eta', v.eta), modelLabel: v.ckpt } : {}),
+    ...(single ? { config: v.config, tokenizer: v.tokenizer, predictionType: v['prediction-type'] as 'epsilon' | 'v_prediction' | undefined } : {}),
   };
   // a family named on the command line sets its defaults now; otherwise generate guesses it from the folder
   return parsed.family ? withFamilyDefaults(parsed, parsed.family) : parsed;
