@@ -105,6 +105,21 @@ describe('LoRA merge = diffusers fuse_lora (W + scale * alpha / rank * up @ down
     for (const n of names) expect(track('merge/peft-unprefixed', relL2(got.get(n)!, refs[`merge/peft/${n}`].data)), n).toBeLessThan(1e-6);
   });
 
+  it('merge/peft_mixed: PEFT without alpha, ranks 2/4/8 mixed: alpha = the first rank as diffusers takes it (UNet by sorted key, text encoder by module order)', async () => {
+    const cs = meta.cases['merge/peft_mixed'];
+    const mixed = readSafetensorsFile(join(DIR, 'peft_mixed_refs.safetensors'));
+    // written in reverse order: the first layer is found by diffusers' order, not the file's
+    const entries = [...meta.files.peft_mixed].reverse();
+    const rank = (n: string) => entries.find((e) => e.key === `${n.slice(0, -'.weight'.length)}.lora_A.weight`)!.shape[0];
+    expect(new Set(cs.weights!.map(rank))).toEqual(new Set([2, 4, 8]));
+    const got = await mergedWeights([{ source: seededSafetensors(entries), scale: 0.8 }], cs.weights!);
+    for (const n of cs.weights!) expect(track('merge/peft_mixed', relL2(got.get(n)!, mixed[`merge/peft_mixed/${n}`].data)), n).toBeLessThan(1e-6);
+    // alpha = each layer's own rank would differ (the check above can fail)
+    const own = await mergedWeights([{ source: seededSafetensors(entries), scale: 0.8, alpha: 4 }], cs.weights!);
+    const n4 = cs.weights!.find((n) => n.startsWith('unet.') && rank(n) === 4)!;
+    expect(relL2(own.get(n4)!, mixed[`merge/peft_mixed/${n4}`].data)).toBeGreaterThan(1e-3);
+  });
+
   it('a LoRA in f16 storage merges into an f16 upload', async () => {
     const engine = await getEngine();
     const cs = meta.cases['merge/kohya'];

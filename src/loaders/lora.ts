@@ -10,7 +10,8 @@
 // - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B`, the older `<module>.lora.down.weight`
 //   / `up`, attention processors (`attn1.processor.to_q_lora.down.weight`), `lora_linear_layer`;
 //   prefixes `unet.`, `text_encoder.`, `text_encoder_2.` (a file without any is a UNet LoRA).
-//   No alpha in these files: alpha = rank unless `<module>.alpha` or the spec's alpha says otherwise.
+//   No alpha in these files: `<module>.alpha` or the spec's alpha if given, else diffusers 0.31's default
+//   (alpha = the rank of the component's first layer: 1 x for uniform ranks; see defaultAlpha).
 // - kohya: `lora_unet_<module_with_underscores>.lora_down.weight` / `.lora_up.weight` / `.alpha`,
 //   `lora_te_` (SD 1.x text encoder), `lora_te1_` / `lora_te2_` (SDXL); UNet modules named after
 //   diffusers' blocks or after the original checkpoint's (input_blocks / middle_block /
@@ -33,7 +34,8 @@ export interface LoraSpec {
   source: LoraFileSource;
   /** the strength (diffusers' lora_scale / cross_attention_kwargs scale); default 1 */
   scale?: number;
-  /** alpha for modules whose file has none (PEFT keeps lora_alpha in adapter_config.json); default rank */
+  /** alpha for modules whose file has none (PEFT keeps lora_alpha in adapter_config.json); default: as diffusers 0.31,
+   * the rank of the component's first layer (= each layer's rank when all ranks agree) */
   alpha?: number;
   /** name in reports and errors (default: the path, or 'LoRA #i') */
   label?: string;
@@ -212,6 +214,36 @@ function parseFile(label: string, source: WeightSource): { layers: Layer[]; igno
   return { layers, ignored };
 }
 
+/** diffusers' text-encoder rank order: attention modules layer by layer, then the MLPs */
+const TE_RANK_ORDER = /^text_model_encoder_layers_(\d+)_(?:self_attn_(out|q|k|v)_proj|mlp_(fc1|fc2))$/;
+const TE_SLOT: Record<string, number> = { out: 0, q: 1, k: 2, v: 3, fc1: 0, fc2: 1 };
+
+/**
+ * alpha for a component's layers when the file has no alpha: what diffusers 0.31 does
+ * (utils/peft_utils.get_peft_kwargs: lora_alpha = the rank of the first lora_B in its rank dict, the
+ * other ranks go to rank_pattern, no alpha_pattern): the first layer's rank, so every layer scales by
+ * first_rank / own_rank (1 when all ranks agree). First = the UNet's first by sorted key (a file loads
+ * in sorted key order); the text encoders' first attention module (out_proj, q, k, v by layer), else
+ * the first MLP (fc1, fc2). Layers outside that order (none for diffusers) fall back to their rank.
+ */
+function defaultAlpha(lora: LoraFile, component: LoraComponent): number | undefined {
+  const layers = lora.layers.filter((l) => l.component === component);
+  let first: Layer | undefined;
+  if (component === 'unet') {
+    for (const l of layers) if (!first || l.up! < first.up!) first = l;
+  } else {
+    let best: number[] | undefined;
+    for (const l of layers) {
+      const m = TE_RANK_ORDER.exec(l.module.replace(/\./g, '_'));
+      if (!m) continue;
+      const key = [m[2] ? 0 : 1, Number(m[1]), TE_SLOT[m[2] ?? m[3]]];
+      const d = best ? key[0] - best[0] || key[1] - best[1] || key[2] - best[2] : -1;
+      if (d < 0) [best, first] = [key, l];
+    }
+  }
+  return first ? lora.source.info(first.down!)!.shape[0] : undefined;
+}
+
 // ---------------------------------------------------------------- original (SGM) UNet numbering
 
 const RESNET_INNER: [RegExp, string][] = [
@@ -384,6 +416,7 @@ export class LoraMerger {
     for (const lora of this.loras) {
       const offenders: string[] = [];
       const targets = new Map<string, string>();
+      let noAlpha: number | undefined;
       for (const layer of lora.layers) {
         if (layer.component !== component) continue;
         const candidates = layer.kohya ? [layer.module, ...(component === 'unet' ? sgmCandidates(layer.module, config) : [])] : [layer.module];
@@ -420,8 +453,8 @@ export class LoraMerger {
           offenders.push(`${layer.down} (down ${shapeStr(down)}, up ${shapeStr(up)} do not fit ${component}.${target}.weight ${shapeStr(base)})`);
           continue;
         }
-        // the file's own alpha (kohya) wins over the spec's, which wins over rank
-        const alpha = layer.alphaValue ?? lora.alpha ?? rank;
+        // the file's own alpha (kohya) wins over the spec's, which wins over diffusers' default
+        const alpha = layer.alphaValue ?? lora.alpha ?? (noAlpha ??= defaultAlpha(lora, component)) ?? rank;
         const list = plan.get(`${target}.weight`) ?? [];
         list.push({ lora, layer, rank, factor: lora.scale * (alpha / rank) });
         plan.set(`${target}.weight`, list);

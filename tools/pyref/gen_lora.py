@@ -7,6 +7,7 @@ tests build byte-identical files. Files (rank 4):
   kohya  kohya names with diffusers blocks (lora_unet_*, lora_te_*), alpha 8
   sgm    kohya names with the original checkpoint's blocks (input_blocks / middle_block / output_blocks), alpha 2
   lcm    an LCM-LoRA-shaped kohya file: every module the LCM-LoRA training script targets, alpha 8
+  peft_mixed  PEFT names, no alpha, ranks 2/4/8 mixed (merged weights in peft_mixed_refs.safetensors)
 Linear and conv (1x1 and 3x3) layers in each. Outputs (refs.safetensors):
   merge/<case>/<component>.<module>.weight   the weights after pipe.load_lora_weights + fuse_lora(lora_scale)
                                              (two LoRAs: fused one after the other, unload_lora_weights between)
@@ -320,6 +321,49 @@ for (c, m), e in sorted(expect.items()):
 print(f'  sdxl (kohya original numbering 0.9 + PEFT 0.6): diffusers fuse_lora vs the formula: worst rel L2 {worst:.2e} over {len(expect)} layers')
 assert worst < 1e-6
 cases['merge/sdxl'] = {'loras': [{'file': 'sdxl_kohya', 'scale': 0.9}, {'file': 'sdxl_peft', 'scale': 0.6}], 'weights': names}
+
+# ------------------------------------------------------------------ PEFT without alpha, mixed ranks
+# diffusers 0.31 (utils/peft_utils.get_peft_kwargs) gives every module lora_alpha = the rank of the FIRST
+# lora_B in its rank dict (r = the most common rank, rank_pattern the others; no alpha_pattern), so each
+# module's scale is first_rank / own_rank. The rank dict's order: the UNet's state-dict order (a file
+# loads with sorted keys, as safetensors' load_file gives them: passed here as a sorted dict); the text
+# encoder's, its attention modules layer by layer (out_proj, q_proj, k_proj, v_proj), then its MLPs (fc1, fc2).
+MIXED = {'unet': {'down_blocks.0.attentions.0.proj_in': 2, 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q': 4,
+                  'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_v': 4, 'down_blocks.0.resnets.0.conv1': 8,
+                  'mid_block.attentions.0.transformer_blocks.0.attn2.to_v': 4, 'up_blocks.1.attentions.0.proj_out': 4},
+         'text_encoder': {'text_model.encoder.layers.0.mlp.fc1': 2, 'text_model.encoder.layers.0.self_attn.out_proj': 8,
+                          'text_model.encoder.layers.0.self_attn.q_proj': 4, 'text_model.encoder.layers.1.self_attn.k_proj': 4,
+                          'text_model.encoder.layers.1.mlp.fc2': 4}}
+FIRST_ALPHA = {'unet': 2, 'text_encoder': 8}  # sorted-first UNet key (proj_in); the text encoder's first attention out_proj
+def shapes_r(mod, r):
+    wt = mod.weight
+    if wt.dim() == 2: return [r, wt.shape[1]], [wt.shape[0], r]
+    return [r, wt.shape[1], wt.shape[2], wt.shape[3]], [wt.shape[0], r, 1, 1]
+FILES['peft_mixed'] = [e for comp, ms in MIXED.items() for m, r in ms.items() for e in (
+    {'key': f'{comp}.{m}.lora_A.weight', 'shape': shapes_r(MODS[comp][m], r)[0]},
+    {'key': f'{comp}.{m}.lora_B.weight', 'shape': shapes_r(MODS[comp][m], r)[1]})]
+mp = base_pipe()
+sd = lora_dict('peft_mixed')
+expect = {}
+SCALE_MIXED = 0.8
+for comp, ms in MIXED.items():
+    for m, r in ms.items():
+        w0 = dict(getattr(mp, comp).named_modules())[m].weight.detach().double()
+        up, down = sd[f'{comp}.{m}.lora_B.weight'].double(), sd[f'{comp}.{m}.lora_A.weight'].double()
+        expect[(comp, m)] = w0 + SCALE_MIXED * FIRST_ALPHA[comp] / r * (up.reshape(up.shape[0], r) @ down.reshape(r, -1)).reshape(w0.shape)
+mp.load_lora_weights(dict(sorted(sd.items())), adapter_name='mixed')
+mp.fuse_lora(lora_scale=SCALE_MIXED, adapter_names=['mixed'])
+mp.unload_lora_weights()
+mrefs, names, worst = {}, [], 0.0
+for (comp, m), e in sorted(expect.items()):
+    got = dict(getattr(mp, comp).named_modules())[m].weight.detach()
+    worst = max(worst, ((got.double() - e).norm() / e.norm()).item())
+    mrefs[f'merge/peft_mixed/{comp}.{m}.weight'] = got.clone().contiguous()
+    names.append(f'{comp}.{m}.weight')
+print(f'  peft_mixed: diffusers fuse_lora vs alpha = first rank (unet 2, text_encoder 8): worst rel L2 {worst:.2e}')
+assert worst < 1e-6
+cases['merge/peft_mixed'] = {'loras': [{'file': 'peft_mixed', 'scale': SCALE_MIXED}], 'weights': names}
+save_file(mrefs, os.path.join(out_dir, 'peft_mixed_refs.safetensors'))
 
 save_file(refs, os.path.join(out_dir, 'refs.safetensors'))
 save_file(xrefs, os.path.join(out_dir, 'sdxl_refs.safetensors'))
