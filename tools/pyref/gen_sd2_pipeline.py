@@ -72,8 +72,10 @@ with torch.no_grad():
         refs[f'{sname}.timesteps'] = sched.timesteps.to(torch.int64)
         refs[f'{sname}.latents_steps'] = torch.stack(per_step)
         refs[f'{sname}.image'] = torch.from_numpy(img).permute(0, 3, 1, 2).contiguous()
-        cases[sname] = {'scheduler': {'_class_name': type(sched).__name__, **dict(sched.config)}, 'timesteps': sched.timesteps.tolist()}
-configs = {'text_encoder': text_encoder.config.to_dict(), 'unet': dict(unet.config), 'vae': dict(vae.config)}
+        cases[sname] = {'scheduler': {'_class_name': type(sched).__name__, **{k: v for k, v in dict(sched.config).items() if k != '_use_default_values'}}, 'timesteps': sched.timesteps.tolist()}
+# diffusers' _use_default_values is a set's order (varies run to run): dropped, so reruns are byte-identical
+clean = lambda c: {k: v for k, v in c.items() if k != '_use_default_values'}
+configs = {'text_encoder': text_encoder.config.to_dict(), 'unet': clean(dict(unet.config)), 'vae': clean(dict(vae.config))}
 tokenizer_files = {'tokenizer_config.json': {'model_max_length': 77, 'pad_token': '!', 'bos_token': '<|startoftext|>', 'eos_token': '<|endoftext|>',
                                              'unk_token': '<|endoftext|>', 'do_lower_case': True, 'tokenizer_class': 'CLIPTokenizer'},
                    'special_tokens_map.json': {'pad_token': '!', 'bos_token': '<|startoftext|>', 'eos_token': '<|endoftext|>', 'unk_token': '<|endoftext|>'}}
