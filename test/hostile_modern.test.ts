@@ -91,3 +91,25 @@ describe('generate --family that contradicts the folder', () => {
     expect(r.stderr).not.toMatch(/adapter:/);
   }, 120_000);
 });
+
+describe('a folder of the other Stable Diffusion pipeline', () => {
+  it('is refused from model_index.json before any weight loads, naming the class to use', async () => {
+    buildTinySdxlFolder(join(root, 'sd_lcm'), 'sd_lcm', m);
+    const loaded: string[] = [];
+    const onComponentProgress = (c: string) => void loaded.push(c);
+    const before = engine.memory().inUseBytes;
+    await expect(StableDiffusionPipeline.fromPretrained(engine, join(root, 'sdxl'), { onComponentProgress })).rejects.toThrow(/model_index\.json names StableDiffusionXLPipeline: load it with StableDiffusionXLPipeline/);
+    await expect(StableDiffusionXLPipeline.fromPretrained(engine, join(root, 'sd_lcm'), { onComponentProgress })).rejects.toThrow(/model_index\.json names StableDiffusionPipeline: load it with StableDiffusionPipeline/);
+    expect(loaded).toEqual([]);
+    expect(engine.memory().inUseBytes).toBe(before);
+  });
+
+  it('an SDXL UNet given to StableDiffusionPipeline is named as such (the text width check used to speak first)', async () => {
+    const xl = await StableDiffusionXLPipeline.fromPretrained(engine, join(root, 'sdxl'));
+    try {
+      expect(() => new StableDiffusionPipeline({ vae: xl.vae, unet: xl.unet, scheduler: xl.scheduler, textEncoder: xl.textEncoder, tokenizer: xl.tokenizer })).toThrow(/this is an SDXL UNet \(addition_embed_type "text_time"\)/);
+    } finally {
+      xl.dispose();
+    }
+  });
+});

@@ -30,9 +30,13 @@ export async function loadPipelineFolder(
   base: string,
   classes: Record<string, ComponentClass>,
   opts: PipelineLoadOptions = {},
+  /** a reason to refuse the folder's _class_name before any weight loads (another pipeline's folder) */
+  refuseClass?: (className: string) => string | null,
 ): Promise<{ index: Config; models: Record<string, Disposable>; schedulerConfig: Config; loraReport: LoraReport | null }> {
   const io = { ...opts, onProgress: undefined };
   const index: Config = await readJson(joinPath(base, 'model_index.json'), io);
+  const refused = refuseClass?.(String(index._class_name ?? ''));
+  if (refused) throw new Error(`${base}: ${refused}`);
   const models: Record<string, Disposable> = {};
   const loras = opts.loras !== undefined ? await LoraMerger.open(opts.loras, io) : null;
   try {

@@ -88,6 +88,10 @@ export class StableDiffusionPipeline {
     this.tokenizer = c.tokenizer ?? null;
     this.previewDecoder = c.previewDecoder ?? null;
     this.engine = c.unet.engine;
+    // first: an SDXL UNet fails every later check too, for this reason
+    if ((c.unet.config as Record<string, unknown>).addition_embed_type === 'text_time') {
+      throw new Error('StableDiffusionPipeline: this is an SDXL UNet (addition_embed_type "text_time"): load it with StableDiffusionXLPipeline');
+    }
     const L = c.vae.shape.latentChannels;
     if (c.unet.outChannels !== L) throw new Error(`StableDiffusionPipeline: the UNet predicts ${c.unet.outChannels} channels but the VAE latents have ${L}`);
     if (c.unet.inChannels !== L && c.unet.inChannels !== 2 * L + 1) {
@@ -99,15 +103,14 @@ export class StableDiffusionPipeline {
     if (this.previewDecoder && this.previewDecoder.shape.latentChannels !== L) {
       throw new Error(`StableDiffusionPipeline: the preview decoder takes ${this.previewDecoder.shape.latentChannels} latent channels, the VAE has ${L}`);
     }
-    if ((c.unet.config as Record<string, unknown>).addition_embed_type === 'text_time') {
-      throw new Error('StableDiffusionPipeline: this is an SDXL UNet (addition_embed_type "text_time"): load it with StableDiffusionXLPipeline');
-    }
     checkPrediction(c.scheduler, 'StableDiffusionPipeline', c.predictionType);
   }
 
   /** A diffusers StableDiffusionPipeline folder (local path or URL). */
   static async fromPretrained(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions = {}): Promise<StableDiffusionPipeline> {
-    const c = await loadPipelineFolder(engine, pathOrUrl, { text_encoder: CLIPTextModel, unet: UNet2DConditionModel, vae: AutoencoderKL }, opts);
+    const c = await loadPipelineFolder(engine, pathOrUrl, { text_encoder: CLIPTextModel, unet: UNet2DConditionModel, vae: AutoencoderKL }, opts, (cls) =>
+      cls.startsWith('StableDiffusionXL') ? `model_index.json names ${cls}: load it with StableDiffusionXLPipeline.fromPretrained` : null,
+    );
     try {
       const index = c.index as Record<string, unknown>;
       const tokenizer = Array.isArray(index.tokenizer) && index.tokenizer[1] ? await CLIPTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs }) : null;

@@ -187,6 +187,7 @@ export class StableDiffusionXLPipeline {
       pathOrUrl,
       { text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection, unet: UNet2DConditionModel, vae: AutoencoderKL },
       opts,
+      (cls) => (/^(StableDiffusion(Img2Img|Inpaint)?|LatentConsistencyModel)Pipeline$/.test(cls) ? `model_index.json names ${cls}: load it with StableDiffusionPipeline.fromPretrained` : null),
     );
     try {
       const index = c.index as Record<string, unknown>;
