@@ -12,7 +12,7 @@ import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import { FIXTURES, readSafetensorsFile, loadCase } from './fixture.js';
 import { seededSafetensors, seededValues, type ManifestEntry } from './seeded.js';
 import { buildTinySdFolder } from './tiny_sd.js';
-import { buildTinySdxlFolder } from './tiny_sdxl.js';
+import { buildTinySdxlFolder, buildTinySdxlSingleFile, readSdxlManifest } from './tiny_sdxl.js';
 import { singleFileComponent } from '../src/loaders/single_file_keys.js';
 
 afterAll(() => reportWorst('lora'));
@@ -118,6 +118,25 @@ describe('LoRA merge = diffusers fuse_lora (W + scale * alpha / rank * up @ down
     const own = await mergedWeights([{ source: seededSafetensors(entries), scale: 0.8, alpha: 4 }], cs.weights!);
     const n4 = cs.weights!.find((n) => n.startsWith('unet.') && rank(n) === 4)!;
     expect(relL2(own.get(n4)!, mixed[`merge/peft_mixed/${n4}`].data)).toBeGreaterThan(1e-3);
+  });
+
+  it('legacy UNet-only attention-processor files without any prefix (load_attn_procs format) merge like PEFT ones', async () => {
+    const cs = meta.cases['merge/peft'];
+    const entries = meta.files.peft
+      .filter((e) => e.key.startsWith('unet.'))
+      .map((e) => {
+        const key = e.key
+          .slice('unet.'.length)
+          .replace(/\.(attn[12])\.(to_q|to_k|to_v)\.lora_([AB])\.weight$/, (_m, a, p, ab) => `.${a}.processor.${p}_lora.${ab === 'A' ? 'down' : 'up'}.weight`)
+          .replace(/\.(attn[12])\.to_out\.0\.lora_([AB])\.weight$/, (_m, a, ab) => `.${a}.processor.to_out_lora.${ab === 'A' ? 'down' : 'up'}.weight`)
+          .replace('.lora_A.weight', '.lora.down.weight')
+          .replace('.lora_B.weight', '.lora.up.weight');
+        return { key, shape: e.shape, values: Array.from(readSeeded(e)) };
+      });
+    expect(entries.some((e) => /^down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.processor\.to_out_lora\.down\.weight$/.test(e.key))).toBe(true);
+    const names = cs.weights!.filter((n) => n.startsWith('unet.'));
+    const got = await mergedWeights([{ source: seededSafetensors(entries), scale: 0.8 }], names);
+    for (const n of names) expect(track('merge/legacy-attn-procs', relL2(got.get(n)!, refs[`merge/peft/${n}`].data)), n).toBeLessThan(1e-6);
   });
 
   it('a LoRA in f16 storage merges into an f16 upload', async () => {
@@ -238,6 +257,11 @@ describe('LoRAs that do not fit, and keys left out', () => {
     await expect(LoraMerger.open([{ source: noUp }])).rejects.toThrow(/incomplete LoRA layers: lora_unet_down_blocks_0_resnets_0_conv1\.lora_down\.weight \(no up tensor\)/);
     const dora = kohyaWith((e) => (e.key.endsWith('conv1.alpha') ? [e, { key: e.key.replace('.alpha', '.dora_scale'), shape: [16, 1, 1, 1] }] : e));
     await expect(LoraMerger.open([{ source: dora }])).rejects.toThrow(/DoRA/);
+    // LyCORIS layers are not up @ down: merging their down/up alone would be wrong
+    const mid = kohyaWith((e) => (e.key.endsWith('conv1.alpha') ? [e, { key: e.key.replace('.alpha', '.lora_mid.weight'), shape: [4, 4, 3, 3] }] : e));
+    await expect(LoraMerger.open([{ source: mid }])).rejects.toThrow(/LyCORIS layers.*conv1\.lora_mid\.weight/);
+    const loha = seededSafetensors(['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b'].map((k) => ({ key: `lora_unet_down_blocks_0_resnets_0_conv1.${k}`, shape: [4, 4] })));
+    await expect(LoraMerger.open([{ source: loha }])).rejects.toThrow(/LyCORIS layers \(lora_mid, LoHa hada_\*, LoKr lokr_\*\).*\(4 in all\)|LyCORIS layers/);
     await expect(LoraMerger.open([{ source: seededSafetensors([{ key: 'model.weight', shape: [4, 4] }]) }])).rejects.toThrow(LoraError);
     await expect(LoraMerger.open([{ source: loraBytes('kohya'), scale: Number.NaN }])).rejects.toThrow(/scale must be a finite number/);
   });
@@ -438,6 +462,59 @@ describe('SDXL: kohya original numbering (layers_per_block 2, two-block transfor
     expect(cs.weights!).toContain('unet.up_blocks.0.upsamplers.0.conv.weight');
     pipe.dispose();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("kohya lora_te2_text_projection (diffusers' kohya conversion keeps it) and q_proj: folder = formula, single file (bigG transposed projection, in_proj split) = folder", async () => {
+    const engine = await getEngine();
+    const m = readSdxlManifest();
+    const dir = mkdtempSync(join(tmpdir(), 'lora-sdxl-'));
+    buildTinySdxlFolder(dir, 'base', m);
+    const plain = await StableDiffusionXLPipeline.fromPretrained(engine, dir);
+    const names = ['text_projection.weight', 'text_model.encoder.layers.0.self_attn.q_proj.weight'];
+    const base = await Promise.all(names.map(async (n) => ({ n, shape: plain.textEncoder2!.parameter(n)!.shape, w: (await plain.textEncoder2!.parameter(n)!.read()) as Float32Array })));
+    plain.dispose();
+    const entries: ManifestEntry[] = base.flatMap(({ n, shape }) => {
+      const stem = `lora_te2_${n.slice(0, -'.weight'.length).replace(/\./g, '_')}`;
+      return [
+        { key: `${stem}.lora_down.weight`, shape: [4, shape[1]] },
+        { key: `${stem}.lora_up.weight`, shape: [shape[0], 4] },
+        { key: `${stem}.alpha`, shape: [], values: [2] },
+      ];
+    });
+    const loras = [{ source: seededSafetensors(entries), scale: 0.5 }];
+    const a = await StableDiffusionXLPipeline.fromPretrained(engine, dir, { loras });
+    const b = await StableDiffusionXLPipeline.fromSingleFile(engine, buildTinySdxlSingleFile('base', m), {
+      unetConfig: m.configs.unet,
+      vaeConfig: m.configs.vae,
+      textEncoderConfig: m.configs.text_encoder,
+      textEncoder2Config: m.configs.text_encoder_2,
+      tokenizer: join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14'),
+      loras,
+    });
+    try {
+      expect(a.loraReport!.applied).toEqual(expect.arrayContaining([expect.stringMatching(/text_encoder_2\.text_projection$/)]));
+      for (const { n, shape, w } of base) {
+        const stem = `lora_te2_${n.slice(0, -'.weight'.length).replace(/\./g, '_')}`;
+        const down = seededValues(`${stem}.lora_down.weight`, [4, shape[1]]);
+        const up = seededValues(`${stem}.lora_up.weight`, [shape[0], 4]);
+        const want = new Float64Array(w.length);
+        for (let o = 0; o < shape[0]; o++) {
+          for (let i = 0; i < shape[1]; i++) {
+            let d = 0;
+            for (let r = 0; r < 4; r++) d += up[o * 4 + r] * down[r * shape[1] + i];
+            want[o * shape[1] + i] = w[o * shape[1] + i] + 0.5 * (2 / 4) * d;
+          }
+        }
+        const wa = await a.textEncoder2!.parameter(n)!.read();
+        expect(track('kohya te2 text_projection', relL2(wa, want)), n).toBeLessThan(1e-6);
+        expect(relL2(w, want), n).toBeGreaterThan(1e-3);
+        expect(relL2(await b.textEncoder2!.parameter(n)!.read(), wa), n).toBeLessThan(1e-6);
+      }
+    } finally {
+      a.dispose();
+      b.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('StableDiffusionXLPipeline.loadLoraWeights: in place = diffusers, no new memory, refused during generate(), a misfit changes nothing, undone by -scale', async () => {

@@ -159,10 +159,17 @@ function parseFile(label: string, source: WeightSource): { layers: Layer[]; igno
   const byModule = new Map<string, Layer>();
   const ignored: string[] = [];
   const dora: string[] = [];
+  const lycoris: string[] = [];
   const prefixed = names.some((n) => /^(base_model\.model\.)?(unet|text_encoder|text_encoder_2)\./.test(n));
   for (const key of names) {
     if (/dora_scale$|lora_magnitude_vector/.test(key)) {
       dora.push(key);
+      continue;
+    }
+    // LyCORIS: a layer with lora_mid (CP decomposition), LoHa (hada_*) or LoKr (lokr_*) is not up @ down;
+    // merging its down/up alone would be wrong, so the file is refused (diffusers 0.31 refuses it too)
+    if (/\.(lora_mid\.weight|hada_[wt]\d_[ab]|lokr_[wt]\d(_[ab])?)$/.test(key)) {
+      lycoris.push(key);
       continue;
     }
     let component: LoraComponent | undefined;
@@ -203,6 +210,7 @@ function parseFile(label: string, source: WeightSource): { layers: Layer[]; igno
     layer[part] = key;
   }
   if (dora.length) throw new LoraError(label, dora.slice(0, SHOWN), dora.length, 'DoRA LoRAs (dora_scale / lora_magnitude_vector) are not supported');
+  if (lycoris.length) throw new LoraError(label, lycoris.slice(0, SHOWN), lycoris.length, 'LyCORIS layers (lora_mid, LoHa hada_*, LoKr lokr_*) are not supported');
   const layers: Layer[] = [];
   const half: string[] = [];
   for (const l of byModule.values()) {
