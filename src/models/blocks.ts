@@ -72,11 +72,13 @@ export class ResnetBlock2D {
       // scale_shift: norm2(h) * (1 + scale) + shift, scale = emb[:, :C], shift = emb[:, C:]
       const scaleShift = (h: Tensor) => ops.add(ops.mul(h, ops.scale(col(ops.slice(t!, 1, 0, C)), 1, 1)), col(ops.slice(t!, 1, C, 2 * C)));
       const inRest: Step[] = [this.norm1.thenSilu, ...(this.resample ? [(h: Tensor) => this.resampled(h)] : []), this.conv1];
-      const h = this.scaleShift && t
-        ? sequential(x, ...inRest, (hh) => this.norm2.forward(hh), scaleShift, ops.silu, this.conv2)
-        : sequential(x, ...inRest, ...(t ? [addTemb] : []), this.norm2.thenSilu, this.conv2);
       const skipIn = this.resample ? this.resampled(x) : x;
-      return ops.add(this.shortcut ? this.shortcut.forward(skipIn) : skipIn, h);
+      const skip = this.shortcut ? this.shortcut.forward(skipIn) : skipIn;
+      // the skip is added in conv2's epilogue (one dispatch less per block)
+      const conv2 = (hh: Tensor) => this.conv2.forward(hh, skip);
+      return this.scaleShift && t
+        ? sequential(x, ...inRest, (hh) => this.norm2.forward(hh), scaleShift, ops.silu, conv2)
+        : sequential(x, ...inRest, ...(t ? [addTemb] : []), this.norm2.thenSilu, conv2);
     });
   }
 }
@@ -134,9 +136,17 @@ export class SpatialAttention {
     return x.engine.scope(() => {
       const tokens = sequential(x, this.norm, ops.nchwToTokens);
       const a = ops.attention(this.q.forward(tokens), this.k.forward(tokens), this.v.forward(tokens), { heads: this.heads });
-      return sequential(a, this.out, (t) => ops.tokensToNchw(t, h, w), (t) => ops.add(t, x));
+      // to_out in image space as a 1x1 conv with x added in its epilogue: transpose + conv instead
+      // of linear + transpose + add
+      return sequential(a, (t) => ops.tokensToNchw(t, h, w), (t) => this.out.forwardNchw(t, x));
     });
   }
+}
+
+/** What linear_2 of a TimestepEmbedding may fuse: act(linear_2(h)) + residual. */
+export interface TembEpilogue {
+  activation?: ops.LinearActivation;
+  residual?: Tensor;
 }
 
 /** Timesteps (sinusoidal) followed by TimestepEmbedding (linear_1 -> SiLU -> linear_2). */
@@ -164,21 +174,22 @@ export class TimestepEmbedding {
   }
 
   /** timesteps: one per batch item; condition [B, cond_proj_dim] when the embedding has a cond_proj */
-  forward(timesteps: number[], condition?: Tensor): Tensor {
+  /** `epilogue`: an activation and/or a term added in linear_2's epilogue (the UNet's SiLU or class embedding) */
+  forward(timesteps: number[], condition?: Tensor, epilogue: TembEpilogue = {}): Tensor {
     const engine = this.linear1.weight.engine;
     return engine.scope(() => {
       let proj = ops.timestepEmbedding(engine, timesteps, this.dim, { flipSinToCos: this.flipSinToCos, downscaleFreqShift: this.freqShift });
       if (this.linear1.weight.dtype === 'f16') proj = ops.cast(proj, 'f16');
-      return this.project(proj, condition);
+      return this.project(proj, condition, epilogue);
     });
   }
 
   /** linear_2(silu(linear_1(x + cond_proj(condition)))) of an embedding input x [B, dim] that is already made
    * (SDXL's add_embedding reads pooled text embeds and time-id sinusoids). */
-  project(x: Tensor, condition?: Tensor): Tensor {
+  project(x: Tensor, condition?: Tensor, epilogue: TembEpilogue = {}): Tensor {
     return x.engine.scope(() => {
       const h = condition && this.condProj ? ops.add(x, this.condProj.forward(condition)) : x;
-      return this.linear2.forward(this.linear1.forward(h, 'silu'));
+      return this.linear2.forward(this.linear1.forward(h, 'silu'), epilogue.activation, epilogue.residual);
     });
   }
 }
@@ -209,11 +220,12 @@ export class CrossAttention {
     );
   }
 
-  forward(x: Tensor, context?: Tensor, opts: { causal?: boolean } = {}): Tensor {
+  /** `residual` is added in to_out's epilogue. */
+  forward(x: Tensor, context?: Tensor, opts: { causal?: boolean; residual?: Tensor } = {}): Tensor {
     const c = context ?? x;
     return x.engine.scope(() => {
       const a = ops.attention(this.q.forward(x), this.k.forward(c), this.v.forward(c), { heads: this.heads, causal: opts.causal, upcast: this.upcast });
-      return this.out.forward(a);
+      return this.out.forward(a, undefined, opts.residual);
     });
   }
 }
@@ -223,9 +235,10 @@ export class FeedForwardGEGLU {
   static async load(L: ParamLoader, name: string, dim: number, inner: number): Promise<FeedForwardGEGLU> {
     return new FeedForwardGEGLU(await Linear.load(L, `${name}.net.0.proj`, dim, inner * 2), await Linear.load(L, `${name}.net.2`, inner, dim));
   }
-  forward(x: Tensor): Tensor {
+  /** `residual` is added in net.2's epilogue. */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     // proj and the GEGLU gate in one GEMM where the engine can (ops.linearGeglu)
-    return sequential(x, (h) => ops.linearGeglu(h, this.proj.weight, this.proj.bias), this.out);
+    return sequential(x, (h) => ops.linearGeglu(h, this.proj.weight, this.proj.bias), (t) => this.out.forward(t, undefined, residual));
   }
 }
 
@@ -251,14 +264,14 @@ export class BasicTransformerBlock {
     );
   }
 
-  /** h += attn1(norm1 h); h += attn2(norm2 h, context); h += ff(norm3 h) */
+  /** h += attn1(norm1 h); h += attn2(norm2 h, context); h += ff(norm3 h), each residual added in the
+   * epilogue of the branch's last linear (to_out / net.2) */
   forward(h: Tensor, context?: Tensor): Tensor {
-    const residual = (f: (n: Tensor) => Tensor) => (x: Tensor) => ops.add(x, f(x));
     return sequential(
       h,
-      residual((x) => this.attn1.forward(this.norm1.forward(x))),
-      ...(this.attn2 && this.norm2 ? [residual((x) => this.attn2!.forward(this.norm2!.forward(x), context))] : []),
-      residual((x) => this.ff.forward(this.norm3.forward(x))),
+      (x) => this.attn1.forward(this.norm1.forward(x), undefined, { residual: x }),
+      ...(this.attn2 && this.norm2 ? [(x: Tensor) => this.attn2!.forward(this.norm2!.forward(x), context, { residual: x })] : []),
+      (x) => this.ff.forward(this.norm3.forward(x), x),
     );
   }
 }
@@ -298,8 +311,9 @@ export class Transformer2DModel {
       this.norm,
       ...(conv ? [this.projIn, toTokens] : [toTokens, this.projIn]),
       ...this.blocks.map((b) => (t: Tensor) => b.forward(t, context)),
-      ...(conv ? [toImage, this.projOut] : [this.projOut, toImage]),
-      (t) => ops.add(t, x),
+      // the input is added in proj_out's epilogue (a linear proj_out runs as a 1x1 conv for that)
+      toImage,
+      (t) => (this.projOut instanceof Conv2d ? this.projOut.forward(t, x) : this.projOut.forwardNchw(t, x)),
     );
   }
 }

@@ -77,8 +77,9 @@ export class Conv2d {
     return new Conv2d(w, b, cfg.stride ?? 1, cfg.padding ?? (k - 1) / 2);
   }
 
-  forward(x: Tensor): Tensor {
-    return ops.conv2d(x, this.weight, this.bias ?? undefined, { stride: this.stride, padding: this.padding });
+  /** `residual` (the output's shape) is added in the GEMM's epilogue: no separate add dispatch. */
+  forward(x: Tensor, residual?: Tensor): Tensor {
+    return ops.conv2d(x, this.weight, this.bias ?? undefined, { stride: this.stride, padding: this.padding, residual });
   }
 }
 
@@ -91,8 +92,16 @@ export class Linear {
     return new Linear(w, b);
   }
 
-  forward(x: Tensor, activation?: ops.LinearActivation): Tensor {
-    return ops.linear(x, this.weight, this.bias ?? undefined, activation ? { activation } : undefined);
+  /** act(x W^T + b) + residual, all in the GEMM's epilogue. */
+  forward(x: Tensor, activation?: ops.LinearActivation, residual?: Tensor): Tensor {
+    return ops.linear(x, this.weight, this.bias ?? undefined, activation || residual ? { activation, residual } : undefined);
+  }
+
+  /** The same product as a 1x1 conv2d on an NCHW map (the weight viewed as [out, in, 1, 1]), so a
+   * token-space projection can run in image space and take an NCHW residual in its epilogue. */
+  forwardNchw(x: Tensor, residual?: Tensor): Tensor {
+    const [fout, fin] = this.weight.shape;
+    return ops.conv2d(x, this.weight.reshape([fout, fin, 1, 1]), this.bias ?? undefined, { residual });
   }
 }
 

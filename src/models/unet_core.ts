@@ -120,9 +120,11 @@ export class UNetCore {
    * resnet reads. extra: added embeddings (SDXL's add_embedding); timestepCond: LCM's guidance embedding. */
   embed(op: string, timesteps: number[], opts: { classLabels?: readonly number[]; extra?: Tensor[]; timestepCond?: Tensor } = {}): Tensor {
     const { time, classEmbedding } = this.p;
-    let emb = time.forward(timesteps, opts.timestepCond);
-    if (classEmbedding) emb = ops.add(emb, ops.embedding(classEmbedding, checkClassLabels(op, opts.classLabels, timesteps.length, this.numClassEmbeds!)));
-    for (const e of opts.extra ?? []) emb = ops.add(emb, e);
+    const terms = [...(classEmbedding ? [ops.embedding(classEmbedding, checkClassLabels(op, opts.classLabels, timesteps.length, this.numClassEmbeds!))] : []), ...(opts.extra ?? [])];
+    // linear_2's epilogue applies the SiLU when nothing is added, else adds the first term
+    if (!terms.length) return time.forward(timesteps, opts.timestepCond, { activation: 'silu' });
+    let emb = time.forward(timesteps, opts.timestepCond, { residual: terms[0] });
+    for (const e of terms.slice(1)) emb = ops.add(emb, e);
     return ops.silu(emb);
   }
 
