@@ -149,3 +149,68 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
 }
 `;
+
+// The second half of the lookup on the GEMM core: the GEMM has written s[b, k, p] = z_p . e_k
+// (f32, NCHW like a 1x1 conv with the codebook as its weight); this picks, per pixel p, the k
+// minimising |e_k|^2 - 2 s (the squared distance less the pixel's own |z_p|^2, which is the same
+// for every k), and gathers that entry. A workgroup of 64 pixels computes the entry norms of each
+// 256-entry chunk once into workgroup memory; each thread then scans the chunk in increasing k
+// with a strict '<', so the first of tied entries wins, as torch.argmin.
+export const vqArgminWgsl = /* wgsl */ `
+struct Params {
+  npix: u32,      // B * H * W
+  hw: u32,        // H * W
+  channels: u32,  // C
+  entries: u32,   // K
+  rowStride: u32, // workgroups per grid row
+}
+@group(0) @binding(0) var<storage, read> s: array<f32>;
+@group(0) @binding(1) var<storage, read> codebook: array<T>;
+@group(0) @binding(2) var<storage, read_write> quantized: array<T>;
+@group(0) @binding(3) var<storage, read_write> indices: array<i32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+const TP: u32 = 64u;   // pixels per workgroup (one per thread)
+const NK: u32 = 256u;  // entries per staged chunk of norms
+const BIG: f32 = 3.4028234663852886e38;
+var<workgroup> norms: array<f32, NK>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let pix0 = (wg.y * p.rowStride + wg.x) * TP;
+  if (pix0 >= p.npix) { return; }  // uniform per workgroup
+  let C = p.channels;
+  let K = p.entries;
+  let n = pix0 + li;
+  let ok = n < p.npix;
+  let b = n / p.hw;
+  let px = n - b * p.hw;
+  // s[b][k][px]: consecutive threads read consecutive pixels of one entry's plane
+  let sBase = b * K * p.hw + px;
+  var bestD = BIG;
+  var bestK = 0u;
+  for (var k0 = 0u; k0 < K; k0 += NK) {
+    for (var j = li; j < NK; j += TP) {
+      var acc = 0.0;
+      if (k0 + j < K) {
+        let e0 = (k0 + j) * C;
+        for (var c = 0u; c < C; c++) { let v = f32(codebook[e0 + c]); acc += v * v; }
+      }
+      norms[j] = acc;
+    }
+    workgroupBarrier();
+    if (ok) {
+      let kEnd = min(NK, K - k0);
+      for (var j = 0u; j < kEnd; j++) {
+        let d = norms[j] - 2.0 * s[sBase + (k0 + j) * p.hw];
+        if (d < bestD) { bestD = d; bestK = k0 + j; }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (!ok) { return; }
+  indices[n] = i32(bestK);
+  let qBase = b * C * p.hw + px;
+  for (var c = 0u; c < C; c++) { quantized[qBase + c * p.hw] = codebook[bestK * C + c]; }
+}
+`;

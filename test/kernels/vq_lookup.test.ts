@@ -45,78 +45,81 @@ describe('ops.vqLookup', () => {
     [1, 256, 4, 5, 300],
     [2, 17, 3, 3, 1000],
   ];
-  for (const [B, C, H, W, K] of cases) {
-    it(`z [${B}, ${C}, ${H}, ${W}] against K=${K} entries matches float64`, async () => {
+  // every case on both paths: the GEMM core (scores + argmin) and the direct kernel
+  for (const path of ['gemm', 'direct'] as const) {
+    for (const [B, C, H, W, K] of cases) {
+      it(`${path}: z [${B}, ${C}, ${H}, ${W}] against K=${K} entries matches float64`, async () => {
+        const e = engine;
+        const seed = B * 1000 + C * 100 + K;
+        const zd = randn(B * C * H * W, seed);
+        const cd = randn(K * C, seed + 1);
+        const z = e.tensor(zd, [B, C, H, W]);
+        const book = e.tensor(cd, [K, C]);
+        const { quantized, indices } = ops.vqLookup(z, book, { path });
+        const idx = await readI32(indices);
+        const q = await readF32(quantized);
+        const ref = vqLookupRef(zd, [B, C, H, W], cd, K);
+        let mismatches = 0;
+        for (let n = 0; n < idx.length; n++) {
+          if (idx[n] === ref.indices[n]) continue;
+          // only a float32 near-tie may pick another entry: its exact distance must be as good to ~1e-6
+          mismatches++;
+          const best = ref.dist(n, ref.indices[n]);
+          expect(idx[n]).toBeGreaterThanOrEqual(0);
+          expect(idx[n]).toBeLessThan(K);
+          expect(ref.dist(n, idx[n]) - best).toBeLessThanOrEqual(1e-6 * (1 + best));
+        }
+        expect(mismatches).toBeLessThanOrEqual(1);
+        // quantized is exactly the chosen entries
+        const hw = H * W;
+        for (let n = 0; n < idx.length; n++) {
+          const b = Math.floor(n / hw);
+          for (let c = 0; c < C; c++) expect(q[(b * C + c) * hw + (n % hw)]).toBe(cd[idx[n] * C + c]);
+        }
+        if (!mismatches) track(`random ${path}`, relL2(q, ref.quantized));
+        for (const t of [z, book, quantized, indices]) t.dispose();
+      });
+    }
+
+    it(`${path}: picks the first of tied entries`, async () => {
       const e = engine;
-      const seed = B * 1000 + C * 100 + K;
-      const zd = randn(B * C * H * W, seed);
-      const cd = randn(K * C, seed + 1);
+      // integer data: every distance is exact, ties are real; entries k and k + 40 are duplicates
+      const r = rng(7);
+      const C = 5, K = 80, B = 2, H = 7, W = 9;
+      const cd = new Float32Array(K * C);
+      for (let k = 0; k < 40; k++) for (let c = 0; c < C; c++) cd[k * C + c] = cd[(k + 40) * C + c] = Math.floor(r() * 7) - 3;
+      const zd = Float32Array.from({ length: B * C * H * W }, () => Math.floor(r() * 9) - 4);
       const z = e.tensor(zd, [B, C, H, W]);
       const book = e.tensor(cd, [K, C]);
-      const { quantized, indices } = ops.vqLookup(z, book);
+      const { quantized, indices } = ops.vqLookup(z, book, { path });
       const idx = await readI32(indices);
-      const q = await readF32(quantized);
       const ref = vqLookupRef(zd, [B, C, H, W], cd, K);
-      let mismatches = 0;
-      for (let n = 0; n < idx.length; n++) {
-        if (idx[n] === ref.indices[n]) continue;
-        // only a float32 near-tie may pick another entry: its exact distance must be as good to ~1e-6
-        mismatches++;
-        const best = ref.dist(n, ref.indices[n]);
-        expect(idx[n]).toBeGreaterThanOrEqual(0);
-        expect(idx[n]).toBeLessThan(K);
-        expect(ref.dist(n, idx[n]) - best).toBeLessThanOrEqual(1e-6 * (1 + best));
-      }
-      expect(mismatches).toBeLessThanOrEqual(1);
-      // quantized is exactly the chosen entries
-      const hw = H * W;
-      for (let n = 0; n < idx.length; n++) {
-        const b = Math.floor(n / hw);
-        for (let c = 0; c < C; c++) expect(q[(b * C + c) * hw + (n % hw)]).toBe(cd[idx[n] * C + c]);
-      }
-      if (!mismatches) track('random', relL2(q, ref.quantized));
+      expect(Array.from(idx)).toEqual(Array.from(ref.indices));
+      expect(Math.max(...idx)).toBeLessThan(40);
+      expect(await readF32(quantized)).toEqual(Float32Array.from(ref.quantized));
+      // all-equal codebook: index 0 everywhere
+      const same = e.tensor(new Float32Array(70 * C).fill(0.5), [70, C]);
+      const r2 = ops.vqLookup(z, same, { path });
+      expect(Array.from(await readI32(r2.indices)).every((v) => v === 0)).toBe(true);
+      for (const t of [z, book, quantized, indices, same, r2.quantized, r2.indices]) t.dispose();
+    });
+
+    it.skipIf(!engine.hasShaderF16)(`${path}: f16 tensors`, async () => {
+      const e = engine;
+      const zd = randn(2 * 4 * 5 * 5, 3);
+      const cd = randn(64 * 4, 4);
+      const z = e.tensor(zd, [2, 4, 5, 5], 'f16');
+      const book = e.tensor(cd, [64, 4], 'f16');
+      const { quantized, indices } = ops.vqLookup(z, book, { path });
+      expect(quantized.dtype).toBe('f16');
+      const zr = await readF32(z);
+      const cr = await readF32(book);
+      const ref = vqLookupRef(zr, [2, 4, 5, 5], cr, 64);
+      const idx = await readI32(indices);
+      for (let n = 0; n < idx.length; n++) expect(ref.dist(n, idx[n]) - ref.dist(n, ref.indices[n])).toBeLessThanOrEqual(1e-3);
       for (const t of [z, book, quantized, indices]) t.dispose();
     });
   }
-
-  it('picks the first of tied entries', async () => {
-    const e = engine;
-    // integer data: every distance is exact, ties are real; entries k and k + 40 are duplicates
-    const r = rng(7);
-    const C = 5, K = 80, B = 2, H = 7, W = 9;
-    const cd = new Float32Array(K * C);
-    for (let k = 0; k < 40; k++) for (let c = 0; c < C; c++) cd[k * C + c] = cd[(k + 40) * C + c] = Math.floor(r() * 7) - 3;
-    const zd = Float32Array.from({ length: B * C * H * W }, () => Math.floor(r() * 9) - 4);
-    const z = e.tensor(zd, [B, C, H, W]);
-    const book = e.tensor(cd, [K, C]);
-    const { quantized, indices } = ops.vqLookup(z, book);
-    const idx = await readI32(indices);
-    const ref = vqLookupRef(zd, [B, C, H, W], cd, K);
-    expect(Array.from(idx)).toEqual(Array.from(ref.indices));
-    expect(Math.max(...idx)).toBeLessThan(40);
-    expect(await readF32(quantized)).toEqual(Float32Array.from(ref.quantized));
-    // all-equal codebook: index 0 everywhere
-    const same = e.tensor(new Float32Array(70 * C).fill(0.5), [70, C]);
-    const r2 = ops.vqLookup(z, same);
-    expect(Array.from(await readI32(r2.indices)).every((v) => v === 0)).toBe(true);
-    for (const t of [z, book, quantized, indices, same, r2.quantized, r2.indices]) t.dispose();
-  });
-
-  it.skipIf(!engine.hasShaderF16)('f16 tensors', async () => {
-    const e = engine;
-    const zd = randn(2 * 4 * 5 * 5, 3);
-    const cd = randn(64 * 4, 4);
-    const z = e.tensor(zd, [2, 4, 5, 5], 'f16');
-    const book = e.tensor(cd, [64, 4], 'f16');
-    const { quantized, indices } = ops.vqLookup(z, book);
-    expect(quantized.dtype).toBe('f16');
-    const zr = await readF32(z);
-    const cr = await readF32(book);
-    const ref = vqLookupRef(zr, [2, 4, 5, 5], cr, 64);
-    const idx = await readI32(indices);
-    for (let n = 0; n < idx.length; n++) expect(ref.dist(n, idx[n]) - ref.dist(n, ref.indices[n])).toBeLessThanOrEqual(1e-3);
-    for (const t of [z, book, quantized, indices]) t.dispose();
-  });
 
   it('rejects bad inputs with errors naming the op and shapes', async () => {
     const e = engine;
@@ -139,6 +142,22 @@ describe('ops.vqLookup', () => {
     book3.dispose();
     expect(() => ops.vqLookup(z, book3)).toThrow(/vqLookup.*dispose/);
     for (const t of [z, book4, z3, book3d, bi, empty]) t.dispose();
+  });
+
+  it('takes the GEMM path by default and the direct kernel past VQ_GEMM_MAX_BYTES', async () => {
+    const z = engine.tensor(randn(2 * 4 * 5 * 5, 9), [2, 4, 5, 5]);
+    const book = engine.tensor(randn(64 * 4, 10), [64, 4]);
+    const names = async (fn: () => void) => (await engine.profile(fn)).kernels.map((k) => k.name).join(' ');
+    let r = ops.vqLookup(z, book);
+    const viaDefault = await readI32(r.indices);
+    r.quantized.dispose();
+    r.indices.dispose();
+    expect(await names(() => { const o = ops.vqLookup(z, book); o.quantized.dispose(); o.indices.dispose(); })).toMatch(/vqArgmin/);
+    r = ops.vqLookup(z, book, { path: 'direct' });
+    expect(Array.from(await readI32(r.indices))).toEqual(Array.from(viaDefault));
+    r.quantized.dispose();
+    r.indices.dispose();
+    for (const t of [z, book]) t.dispose();
   });
 
   it('reports its cost', () => {
