@@ -2,11 +2,11 @@
 // do not. Each test failed before its fix.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { getEngine } from './helpers.js';
-import { buildTinySdxlFolder, readSdxlManifest } from './tiny_sdxl.js';
+import { buildTinySdxlFolder, buildTinySdxlSingleFile, readSdxlManifest } from './tiny_sdxl.js';
 import { StableDiffusionPipeline, StableDiffusionXLPipeline, type Engine } from '../src/index.js';
 import { familyConflict } from '../src/cli/families.js';
 
@@ -110,6 +110,22 @@ describe('a folder of the other Stable Diffusion pipeline', () => {
       expect(() => new StableDiffusionPipeline({ vae: xl.vae, unet: xl.unet, scheduler: xl.scheduler, textEncoder: xl.textEncoder, tokenizer: xl.tokenizer })).toThrow(/this is an SDXL UNet \(addition_embed_type "text_time"\)/);
     } finally {
       xl.dispose();
+    }
+  });
+});
+
+describe('load(path): what the path names', () => {
+  it('a .SAFETENSORS name, or a URL with ?download=true, is a single file; a pickle .ckpt is refused by name (all were read as folders)', async () => {
+    const file = join(root, 'SDXL.SAFETENSORS');
+    writeFileSync(file, buildTinySdxlSingleFile('base', m));
+    // the single-file path: it reaches the tokenizer check, which only single files have
+    const configs = { unetConfig: m.configs.unet, vaeConfig: m.configs.vae, textEncoderConfig: m.configs.text_encoder, textEncoder2Config: m.configs.text_encoder_2 };
+    await expect(StableDiffusionXLPipeline.load(engine, file, configs as never)).rejects.toThrow(/single files carry no tokenizer/);
+    const fetch = (async () => new Response(new Uint8Array(0), { status: 404 })) as typeof globalThis.fetch;
+    await expect(StableDiffusionXLPipeline.load(engine, 'https://example.com/m.safetensors?download=true', { fetch })).rejects.toThrow(/m\.safetensors\?download=true/);
+    await expect(StableDiffusionXLPipeline.load(engine, 'https://example.com/m.safetensors?download=true', { fetch })).rejects.not.toThrow(/model_index/);
+    for (const load of [StableDiffusionPipeline.load, StableDiffusionXLPipeline.load]) {
+      await expect(load(engine, join(root, 'v1-5-pruned.ckpt'))).rejects.toThrow(/v1-5-pruned\.ckpt: a pickle checkpoint .*\.safetensors/);
     }
   });
 });

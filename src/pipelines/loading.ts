@@ -57,6 +57,19 @@ export async function loadPipelineFolder(
   }
 }
 
+/**
+ * What a pipeline's `load(path)` reads: true for a .safetensors single file (any case; a URL's query
+ * and fragment aside, as in `...model.safetensors?download=true`), false for a folder. Pickle
+ * checkpoints are refused by name (they used to be read as folders: 'x.ckpt/model_index.json').
+ */
+export function isSingleFilePath(pathOrUrl: string): boolean {
+  const bare = pathOrUrl.replace(/[?#].*$/, '');
+  if (/\.(ckpt|pt|pth|bin)$/i.test(bare)) {
+    throw new Error(`${pathOrUrl}: a pickle checkpoint (.ckpt/.pt/.pth/.bin): Stable Diffusion single files load from .safetensors (convert it first); the paper's CompVis .ckpt releases load with LatentDiffusion.fromOriginal`);
+  }
+  return /\.safetensors$/i.test(bare);
+}
+
 /** The transformWeights hook that merges `loras` into one component as it loads. */
 export function withLoras(loras: LoraMerger, component: LoraComponent): (weights: WeightSource, config: Config) => WeightSource {
   return (weights, config) => loras.wrap(component, weights, config);

@@ -13,7 +13,7 @@ import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 import { assertFinite, checkEmbeds, checkGuidance, checkGuidanceRescale, checkImage, checkOutputType, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, vaeDecodeLatents, vaeEncodeLatents, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
+import { isSingleFilePath, loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
 import { LoraMerger, type LoraReport, type LoraSpec } from '../loaders/lora.js';
 import { joinPath } from '../runtime/io.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, sd2Configs, singleFileFamily } from './sd_configs.js';
@@ -193,7 +193,7 @@ export class StableDiffusionPipeline {
 
   /** Loads a pipeline folder whose model_index.json names StableDiffusionPipeline, or a .safetensors single file. */
   static async load(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions & { tokenizer?: string } = {}): Promise<StableDiffusionPipeline> {
-    if (pathOrUrl.endsWith('.safetensors')) return StableDiffusionPipeline.fromSingleFile(engine, pathOrUrl, opts);
+    if (isSingleFilePath(pathOrUrl)) return StableDiffusionPipeline.fromSingleFile(engine, pathOrUrl, opts);
     return StableDiffusionPipeline.fromPretrained(engine, pathOrUrl, opts);
   }
 

@@ -41,7 +41,7 @@ import {
   type Scheduler,
 } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
+import { isSingleFilePath, loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
 import { LoraMerger, type LoraReport, type LoraSpec } from '../loaders/lora.js';
 import { NOISE_STREAM } from './stable_diffusion.js';
 import { joinPath, type IOOptions } from '../runtime/io.js';
@@ -296,7 +296,7 @@ export class StableDiffusionXLPipeline {
 
   /** Loads an SDXL pipeline folder (model_index.json) or a .safetensors single file. */
   static async load(engine: Engine, pathOrUrl: string, opts: PipelineLoadOptions & { tokenizer?: string; tokenizer2?: string } = {}): Promise<StableDiffusionXLPipeline> {
-    if (pathOrUrl.endsWith('.safetensors')) return StableDiffusionXLPipeline.fromSingleFile(engine, pathOrUrl, opts);
+    if (isSingleFilePath(pathOrUrl)) return StableDiffusionXLPipeline.fromSingleFile(engine, pathOrUrl, opts);
     return StableDiffusionXLPipeline.fromPretrained(engine, pathOrUrl, opts);
   }
 
