@@ -38,4 +38,12 @@ export interface GenerateArgs {
   eta?: number;
   /** a .safetensors single file: SD 2.x's prediction type (config, tokenizer as above: JSON configs, CLIP tokenizer) */
   predictionType?: 'epsilon' | 'v_prediction';
+  /** --init-image: a PNG whose pixels start an image-to-image run (Stable Diffusion / SDXL folders) */
+  initImage?: string;
+  /** --strength: how much of the schedule runs on the noised init image (default: the pipeline's) */
+  strength?: number;
+  /** --refiner: an SDXL refiner folder the base hands its latents to (diffusers' denoising_end/start) */
+  refiner?: string;
+  /** --denoising-end: where the base stops and the refiner starts (default 0.8) */
+  denoisingEnd?: number;
 }

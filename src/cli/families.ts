@@ -51,13 +51,14 @@ export function detectFamily(index: Json, schedulerConfig: Json, unetConfig: Jso
   // an LCM scheduler over an ordinary UNet: LCM-LoRA fused into the weights
   if (sched === 'LCMScheduler') return 'lcm-lora';
   if (sched.startsWith('Euler') && schedulerConfig.timestep_spacing === 'trailing') return 'sd-turbo';
-  if (kind === 'StableDiffusionXLPipeline') return 'sdxl';
+  if (kind === 'StableDiffusionXLPipeline' || kind === 'StableDiffusionXLImg2ImgPipeline') return 'sdxl';
   // every SD 2.x UNet (768 v and 512 base) has linear proj_in/proj_out; SD 1.x's are 1x1 convs
   const cross = unetConfig?.cross_attention_dim;
   return unetConfig?.use_linear_projection === true || cross === 1024 ? 'sd2' : 'sd1';
 }
 
-const SD_KINDS = ['StableDiffusionPipeline', 'LatentConsistencyModelPipeline', 'StableDiffusionXLPipeline'];
+const SDXL_KINDS = ['StableDiffusionXLPipeline', 'StableDiffusionXLImg2ImgPipeline']; // base, refiner
+const SD_KINDS = ['StableDiffusionPipeline', 'LatentConsistencyModelPipeline', ...SDXL_KINDS];
 
 /**
  * Why a --family given on the command line cannot be this folder's (its defaults would run the wrong
@@ -71,8 +72,8 @@ export function familyConflict(family: string, index: Json, unetConfig: Json | n
   if (family === 'ldm') return isLdm ? null : `--family ldm is for LDMPipeline folders; ${what} (model_index.json): drop --family to have it guessed`;
   if (isLdm) return `--family ${family} is for Stable Diffusion folders; this is an ${kind || 'LDMPipeline'} folder: --family ldm, or drop --family`;
   if (!SD_KINDS.includes(kind)) return null; // the generator names classes it does not run itself
-  if (family === 'sdxl' && kind !== 'StableDiffusionXLPipeline') return `--family sdxl is for StableDiffusionXLPipeline folders; ${what} (model_index.json)`;
-  if ((family === 'sd1' || family === 'sd2') && kind === 'StableDiffusionXLPipeline') return `--family ${family} is for StableDiffusionPipeline folders; ${what}: --family sdxl`;
+  if (family === 'sdxl' && !SDXL_KINDS.includes(kind)) return `--family sdxl is for StableDiffusionXLPipeline folders; ${what} (model_index.json)`;
+  if ((family === 'sd1' || family === 'sd2') && SDXL_KINDS.includes(kind)) return `--family ${family} is for StableDiffusionPipeline folders; ${what}: --family sdxl`;
   if (family === 'lcm' && unetConfig?.time_cond_proj_dim == null) {
     return `--family lcm is for LCM-distilled UNets (time_cond_proj_dim in unet/config.json); this UNet has none, so guidance would not be embedded: for an LCM-LoRA use --family lcm-lora --lora FILE`;
   }

@@ -9,8 +9,11 @@ import { joinPath, readJson } from '../runtime/io.js';
 import { createScheduler, type RgbaImage, type StepInfo } from '../pipelines/common.js';
 import { StableDiffusionPipeline } from '../pipelines/stable_diffusion.js';
 import { StableDiffusionXLPipeline } from '../pipelines/stable_diffusion_xl.js';
+import type { Tensor } from '../runtime/tensor.js';
 import type { GenerateArgs } from './args.js';
 import { encodePng, outputNames, writeFileAtomic } from './output.js';
+import { readFileSync } from 'node:fs';
+import { PNG } from 'pngjs';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 import { describeDefaults, detectFamily, familyConflict, withFamilyDefaults } from './families.js';
 import { openSingleFile } from '../loaders/single_file.js';
@@ -144,6 +147,18 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   if (family) process.stderr.write(`family: ${family}${given.family ? '' : ` (guessed from the ${single ? "file's keys" : 'folder'}; --family to change)`}: ${describeDefaults(args)}\n`);
   const badSteps = stepsProblem(schedulerConfig, args.sampler, args.steps);
   if (badSteps) throw new Error(badSteps);
+  // image-to-image and the refiner handoff: checked before the engine starts
+  const isSdxl = kind === 'StableDiffusionXLPipeline' || kind === 'StableDiffusionXLImg2ImgPipeline';
+  if (kind === 'StableDiffusionXLImg2ImgPipeline' && !args.initImage) {
+    throw new Error(`${args.model} is an SDXL refiner (StableDiffusionXLImg2ImgPipeline): it refines an image: give --init-image, or pass it as --refiner of an SDXL base --model`);
+  }
+  if (args.initImage && !(isSdxl || kind === 'StableDiffusionPipeline' || kind === 'LatentConsistencyModelPipeline')) throw new Error(`--init-image applies to Stable Diffusion / SDXL folders; ${args.model} is a ${kind || 'LDMPipeline'}`);
+  if (args.refiner) {
+    if (kind !== 'StableDiffusionXLPipeline') throw new Error(`--refiner takes over from an SDXL base (a StableDiffusionXLPipeline folder as --model); ${args.model} is a ${kind || 'LDMPipeline'}`);
+    const rk = String((await readJson(joinPath(args.refiner, 'model_index.json'), io))._class_name ?? '');
+    if (rk !== 'StableDiffusionXLImg2ImgPipeline' && rk !== 'StableDiffusionXLPipeline') throw new Error(`--refiner ${args.refiner}: model_index.json names ${rk || 'no pipeline'}; an SDXL refiner is a StableDiffusionXLImg2ImgPipeline folder`);
+  }
+  const init = args.initImage ? readInitImage(args.initImage, args.batch ?? 1) : undefined;
   if (args.seedWasRandom) process.stderr.write(`seed: ${args.seed} (random)\n`);
   const t0 = performance.now();
   const engine = await Engine.create({ f16: args.f16 });
@@ -163,7 +178,7 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   const steps = bar('denoising |{bar}| step {value}/{total} t={timestep} {duration_formatted} ETA {eta_formatted}');
   let stepsStarted = false;
   const onStep = (s: StepInfo) => {
-    if (!stepsStarted) {
+    if (!stepsStarted || s.step === 1) {
       steps.start(s.total, 0, { timestep: s.timestep });
       stepsStarted = true;
     }
@@ -175,12 +190,13 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   let guidanceScale = 0;
   let ownScheduler = '';
   try {
-    if (kind === 'StableDiffusionPipeline' || kind === 'LatentConsistencyModelPipeline' || kind === 'StableDiffusionXLPipeline') {
+    if (kind === 'StableDiffusionPipeline' || kind === 'LatentConsistencyModelPipeline' || isSdxl) {
       if (args.classLabels) throw new Error(`${args.model} is a ${kind}: give --prompt, not --class`);
       // the two take the same generate() options for what the CLI sets; an LCM folder (SD components,
       // an LCM-distilled UNet) runs in StableDiffusionPipeline, which embeds the guidance scale
-      const cls = kind === 'StableDiffusionXLPipeline' ? StableDiffusionXLPipeline : StableDiffusionPipeline;
-      const lo = { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs, loras: args.loras };
+      const cls = isSdxl ? StableDiffusionXLPipeline : StableDiffusionPipeline;
+      const loadOpts = { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs };
+      const lo = { ...loadOpts, loras: args.loras };
       const pipe = single
         ? await StableDiffusionPipeline.fromSingleFile(engine, args.model, {
             ...lo,
@@ -196,27 +212,62 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
         const r = pipe.loraReport;
         process.stderr.write(`LoRA: ${r.applied.length} layer(s) merged${r.ignored.length ? `, ${r.ignored.length} key(s) ignored` : ''}\n`);
       }
+      // A batch is one prompt per image.
+      const n = args.batch ?? 1;
+      guidanceScale = args.guidance ?? 7.5;
+      ownScheduler = pipe.scheduler?.className ?? '';
+      const common = {
+        prompt: Array(n).fill(args.prompt ?? ''),
+        negativePrompt: args.negativePrompt === undefined ? undefined : Array(n).fill(args.negativePrompt),
+        steps: args.steps,
+        guidanceScale,
+        seed: args.seed,
+        sampler: args.sampler,
+        signal: abort.signal,
+        onStep,
+      };
+      let handoff: Tensor | null = null;
       try {
-        // A batch is one prompt per image.
-        const n = args.batch ?? 1;
-        guidanceScale = args.guidance ?? 7.5;
-        ownScheduler = pipe.scheduler?.className ?? '';
-        const out = await pipe.generate({
-          prompt: Array(n).fill(args.prompt ?? ''),
-          negativePrompt: args.negativePrompt === undefined ? undefined : Array(n).fill(args.negativePrompt),
-          steps: args.steps,
-          guidanceScale,
-          seed: args.seed,
-          width: args.width,
-          height: args.height,
-          sampler: args.sampler,
-          signal: abort.signal,
-          onStep,
-        });
-        images = out.rgba;
-        out.images.dispose();
+        const image = init ? engine.tensor(init.data, init.shape) : undefined;
+        try {
+          const out = await pipe.generate({
+            ...common,
+            width: args.width,
+            height: args.height,
+            ...(image ? { image, strength: args.strength } : {}),
+            // the SDXL base of a handoff stops early and returns its latents
+            ...(args.refiner ? { denoisingEnd: args.denoisingEnd ?? 0.8, outputType: 'latent' as const } : {}),
+          });
+          images = out.rgba;
+          if (args.refiner) handoff = out.images;
+          else out.images.dispose();
+        } finally {
+          image?.dispose();
+        }
+      } catch (e) {
+        handoff?.dispose();
+        throw e;
       } finally {
         pipe.dispose();
+      }
+      if (handoff) {
+        const latents = handoff;
+        try {
+          if (stepsStarted) steps.stop();
+          loadStarted = false;
+          const refiner = await StableDiffusionXLPipeline.fromPretrained(engine, args.refiner!, loadOpts);
+          if (loadStarted) load.stop();
+          try {
+            process.stderr.write(`refiner: ${args.refiner} from ${args.denoisingEnd ?? 0.8} of the schedule\n`);
+            const out = await refiner.generate({ ...common, image: latents, denoisingStart: args.denoisingEnd ?? 0.8 });
+            images = out.rgba;
+            out.images.dispose();
+          } finally {
+            refiner.dispose();
+          }
+        } finally {
+          latents.dispose();
+        }
       }
     } else if (kind === 'LDMPipeline' || kind === '') {
       if (args.prompt !== undefined) throw new Error(`${args.model} is an ${kind || 'LDM'} folder (no text encoder): use --class, not --prompt`);
@@ -255,7 +306,7 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
         pipe.dispose();
       }
     } else {
-      throw new Error(`${args.model}: model_index.json names ${kind}, which this CLI does not run (LDMPipeline, StableDiffusionPipeline, LatentConsistencyModelPipeline, StableDiffusionXLPipeline)`);
+      throw new Error(`${args.model}: model_index.json names ${kind}, which this CLI does not run (LDMPipeline, StableDiffusionPipeline, LatentConsistencyModelPipeline, StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline)`);
     }
   } finally {
     if (loadStarted) load.stop();
@@ -274,6 +325,8 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
     batchIndex: i,
     f16: engine.f16,
     ...(args.loras ? { loras: args.loras } : {}),
+    ...(args.initImage !== undefined ? { initImage: args.initImage, ...(args.strength !== undefined ? { strength: args.strength } : {}) } : {}),
+    ...(args.refiner !== undefined ? { refiner: args.refiner, denoisingEnd: args.denoisingEnd ?? 0.8 } : {}),
   });
   // A rerun of one image of a batch (--from) writes that image only.
   const chosen = args.batchIndex !== undefined && args.batchIndex < images.length ? [args.batchIndex] : images.map((_, i) => i);
@@ -281,4 +334,22 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
   chosen.forEach((i, k) => writeFileAtomic(names[k], withGenerationParameters(encodePng(images[i]), params(i), ownScheduler)));
   process.stderr.write(`wrote ${names.join(', ')} (${images[0].width}x${images[0].height}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   return 0;
+}
+
+/** --init-image: a PNG (any bit depth / colour type pngjs reads) -> [batch, 3, H, W] in [0, 1], the
+ * image repeated for each image of the batch; alpha is dropped. */
+export function readInitImage(file: string, batch: number): { data: Float32Array; shape: number[] } {
+  let png: PNG;
+  try {
+    png = PNG.sync.read(readFileSync(file));
+  } catch (e) {
+    throw new Error(`--init-image ${file}: ${(e as Error).message}`);
+  }
+  const { width: W, height: H, data: rgba } = png;
+  const plane = H * W;
+  const one = new Float32Array(3 * plane);
+  for (let p = 0; p < plane; p++) for (let c = 0; c < 3; c++) one[c * plane + p] = rgba[4 * p + c] / 255;
+  const data = new Float32Array(batch * one.length);
+  for (let b = 0; b < batch; b++) data.set(one, b * one.length);
+  return { data, shape: [batch, 3, H, W] };
 }

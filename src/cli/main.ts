@@ -17,6 +17,7 @@ export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
                       [--family NAME] [--steps N] [--sampler NAME] [--seed N] [--guidance S] [--width W --height H]
                       [--batch N] [--out out.png] [--timeout S] [--verbose] [--lora FILE[:SCALE] ...]
+                      [--init-image in.png [--strength S]] [--refiner <folder|url> [--denoising-end F]]
   ldm-webgpu generate --model model.safetensors --tokenizer DIR --prompt TEXT [--config configs.json]
                       [--prediction-type epsilon|v_prediction] [other options as above]
   ldm-webgpu generate --from image.png [--model <folder|url>] [--out out.png]
@@ -28,7 +29,14 @@ export const USAGE = `usage:
 
 generate:
   --model            a diffusers pipeline folder or its base URL: LDMPipeline, StableDiffusionPipeline (SD 1.x,
-                     2.x, SD-Turbo, LCM) or StableDiffusionXLPipeline (default: the bundled models/ldm-mnist)
+                     2.x, SD-Turbo, LCM), StableDiffusionXLPipeline or an SDXL refiner (StableDiffusionXLImg2ImgPipeline,
+                     with --init-image) (default: the bundled models/ldm-mnist)
+  --init-image       a PNG to start from (image-to-image; Stable Diffusion and SDXL folders): its size is the output's
+  --strength         how much of the schedule runs on the noised --init-image, in (0, 1] (default 0.3 for SDXL,
+                     1 for Stable Diffusion, as diffusers)
+  --refiner          an SDXL refiner folder: the SDXL base (--model) runs the first --denoising-end of the schedule
+                     and hands its latents to the refiner, which runs the rest (diffusers' denoising_end/start)
+  --denoising-end    the fraction of the schedule the base runs with --refiner, in (0, 1) (default 0.8)
   --class            class label(s) of a class-conditional model (ldm-mnist: the digit 0-9); a list
                      "3,1,4" makes a batch with one image per label
   --prompt, --negative-prompt
@@ -166,6 +174,10 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     family: { type: 'string' },
     lora: { type: 'string', multiple: true },
     'prediction-type': { type: 'string' },
+    'init-image': { type: 'string' },
+    strength: { type: 'string' },
+    refiner: { type: 'string' },
+    'denoising-end': { type: 'string' },
   });
   delete v.verbose; // handled before parsing (src/cli/stderr.ts)
   const timeoutMs = timeoutArg(v.timeout);
@@ -192,6 +204,15 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
   if (v['negative-prompt'] !== undefined && v.prompt === undefined) throw new UsageError('--negative-prompt needs --prompt');
   if (v.lora !== undefined && (v.ckpt !== undefined || v.class !== undefined)) throw new UsageError('--lora applies to Stable Diffusion folders (--prompt), not to --class or --ckpt models');
   const loras = v.lora?.map(loraArg);
+  for (const k of ['init-image', 'refiner'] as const) {
+    if (v[k] !== undefined && (v.ckpt !== undefined || v.class !== undefined)) throw new UsageError(`--${k} applies to Stable Diffusion / SDXL folders (--prompt), not to --class or --ckpt models`);
+  }
+  if (v.strength !== undefined && v['init-image'] === undefined) throw new UsageError('--strength needs --init-image');
+  if (v['denoising-end'] !== undefined && v.refiner === undefined) throw new UsageError('--denoising-end needs --refiner');
+  const strength = numArg('strength', v.strength);
+  if (strength !== undefined && !(strength > 0 && strength <= 1)) throw new UsageError(`--strength must be in (0, 1], got ${strength}`);
+  const denoisingEnd = numArg('denoising-end', v['denoising-end']);
+  if (denoisingEnd !== undefined && !(denoisingEnd > 0 && denoisingEnd < 1)) throw new UsageError(`--denoising-end must be in (0, 1), got ${denoisingEnd}`);
   if (v.family !== undefined) {
     if (!isFamily(v.family)) throw new UsageError(`--family must be one of ${FAMILY_NAMES.join(', ')}; got ${JSON.stringify(v.family)}`);
     if (FAMILIES[v.family].needs === 'lora' && v.lora === undefined) {
@@ -227,6 +248,8 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
     height: intArg('height', v.height, 8, 4096),
     batch,
     out,
+    ...(v['init-image'] !== undefined ? { initImage: v['init-image'], strength } : {}),
+    ...(v.refiner !== undefined ? { refiner: v.refiner, denoisingEnd: denoisingEnd ?? 0.8 } : {}),
     ...(v.ckpt !== undefined ? { ckpt: v.ckpt, config: v.config, tokenizer: v.tokenizer, eta: numArg('eta', v.eta), modelLabel: v.ckpt } : {}),
     ...(single ? { config: v.config, tokenizer: v.tokenizer, predictionType: v['prediction-type'] as 'epsilon' | 'v_prediction' | undefined } : {}),
   };
@@ -280,6 +303,8 @@ export function argsFromPng(file: string, model: string | undefined, out: string
     out,
     f16: p.f16 === false ? false : undefined,
     ...(p.loras !== undefined ? { loras: pngLoras(p.loras, bad) } : {}),
+    ...(typeof p.initImage === 'string' ? { initImage: p.initImage, strength: typeof p.strength === 'number' ? p.strength : undefined } : {}),
+    ...(typeof p.refiner === 'string' ? { refiner: p.refiner, denoisingEnd: typeof p.denoisingEnd === 'number' ? p.denoisingEnd : 0.8 } : {}),
     batchIndex: int('batchIndex', 0) ?? 0,
     exact: true,
   };

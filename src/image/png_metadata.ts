@@ -31,6 +31,12 @@ export interface GenerationParameters {
   f16?: boolean;
   /** LoRAs merged at load (file as given, scale) */
   loras?: { source: string; scale: number }[];
+  /** image-to-image: the init image's file as given, and the strength (absent: the pipeline's default) */
+  initImage?: string;
+  strength?: number;
+  /** SDXL base -> refiner: the refiner folder and the fraction of the schedule the base ran */
+  refiner?: string;
+  denoisingEnd?: number;
 }
 
 export const PARAMETERS_KEY = 'parameters';
