@@ -9,6 +9,7 @@ import { getEngine } from './helpers.js';
 import { buildTinySdxlFolder, buildTinySdxlSingleFile, readSdxlManifest } from './tiny_sdxl.js';
 import { StableDiffusionPipeline, StableDiffusionXLPipeline, type Engine } from '../src/index.js';
 import { familyConflict } from '../src/cli/families.js';
+import { parseGenerateArgs, UsageError } from '../src/cli/main.js';
 
 const m = readSdxlManifest();
 
@@ -127,5 +128,13 @@ describe('load(path): what the path names', () => {
     for (const load of [StableDiffusionPipeline.load, StableDiffusionXLPipeline.load]) {
       await expect(load(engine, join(root, 'v1-5-pruned.ckpt'))).rejects.toThrow(/v1-5-pruned\.ckpt: a pickle checkpoint .*\.safetensors/);
     }
+  });
+});
+
+describe('generate --model with a file name', () => {
+  it('a pickle .ckpt is a usage error pointing at .safetensors and --ckpt; a .safetensors URL with a query is a single file', () => {
+    expect(() => parseGenerateArgs(['--model', 'v1-5-pruned-emaonly.ckpt', '--prompt', 'a'])).toThrow(UsageError);
+    expect(() => parseGenerateArgs(['--model', 'v1-5-pruned-emaonly.ckpt', '--prompt', 'a'])).toThrow(/pickle checkpoint.*\.safetensors.*--ckpt/);
+    expect(parseGenerateArgs(['--model', 'https://example.com/v1-5.safetensors?download=true', '--tokenizer', 'tok', '--prompt', 'a'])).toMatchObject({ tokenizer: 'tok' });
   });
 });

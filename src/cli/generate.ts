@@ -5,7 +5,7 @@ import { ConfigReader } from '../runtime/config.js';
 import cliProgress from 'cli-progress';
 import { Engine } from '../runtime/engine.js';
 import { LDMPipeline } from '../pipelines/ldm.js';
-import { joinPath, readJson } from '../runtime/io.js';
+import { isSafetensorsName, joinPath, readJson } from '../runtime/io.js';
 import { createScheduler, type RgbaImage, type StepInfo } from '../pipelines/common.js';
 import { StableDiffusionPipeline } from '../pipelines/stable_diffusion.js';
 import { StableDiffusionXLPipeline } from '../pipelines/stable_diffusion_xl.js';
@@ -130,7 +130,7 @@ async function singleFileConfigs(args: GenerateArgs, io: IOOptions): Promise<{ i
 async function generateWith(given: GenerateArgs, abort: AbortController): Promise<number> {
   const fetch = announcingFetch();
   const io = { fetch, signal: abort.signal, timeoutMs: given.timeoutMs };
-  const single = /\.safetensors$/i.test(given.model) ? await singleFileConfigs(given, io) : null;
+  const single = isSafetensorsName(given.model) ? await singleFileConfigs(given, io) : null;
   const index = single?.index ?? (await readJson(joinPath(given.model, 'model_index.json'), io));
   const kind = String(index._class_name ?? '');
   const schedulerConfig = single?.configs.scheduler ?? (await readJson(joinPath(given.model, 'scheduler', 'scheduler_config.json'), io));

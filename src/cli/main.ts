@@ -12,6 +12,7 @@ import { outputPathProblem } from './output.js';
 import { adoptParentTerminal, runWithFilteredStderr, wantsFilteredStderr } from './stderr.js';
 import { readGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 import { FAMILIES, FAMILY_NAMES, isFamily, withFamilyDefaults } from './families.js';
+import { isPickleName, isSafetensorsName } from '../runtime/io.js';
 
 export const USAGE = `usage:
   ldm-webgpu generate [--model <folder|url>] [--class N[,N...] | --prompt TEXT [--negative-prompt TEXT]]
@@ -190,7 +191,10 @@ export function parseGenerateArgs(args: string[]): GenerateArgs {
   if (v.class !== undefined && v.prompt !== undefined) throw new UsageError('give either --class or --prompt, not both');
   // a Stable Diffusion single file (--model x.safetensors) takes --tokenizer, --config (its component configs as
   // JSON) and --prediction-type; a paper release takes --ckpt with its config.yaml
-  const single = v.model !== undefined && /\.safetensors$/i.test(v.model);
+  const single = v.model !== undefined && isSafetensorsName(v.model);
+  if (v.model !== undefined && isPickleName(v.model)) {
+    throw new UsageError(`--model ${v.model}: a pickle checkpoint; Stable Diffusion single files load from .safetensors (convert it first), the paper's CompVis releases with --ckpt model.ckpt --config config.yaml`);
+  }
   if (v.ckpt === undefined && v.config !== undefined && !single) throw new UsageError('--ckpt and --config go together (a release model.ckpt and its config.yaml), or --config configs.json goes with --model <single file>.safetensors');
   if (v.ckpt !== undefined && v.config === undefined) throw new UsageError('--ckpt and --config go together (a release model.ckpt and its config.yaml)');
   if (v.ckpt !== undefined && v.model !== undefined) throw new UsageError('give either --model or --ckpt/--config, not both');

@@ -1,7 +1,7 @@
 // Diffusers pipeline folders: model_index.json names each component's class; each component sits
 // in a subfolder (config.json + weights; scheduler/scheduler_config.json; tokenizer/ files).
 import type { Engine } from '../runtime/engine.js';
-import { joinPath, readJson, type ProgressCallback } from '../runtime/io.js';
+import { isPickleName, isSafetensorsName, joinPath, readJson, type ProgressCallback } from '../runtime/io.js';
 import type { LoadOptions, WeightSource } from '../runtime/weights.js';
 import type { Config } from '../runtime/config.js';
 import { LoraMerger, LORA_COMPONENTS, type LoraComponent, type LoraReport, type LoraSpec, type MergeTarget } from '../loaders/lora.js';
@@ -63,12 +63,12 @@ export async function loadPipelineFolder(
  * checkpoints are refused by name (they used to be read as folders: 'x.ckpt/model_index.json').
  */
 export function isSingleFilePath(pathOrUrl: string): boolean {
-  const bare = pathOrUrl.replace(/[?#].*$/, '');
-  if (/\.(ckpt|pt|pth|bin)$/i.test(bare)) {
+  if (isPickleName(pathOrUrl)) {
     throw new Error(`${pathOrUrl}: a pickle checkpoint (.ckpt/.pt/.pth/.bin): Stable Diffusion single files load from .safetensors (convert it first); the paper's CompVis .ckpt releases load with LatentDiffusion.fromOriginal`);
   }
-  return /\.safetensors$/i.test(bare);
+  return isSafetensorsName(pathOrUrl);
 }
+
 
 /** The transformWeights hook that merges `loras` into one component as it loads. */
 export function withLoras(loras: LoraMerger, component: LoraComponent): (weights: WeightSource, config: Config) => WeightSource {

@@ -65,6 +65,12 @@ export function toPath(s: string | URL): string {
 }
 
 /** `base` + '/' + each part, with the trailing separators of `base` removed first. */
+const bareName = (p: string) => p.replace(/[?#].*$/, '');
+/** A .safetensors path or URL (any case; a URL's query and fragment aside: `...x.safetensors?download=true`). */
+export const isSafetensorsName = (p: string): boolean => /\.safetensors$/i.test(bareName(p));
+/** A pickle checkpoint's name (.ckpt/.pt/.pth/.bin), same rules. */
+export const isPickleName = (p: string): boolean => /\.(ckpt|pt|pth|bin)$/i.test(bareName(p));
+
 export function joinPath(base: string | URL, ...parts: string[]): string {
   let out = String(base).replace(/[/\\]+$/, '');
   for (const p of parts) out += '/' + p;
