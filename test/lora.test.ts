@@ -120,6 +120,16 @@ describe('LoRA merge = diffusers fuse_lora (W + scale * alpha / rank * up @ down
     expect(relL2(own.get(n4)!, mixed[`merge/peft_mixed/${n4}`].data)).toBeGreaterThan(1e-3);
   });
 
+  it('merge/kohya_partial_alpha: layers without alpha in a kohya file whose others have one take the most common alpha (diffusers)', async () => {
+    const cs = meta.cases['merge/kohya_partial_alpha'];
+    const mixed = readSafetensorsFile(join(DIR, 'peft_mixed_refs.safetensors'));
+    const entries = meta.files.kohya_partial_alpha;
+    const downs = entries.filter((e) => e.key.endsWith('lora_down.weight')).length;
+    expect(entries.filter((e) => e.key.endsWith('.alpha')).length).toBeLessThan(downs);
+    const got = await mergedWeights([{ source: seededSafetensors(entries), scale: 0.8 }], cs.weights!);
+    for (const n of cs.weights!) expect(track('merge/kohya_partial_alpha', relL2(got.get(n)!, mixed[`merge/kohya_partial_alpha/${n}`].data)), n).toBeLessThan(1e-6);
+  });
+
   it('legacy UNet-only attention-processor files without any prefix (load_attn_procs format) merge like PEFT ones', async () => {
     const cs = meta.cases['merge/peft'];
     const entries = meta.files.peft

@@ -11,7 +11,8 @@
 //   / `up`, attention processors (`attn1.processor.to_q_lora.down.weight`), `lora_linear_layer`;
 //   prefixes `unet.`, `text_encoder.`, `text_encoder_2.` (a file without any is a UNet LoRA).
 //   No alpha in these files: `<module>.alpha` or the spec's alpha if given, else diffusers 0.31's default
-//   (alpha = the rank of the component's first layer: 1 x for uniform ranks; see defaultAlpha).
+//   (alpha = the rank of the component's first layer: 1 x for uniform ranks; see defaultAlpha). A layer
+//   without alpha in a file whose other layers have one takes their most common alpha (diffusers).
 // - kohya: `lora_unet_<module_with_underscores>.lora_down.weight` / `.lora_up.weight` / `.alpha`,
 //   `lora_te_` (SD 1.x text encoder), `lora_te1_` / `lora_te2_` (SDXL); UNet modules named after
 //   diffusers' blocks or after the original checkpoint's (input_blocks / middle_block /
@@ -233,9 +234,21 @@ const TE_SLOT: Record<string, number> = { out: 0, q: 1, k: 2, v: 3, fc1: 0, fc2:
  * first_rank / own_rank (1 when all ranks agree). First = the UNet's first by sorted key (a file loads
  * in sorted key order); the text encoders' first attention module (out_proj, q, k, v by layer), else
  * the first MLP (fc1, fc2). Layers outside that order (none for diffusers) fall back to their rank.
+ * A file with alphas on some layers only: the others take the component's most common alpha, as in
+ * diffusers (which also drops a minority alpha of a text-encoder attention layer; here each layer
+ * keeps its own, as kohya means it).
  */
 function defaultAlpha(lora: LoraFile, component: LoraComponent): number | undefined {
   const layers = lora.layers.filter((l) => l.component === component);
+  // some layers with alpha: the most common one (diffusers' lora_alpha; ties go to the first in sorted key order)
+  const withAlpha = layers.filter((l) => l.alphaValue !== undefined).sort((a, b) => (a.down! < b.down! ? -1 : 1));
+  if (withAlpha.length) {
+    const counts = new Map<number, number>();
+    for (const l of withAlpha) counts.set(l.alphaValue!, (counts.get(l.alphaValue!) ?? 0) + 1);
+    let best: number | undefined;
+    for (const [a, n] of counts) if (best === undefined || n > counts.get(best)!) best = a;
+    return best;
+  }
   let first: Layer | undefined;
   if (component === 'unet') {
     for (const l of layers) if (!first || l.up! < first.up!) first = l;

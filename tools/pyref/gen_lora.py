@@ -8,6 +8,7 @@ tests build byte-identical files. Files (rank 4):
   sgm    kohya names with the original checkpoint's blocks (input_blocks / middle_block / output_blocks), alpha 2
   lcm    an LCM-LoRA-shaped kohya file: every module the LCM-LoRA training script targets, alpha 8
   peft_mixed  PEFT names, no alpha, ranks 2/4/8 mixed (merged weights in peft_mixed_refs.safetensors)
+  kohya_partial_alpha  kohya names, alpha on some layers only (merged weights also in peft_mixed_refs.safetensors)
 Linear and conv (1x1 and 3x3) layers in each. Outputs (refs.safetensors):
   merge/<case>/<component>.<module>.weight   the weights after pipe.load_lora_weights + fuse_lora(lora_scale)
                                              (two LoRAs: fused one after the other, unload_lora_weights between)
@@ -363,6 +364,47 @@ for (comp, m), e in sorted(expect.items()):
 print(f'  peft_mixed: diffusers fuse_lora vs alpha = first rank (unet 2, text_encoder 8): worst rel L2 {worst:.2e}')
 assert worst < 1e-6
 cases['merge/peft_mixed'] = {'loras': [{'file': 'peft_mixed', 'scale': SCALE_MIXED}], 'weights': names}
+save_file(mrefs, os.path.join(out_dir, 'peft_mixed_refs.safetensors'))
+
+# ------------------------------------------------------------------ kohya with alpha on some layers only
+# diffusers 0.31: lora_alpha = the most common alpha of the component (Counter.most_common: ties go to the
+# first, in sorted lora_down key order), alpha_pattern for the other alphas; layers without alpha get lora_alpha.
+PARTIAL = {'unet': {'down_blocks.0.attentions.0.proj_in': 2.0, 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q': 8.0,
+                    'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_v': None, 'down_blocks.0.resnets.0.conv1': 8.0,
+                    'mid_block.attentions.0.transformer_blocks.0.attn2.to_v': 8.0, 'up_blocks.1.attentions.0.proj_out': None},
+           'text_encoder': {'text_model.encoder.layers.0.mlp.fc1': 2.0, 'text_model.encoder.layers.0.self_attn.out_proj': 2.0,
+                            'text_model.encoder.layers.1.mlp.fc2': 8.0, 'text_model.encoder.layers.0.self_attn.q_proj': None}}
+# (a minority alpha on a text-encoder attention module is lost in diffusers 0.31: get_peft_kwargs builds its
+# alpha_pattern key as '...self_attn' from the '...self_attn.to_out_lora.down.weight.alpha' name, which matches no
+# module, so such a layer gets the most common alpha instead of its own; this engine keeps each layer's alpha
+# as kohya does, so the case puts the minority alpha on an MLP layer, where diffusers keeps it)
+COMMON_ALPHA = {'unet': 8.0, 'text_encoder': 2.0}
+FILES['kohya_partial_alpha'] = [e for comp, ms in PARTIAL.items() for m, a in ms.items()
+                                for e in kohya_entries('lora_unet_' if comp == 'unet' else 'lora_te_', m.replace('.', '_'), MODS[comp][m], a)
+                                if a is not None or not e['key'].endswith('.alpha')]
+pp = base_pipe()
+sd = lora_dict('kohya_partial_alpha')
+expect = {}
+for comp, ms in PARTIAL.items():
+    for m, a in ms.items():
+        stem = ('lora_unet_' if comp == 'unet' else 'lora_te_') + m.replace('.', '_')
+        w0 = dict(getattr(pp, comp).named_modules())[m].weight.detach().double()
+        up, down = sd[stem + '.lora_up.weight'].double(), sd[stem + '.lora_down.weight'].double()
+        alpha = a if a is not None else COMMON_ALPHA[comp]
+        expect[(comp, m)] = w0 + 0.8 * alpha / RANK * (up.reshape(up.shape[0], RANK) @ down.reshape(RANK, -1)).reshape(w0.shape)
+pp.load_lora_weights(dict(sorted(sd.items())), adapter_name='partial')
+pp.fuse_lora(lora_scale=0.8, adapter_names=['partial'])
+pp.unload_lora_weights()
+worst = 0.0
+names = []
+for (comp, m), e in sorted(expect.items()):
+    got = dict(getattr(pp, comp).named_modules())[m].weight.detach()
+    worst = max(worst, ((got.double() - e).norm() / e.norm()).item())
+    mrefs[f'merge/kohya_partial_alpha/{comp}.{m}.weight'] = got.clone().contiguous()
+    names.append(f'{comp}.{m}.weight')
+print(f'  kohya_partial_alpha: diffusers fuse_lora vs missing alpha = most common alpha (unet 8, text_encoder 2): worst rel L2 {worst:.2e}')
+assert worst < 1e-6
+cases['merge/kohya_partial_alpha'] = {'loras': [{'file': 'kohya_partial_alpha', 'scale': 0.8}], 'weights': names}
 save_file(mrefs, os.path.join(out_dir, 'peft_mixed_refs.safetensors'))
 
 save_file(refs, os.path.join(out_dir, 'refs.safetensors'))
