@@ -222,6 +222,15 @@ describe('randn, guidance and the NaN counter in f16', () => {
     const half = x.v.length / 2;
     const ref = Array.from({ length: half }, (_, j) => x.v[j] + 7.5 * (x.v[half + j] - x.v[j]));
     await check('guidance', ops.classifierFreeGuidance(x.t, 7.5), ref, 1e-3);
+    // with rescale (diffusers' guidance_rescale): f32 statistics per item over the f16 values
+    const n = half; // one item of 4 x 5 x 3
+    const std = (v: number[]) => {
+      const m = v.reduce((p, q) => p + q, 0) / v.length;
+      return Math.sqrt(v.reduce((p, q) => p + (q - m) ** 2, 0) / (v.length - 1));
+    };
+    const cond = Array.from({ length: n }, (_, j) => x.v[half + j]);
+    const f = 0.6 * (std(cond) / std(ref)) + 0.4;
+    await check('guidance rescale', ops.classifierFreeGuidance(x.t, 7.5, { rescale: 0.6 }), ref.map((g) => g * f), 1e-3);
     // 70000 overflows f16 to +Inf: the counter sees it
     const big = e.tensor(Float32Array.from([1, 70000, -2, Number.NaN, 3]), [5], 'f16');
     const cnt = ops.countNonFinite(big);
