@@ -77,7 +77,7 @@ export default defineConfig(({ mode }): UserConfig => {
         lib: { entry: { index: resolve(root, 'src/index.ts'), cli: resolve(root, 'src/cli/main.ts') }, formats: ['es'] },
         rolldownOptions: {
           // Dependencies stay packages (installed next to the library); node built-ins stay imports.
-          external: (id: string) => nodeBuiltins.has(id) || /^(webgpu|wgsl_reflect|pngjs|cli-progress|puppeteer-core|vite|@tensorflow\/)/.test(id),
+          external: (id: string) => nodeBuiltins.has(id) || /^(webgpu|wgsl_reflect|pngjs|cli-progress|puppeteer-core|vite|onnxruntime-web|@tensorflow\/)/.test(id),
           output: { entryFileNames: '[name].js', chunkFileNames: 'chunks/[name]-[hash].js' },
         },
       },

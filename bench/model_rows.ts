@@ -207,7 +207,15 @@ export async function benchModelRows(engine: Engine, opts: { log?: (s: string) =
         kernelMs: total,
         peakBytes,
       };
-      if (opts.ort !== false) row.ort = await ortRow(engine, c.id, dtype, log);
+      // LDM_BENCH_ORT=0 skips ONNX Runtime Web; LDM_BENCH_ORT=id,id runs it for those rows only
+      const ortEnv = process.env.LDM_BENCH_ORT;
+      const ortOn = opts.ort !== false && ortEnv !== '0' && (!ortEnv || ortEnv === '1' || ortEnv.split(',').includes(c.id));
+      if (!ortOn) row.ort = { note: 'ORT Web: skipped (LDM_BENCH_ORT)' };
+      else {
+        row.ort = await ortRow(engine, c.id, dtype, t.medianMs, log);
+        if (row.ort.ms !== undefined) log(`    ORT Web (${row.ort.ep}, ${row.ort.adapter ?? 'CPU'}): ${row.ort.ms.toFixed(1)} ms, rel L2 ${row.ort.relL2?.toExponential(2)}, ORT / ours ${row.ort.speedup?.toFixed(2)}`);
+        else log(`    ${row.ort.note}`);
+      }
       rows.push(row);
       log(
         `${c.name.padEnd(80)} ${t.medianMs.toFixed(1).padStart(9)} ms ${row.gflops.toFixed(2).padStart(7)} GFLOP/s ${String(row.dispatches).padStart(5)} dispatches  rel L2 ${err.toExponential(2)} ${ok ? 'ok' : `FAIL (> ${tolerance})`}`,
