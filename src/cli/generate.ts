@@ -17,7 +17,7 @@ import { PNG } from 'pngjs';
 import { withGenerationParameters, type GenerationParameters } from '../image/png_metadata.js';
 import { describeDefaults, detectFamily, familyConflict, withFamilyDefaults } from './families.js';
 import { openSingleFile } from '../loaders/single_file.js';
-import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, sd2Configs, singleFileFamily } from '../pipelines/sd_configs.js';
+import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, SDXL_REFINER_UNET, SDXL_SCHEDULER, SDXL_TEXT_ENCODER_2, SDXL_UNET, SDXL_VAE, sd2Configs, singleFileFamily } from '../pipelines/sd_configs.js';
 import type { Config } from '../runtime/config.js';
 import type { IOOptions } from '../runtime/io.js';
 
@@ -99,26 +99,45 @@ export async function runGenerate(args: GenerateArgs): Promise<number> {
 
 /**
  * A Stable Diffusion single file: the component configs (--config JSON over the defaults of the family
- * its keys tell: SD 1.5's or SD 2.1's with --prediction-type), checked before anything loads, and a
- * model_index stand-in for the family guess.
+ * its keys tell: SD 1.5's, SD 2.1's with --prediction-type, or SDXL's: base with both text encoders,
+ * refiner with bigG only), checked before anything loads, and a model_index stand-in for the family guess.
  */
-async function singleFileConfigs(args: GenerateArgs, io: IOOptions): Promise<{ index: Record<string, unknown>; configs: Record<'unet' | 'vae' | 'text_encoder' | 'scheduler', Config> }> {
+type SingleComponent = 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2' | 'scheduler';
+async function singleFileConfigs(args: GenerateArgs, io: IOOptions): Promise<{ index: Record<string, unknown>; configs: Partial<Record<SingleComponent, Config>> & Record<'unet' | 'vae' | 'scheduler', Config> }> {
   if (!args.tokenizer && args.prompt !== undefined) throw new Error(`${args.model}: a single file holds no tokenizer: add --tokenizer <folder with vocab.json and merges.txt>`);
   const file = await openSingleFile(args.model, io);
-  let fam: 'sd1' | 'sd2';
+  let fam: 'sd1' | 'sd2' | 'sdxl' | 'sdxl-refiner';
   try {
     const names = file.names();
-    if (names.some((n) => n.startsWith('conditioner.embedders.'))) throw new Error(`${args.model}: an SDXL single file; the CLI runs SD 1.x / 2.x single files (SDXL: StableDiffusionXLPipeline.fromSingleFile, or a diffusers folder)`);
-    if (!names.some((n) => n.startsWith('model.diffusion_model.'))) throw new Error(`${args.model}: no model.diffusion_model.* tensors: not a Stable Diffusion single-file checkpoint`);
-    fam = singleFileFamily(names, (n) => file.info(n)?.shape);
+    // sgm checkpoints: the base has CLIP-L as embedders.0 and bigG as embedders.1, the refiner bigG only
+    if (names.some((n) => n.startsWith('conditioner.embedders.'))) fam = names.some((n) => n.startsWith('conditioner.embedders.1.model.')) ? 'sdxl' : 'sdxl-refiner';
+    else if (!names.some((n) => n.startsWith('model.diffusion_model.'))) throw new Error(`${args.model}: no model.diffusion_model.* tensors: not a Stable Diffusion single-file checkpoint`);
+    else fam = singleFileFamily(names, (n) => file.info(n)?.shape);
   } finally {
     await file.close();
   }
   if (fam === 'sd1' && args.predictionType) throw new Error(`${args.model}: --prediction-type chooses between SD 2.x models; this is an SD 1.x checkpoint`);
+  const sdxl = fam === 'sdxl' || fam === 'sdxl-refiner';
+  const known: SingleComponent[] = sdxl ? ['unet', 'vae', 'text_encoder', 'text_encoder_2', 'scheduler'] : ['unet', 'vae', 'text_encoder', 'scheduler'];
   const given = (args.config ? await readJson(args.config, io) : {}) as Record<string, Config>;
   for (const [k, c] of Object.entries(given)) {
-    if (!['unet', 'vae', 'text_encoder', 'scheduler'].includes(k)) throw new Error(`--config ${args.config}: unknown component "${k}" (unet, vae, text_encoder, scheduler)`);
+    if (!(known as string[]).includes(k)) throw new Error(`--config ${args.config}: unknown component "${k}" (${known.join(', ')})`);
     if (!c || typeof c !== 'object' || Array.isArray(c)) throw new Error(`--config ${args.config}: "${k}" must be a config object`);
+  }
+  if (sdxl) {
+    const refiner = fam === 'sdxl-refiner';
+    // SDXL's scheduler is epsilon; --prediction-type serves the v-prediction finetunes
+    const scheduler = given.scheduler ?? (args.predictionType ? { ...SDXL_SCHEDULER, prediction_type: args.predictionType } : SDXL_SCHEDULER);
+    return {
+      index: { _class_name: refiner ? 'StableDiffusionXLImg2ImgPipeline' : 'StableDiffusionXLPipeline', unet: ['diffusers', 'UNet2DConditionModel'] },
+      configs: {
+        unet: given.unet ?? (refiner ? SDXL_REFINER_UNET : SDXL_UNET),
+        vae: given.vae ?? SDXL_VAE,
+        ...(refiner ? {} : { text_encoder: given.text_encoder ?? SD15_TEXT_ENCODER }),
+        text_encoder_2: given.text_encoder_2 ?? SDXL_TEXT_ENCODER_2,
+        scheduler,
+      },
+    };
   }
   const d = fam === 'sd2' ? sd2Configs({ predictionType: args.predictionType }) : { unet: SD15_UNET, vae: SD15_VAE, textEncoder: SD15_TEXT_ENCODER, scheduler: SD15_SCHEDULER };
   return {
@@ -197,15 +216,19 @@ async function generateWith(given: GenerateArgs, abort: AbortController): Promis
       const cls = isSdxl ? StableDiffusionXLPipeline : StableDiffusionPipeline;
       const loadOpts = { onComponentProgress, signal: abort.signal, fetch, timeoutMs: args.timeoutMs };
       const lo = { ...loadOpts, loras: args.loras };
-      const pipe = single
-        ? await StableDiffusionPipeline.fromSingleFile(engine, args.model, {
-            ...lo,
-            unetConfig: single.configs.unet,
-            vaeConfig: single.configs.vae,
-            textEncoderConfig: single.configs.text_encoder,
-            schedulerConfig: single.configs.scheduler,
-            tokenizer: args.tokenizer,
-          })
+      const singleOpts = single && {
+        ...lo,
+        unetConfig: single.configs.unet,
+        vaeConfig: single.configs.vae,
+        textEncoderConfig: single.configs.text_encoder,
+        textEncoder2Config: single.configs.text_encoder_2,
+        schedulerConfig: single.configs.scheduler,
+        tokenizer: args.tokenizer,
+      };
+      const pipe = singleOpts && isSdxl
+        ? await StableDiffusionXLPipeline.fromSingleFile(engine, args.model, singleOpts)
+        : singleOpts
+        ? await StableDiffusionPipeline.fromSingleFile(engine, args.model, singleOpts)
         : await cls.fromPretrained(engine, args.model, lo);
       if (loadStarted) load.stop();
       if ('loraReport' in pipe && pipe.loraReport) {

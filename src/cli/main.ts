@@ -73,10 +73,13 @@ generate:
   --ckpt, --config   one of the paper's original releases (CompVis latent-diffusion model.ckpt or
                      .safetensors, and its config.yaml), sampled with CompVis DDIM (--steps dividing 1000)
   --tokenizer        --ckpt text models: folder with bert-base-uncased's vocab.txt; a .safetensors single
-                     file: folder with CLIP's vocab.json and merges.txt (SD 2.x pads with '!' by itself)
-  --config           with a .safetensors single file: JSON {"unet", "vae", "text_encoder", "scheduler"} with
-                     any of the component configs (default: SD 1.5's or SD 2.1's, told by the file's keys)
-  --prediction-type  SD 2.x single file: v_prediction (2.0 / 2.1 768, the default) or epsilon (the 512 base models)
+                     file: folder with CLIP's vocab.json and merges.txt (SD 2.x and SDXL's second encoder
+                     pad with '!' by themselves)
+  --config           with a .safetensors single file: JSON {"unet", "vae", "text_encoder", "scheduler"; SDXL
+                     also "text_encoder_2"} with any of the component configs (default: SD 1.5's, SD 2.1's or
+                     SDXL base / refiner's, told by the file's keys)
+  --prediction-type  SD 2.x single file: v_prediction (2.0 / 2.1 768, the default) or epsilon (the 512 base
+                     models); SDXL: v_prediction for v-prediction finetunes (default epsilon)
   --eta              DDIM eta for --ckpt (default 0)
 
 bench:
