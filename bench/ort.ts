@@ -27,7 +27,22 @@ export interface OrtResult {
   note?: string;
 }
 
-type Ort = typeof import('onnxruntime-web');
+// Typed loosely on purpose: a checkout without `npm ci` after this dependency arrived still typechecks.
+interface OrtTensor {
+  getData(): Promise<unknown>;
+  dispose(): void;
+}
+interface OrtSession {
+  outputNames: readonly string[];
+  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+  release(): Promise<void>;
+}
+interface Ort {
+  env: { logLevel: string; webgpu: unknown };
+  Tensor: new (type: string, data: unknown, dims: readonly number[]) => OrtTensor;
+  InferenceSession: { create(bytes: Uint8Array, opts: { executionProviders: string[] }): Promise<OrtSession> };
+}
+const ORT_MODULE = 'onnxruntime-web/webgpu';
 let ortPromise: Promise<{ ort: Ort; adapter: GPUAdapter | null } | string> | null = null;
 
 async function loadOrt(): Promise<{ ort: Ort; adapter: GPUAdapter | null } | string> {
@@ -59,7 +74,7 @@ async function loadOrt(): Promise<{ ort: Ort; adapter: GPUAdapter | null } | str
       dev.destroy();
     }
     // the package's default Node entry has only the wasm EP; the webgpu entry has both
-    const ort = (await import('onnxruntime-web/webgpu')) as unknown as Ort;
+    const ort = (await import(ORT_MODULE)) as Ort;
     ort.env.logLevel = 'error';
     if (adapter) (ort.env.webgpu as { adapter?: GPUAdapter }).adapter = adapter;
     return { ort, adapter };
@@ -68,11 +83,11 @@ async function loadOrt(): Promise<{ ort: Ort; adapter: GPUAdapter | null } | str
   }
 }
 
-function feeds(ort: Ort, id: string, refs: SafetensorsFile): Promise<Record<string, import('onnxruntime-web').Tensor>> {
+function feeds(ort: Ort, id: string, refs: SafetensorsFile): Promise<Record<string, OrtTensor>> {
   const meta = JSON.parse(readFileSync(join(here, 'refs/model_rows.json'), 'utf8')).rows;
   const f32 = async (name: string) => new ort.Tensor('float32', await refs.f32(name), [...refs.info(name)!.shape]);
   const i64 = (v: number[]) => new ort.Tensor('int64', BigInt64Array.from(v.map(BigInt)), [v.length]);
-  return (async (): Promise<Record<string, import('onnxruntime-web').Tensor>> => {
+  return (async (): Promise<Record<string, OrtTensor>> => {
     if (id === 'mnist_unet') return { sample: await f32('mnist_unet.input'), timestep: i64(Array(20).fill(501)), class_labels: i64(meta.mnist_unet.class_labels) };
     if (id === 'mnist_vq') return { latents: await f32('mnist_vq.input') };
     const { seededInput } = await import('./model_rows.js');
@@ -82,7 +97,7 @@ function feeds(ort: Ort, id: string, refs: SafetensorsFile): Promise<Record<stri
   })();
 }
 
-async function timeSession(ort: Ort, bytes: Uint8Array, ep: string, input: Record<string, import('onnxruntime-web').Tensor>, ref: Float32Array): Promise<{ ms: number; relL2: number }> {
+async function timeSession(ort: Ort, bytes: Uint8Array, ep: string, input: Record<string, OrtTensor>, ref: Float32Array): Promise<{ ms: number; relL2: number }> {
   const session = await ort.InferenceSession.create(bytes, { executionProviders: [ep] });
   try {
     const once = async () => {
