@@ -138,3 +138,16 @@ describe('generate --model with a file name', () => {
     expect(parseGenerateArgs(['--model', 'https://example.com/v1-5.safetensors?download=true', '--tokenizer', 'tok', '--prompt', 'a'])).toMatchObject({ tokenizer: 'tok' });
   });
 });
+
+describe('an SDXL base folder without text_encoder', () => {
+  it('says the base UNet needs both encoders (it said "the text encoders give 48 = 48-wide")', async () => {
+    const xl = await StableDiffusionXLPipeline.fromPretrained(engine, join(root, 'sdxl'));
+    try {
+      expect(() => new StableDiffusionXLPipeline({ vae: xl.vae, unet: xl.unet, scheduler: xl.scheduler, textEncoder2: xl.textEncoder2, tokenizer2: xl.tokenizer2 })).toThrow(
+        /text_encoder_2 alone gives 48-wide embeddings but the UNet cross-attends to 80: this UNet needs text_encoder too \(32 \+ 48; only the refiner/,
+      );
+    } finally {
+      xl.dispose();
+    }
+  });
+});

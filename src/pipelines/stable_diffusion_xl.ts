@@ -170,6 +170,11 @@ export class StableDiffusionXLPipeline {
     }
     const width = (this.textEncoder?.shape.hidden ?? 0) + (this.textEncoder2?.shape.hidden ?? 0);
     if (this.textEncoder2 && width !== c.unet.crossAttentionDim) {
+      const missing = c.unet.crossAttentionDim - width;
+      // a base UNet (CLIP-L + bigG) given only the refiner's encoder: name the missing one
+      if (!this.textEncoder && missing > 0) {
+        throw new Error(`${N}: text_encoder_2 alone gives ${width}-wide embeddings but the UNet cross-attends to ${c.unet.crossAttentionDim}: this UNet needs text_encoder too (${missing} + ${width}; only the refiner runs on text_encoder_2 alone)`);
+      }
       throw new Error(`${N}: the text encoders give ${this.textEncoder ? `${this.textEncoder.shape.hidden} + ` : ''}${this.textEncoder2.shape.hidden} = ${width}-wide embeddings but the UNet cross-attends to ${c.unet.crossAttentionDim}`);
     }
     if (this.previewDecoder && this.previewDecoder.shape.latentChannels !== L) {
