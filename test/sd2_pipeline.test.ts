@@ -1,7 +1,9 @@
 // Stable Diffusion 2.x at pipeline level against diffusers 0.31 (tools/pyref/gen_sd2_pipeline.py; weights
 // seeded on both sides): a tiny SD 2.x-shaped folder loaded like a real one, stage by stage (the '!'-padded
 // token ids, the gelu text encoder's embeddings, the v_prediction latents after every step, the image)
-// with DDIM (leading spacing, SD 2.1's scheduler config) and Euler (trailing).
+// with DDIM (leading spacing, SD 2.1's scheduler config) and Euler (trailing); and SD-Turbo's way of running
+// (sd-turbo's scheduler config run as the euler_a_trailing preset, guidance 0, 1 and 4 steps) with
+// diffusers' own ancestral noise handed to our sampler.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { readSafetensorsFile } from './fixture.js';
 import { getEngine, relL2, track, reportWorst } from './helpers.js';
 import { buildTinySd2Folder, readSd2Manifest, SD2_DIR } from './tiny_sd2.js';
-import { StableDiffusionPipeline, type Engine } from '../src/index.js';
+import { EulerAncestralDiscreteScheduler, StableDiffusionPipeline, type Engine, type Tensor } from '../src/index.js';
 
 const m = readSd2Manifest();
 const refs = readSafetensorsFile(join(SD2_DIR, 'refs.safetensors'));
@@ -76,6 +78,54 @@ describe('SD 2.x pipeline vs diffusers', () => {
         out.images.dispose();
         expect(engine.memory().inUseBytes).toBe(before);
       } finally {
+        pipe.dispose();
+      }
+    }, 300_000);
+  }
+
+  for (const n of Object.keys(m.turbo.runs)) {
+    it(`SD-Turbo-shaped: ${m.turbo.sampler}, ${n} step(s), guidance ${m.turbo.guidance_scale} (one UNet pass): latents per step and the image`, async () => {
+      const dir = join(root, 'turbo');
+      buildTinySd2Folder(dir, 'turbo', m);
+      const pipe = await StableDiffusionPipeline.fromPretrained(engine, dir);
+      // diffusers' ancestral draws, in order, instead of our seeded ones (the step takes a given noise)
+      const noise = refs[`turbo${n}.noise`];
+      const per = noise.data.length / noise.shape[0];
+      const proto = EulerAncestralDiscreteScheduler.prototype;
+      const step = proto.step;
+      let draws = 0;
+      proto.step = function (this: EulerAncestralDiscreteScheduler, out: Tensor, t: number, x: Tensor, opts = {}) {
+        const nz = engine.tensor(noise.data.slice(draws * per, ++draws * per) as Float32Array, x.shape);
+        try {
+          return step.call(this, out, t, x, { ...opts, noise: nz });
+        } finally {
+          nz.dispose();
+        }
+      };
+      const before = engine.memory().inUseBytes;
+      try {
+        const steps = refs[`turbo${n}.latents_steps`];
+        const seen: number[] = [];
+        const out = await pipe.generate({
+          prompt: m.prompt,
+          height: m.height,
+          width: m.width,
+          steps: Number(n),
+          guidanceScale: m.turbo.guidance_scale,
+          sampler: m.turbo.sampler,
+          latents: refs.latents_T.data as Float32Array,
+          onStep: async ({ step: k, timestep, latents }) => {
+            seen.push(timestep);
+            expect(track('sd2 turbo latents per step', relL2(await latents.read(), steps.data.subarray((k - 1) * per, k * per))), `step ${k}`).toBeLessThan(1e-4);
+          },
+        });
+        expect(seen).toEqual(m.turbo.runs[n]);
+        expect(draws).toBe(Number(n));
+        expect(track(`sd2 turbo ${n}-step image`, relL2(await out.images.read(), refs[`turbo${n}.image`].data))).toBeLessThan(1e-4);
+        out.images.dispose();
+        expect(engine.memory().inUseBytes).toBe(before);
+      } finally {
+        proto.step = step;
         pipe.dispose();
       }
     }, 300_000);

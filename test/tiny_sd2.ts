@@ -17,6 +17,9 @@ export interface Sd2Manifest {
   configs: Record<string, Record<string, unknown>>;
   tokenizer_files: Record<string, unknown>;
   cases: Record<string, { scheduler: Record<string, unknown>; timesteps: number[] }>;
+  /** SD-Turbo-shaped runs: the folder's scheduler (sd-turbo's Euler, trailing), run as `sampler`
+   * with guidance off for each step count of `runs` (-> its timesteps) */
+  turbo: { scheduler: Record<string, unknown>; sampler: string; guidance_scale: number; runs: Record<string, number[]> };
   tensors: Record<string, ManifestEntry[]>;
 }
 
@@ -26,10 +29,10 @@ export function readSd2Manifest(): Sd2Manifest {
   return JSON.parse(readFileSync(join(SD2_DIR, 'manifest.json'), 'utf8')) as Sd2Manifest;
 }
 
-/** Writes the folder into `dir` (made if missing) with the scheduler of case `scheduler` ('ddim' | 'euler'). */
+/** Writes the folder into `dir` (made if missing) with the scheduler of case `scheduler` ('ddim' | 'euler' | 'turbo'). */
 export function buildTinySd2Folder(dir: string, scheduler = 'ddim', m: Sd2Manifest = readSd2Manifest()): void {
   mkdirSync(dir, { recursive: true });
-  const sched = m.cases[scheduler].scheduler;
+  const sched = scheduler === 'turbo' ? m.turbo.scheduler : m.cases[scheduler].scheduler;
   const classes: Record<string, [string, string]> = {
     scheduler: ['diffusers', String(sched._class_name)],
     text_encoder: ['transformers', 'CLIPTextModel'],

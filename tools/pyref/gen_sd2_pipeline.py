@@ -15,7 +15,8 @@ import transformers.tokenization_utils_base as tub
 tub.AddedToken.__hash__ = lambda self: hash(self.content)  # no compiled tokenizers here; ids unchanged
 tub.AddedToken.__setstate__ = lambda self, d: self.__dict__.update(d)  # the pure-Python AddedToken lacks it
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
+from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+import diffusers.schedulers.scheduling_euler_ancestral_discrete as m_ea
 from safetensors.torch import save_file
 from seeded import fill_seeded
 
@@ -73,6 +74,33 @@ with torch.no_grad():
         refs[f'{sname}.latents_steps'] = torch.stack(per_step)
         refs[f'{sname}.image'] = torch.from_numpy(img).permute(0, 3, 1, 2).contiguous()
         cases[sname] = {'scheduler': {'_class_name': type(sched).__name__, **{k: v for k, v in dict(sched.config).items() if k != '_use_default_values'}}, 'timesteps': sched.timesteps.tolist()}
+    # SD-Turbo in miniature: stabilityai/sd-turbo's scheduler_config.json (Euler, trailing, epsilon) run as
+    # our 'euler_a_trailing' preset (EulerAncestral from that config), guidance 0 (one UNet pass), 1 and 4
+    # steps. The ancestral noise diffusers draws is recorded, so the test can hand the same to our sampler.
+    turbo_sched = dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', interpolation_type='linear',
+                       num_train_timesteps=1000, prediction_type='epsilon', steps_offset=1, timestep_spacing='trailing',
+                       use_karras_sigmas=False)
+    drawn = []
+    orig_randn = m_ea.randn_tensor
+    def recording_randn(*a, **k):
+        n = orig_randn(*a, **k); drawn.append(n.clone()); return n
+    m_ea.randn_tensor = recording_randn
+    turbo = {'scheduler': {'_class_name': 'EulerDiscreteScheduler', **turbo_sched}, 'sampler': 'euler_a_trailing', 'guidance_scale': 0.0, 'runs': {}}
+    for n_steps in (1, 4):
+        sched = EulerAncestralDiscreteScheduler.from_config(turbo_sched)  # as our preset does: the folder config, ancestral
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=sched,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        per_step, drawn[:] = [], []
+        def grab(p, i, t, kw):
+            per_step.append(kw['latents'].clone())
+            return kw
+        img = pipe(prompt, height=H, width=W, num_inference_steps=n_steps, guidance_scale=0.0, latents=latents_T.clone(),
+                   output_type='np', callback_on_step_end=grab, generator=torch.Generator().manual_seed(7)).images
+        refs[f'turbo{n_steps}.latents_steps'] = torch.stack(per_step)
+        refs[f'turbo{n_steps}.noise'] = torch.stack(drawn)
+        refs[f'turbo{n_steps}.image'] = torch.from_numpy(img).permute(0, 3, 1, 2).contiguous()
+        turbo['runs'][str(n_steps)] = sched.timesteps.tolist()
+    m_ea.randn_tensor = orig_randn
 # diffusers' _use_default_values is a set's order (varies run to run): dropped, so reruns are byte-identical
 clean = lambda c: {k: v for k, v in c.items() if k != '_use_default_values'}
 configs = {'text_encoder': text_encoder.config.to_dict(), 'unet': clean(dict(unet.config)), 'vae': clean(dict(vae.config))}
@@ -81,7 +109,7 @@ tokenizer_files = {'tokenizer_config.json': {'model_max_length': 77, 'pad_token'
                    'special_tokens_map.json': {'pad_token': '!', 'bos_token': '<|startoftext|>', 'eos_token': '<|endoftext|>', 'unk_token': '<|endoftext|>'}}
 json.dump({'prompt': prompt, 'negative_prompt': negative, 'height': H, 'width': W, 'steps': steps, 'guidance_scale': scale,
            'versions': {'diffusers': '0.31.0', 'torch': torch.__version__}, 'configs': configs, 'tokenizer_files': tokenizer_files,
-           'cases': cases, 'tensors': manifest}, open(os.path.join(out, 'manifest.json'), 'w'), default=str)
+           'cases': cases, 'turbo': turbo, 'tensors': manifest}, open(os.path.join(out, 'manifest.json'), 'w'), default=str)
 save_file({k: v.contiguous() for k, v in refs.items()}, os.path.join(out, 'refs.safetensors'))
 print('ok', {k: list(v.shape) for k, v in refs.items()})
 print('input_ids', refs['input_ids'][0, :16].tolist())
