@@ -11,8 +11,10 @@ import type { Engine } from '../runtime/engine.js';
 import { DTYPE_BYTES, type DType } from '../runtime/tensor.js';
 import type { KernelSource } from '../runtime/pipeline_cache.js';
 import { attentionWgsl, attentionLayout, type AttentionConfig } from './attention.wgsl.js';
+import { attentionRowsWgsl, attentionRowsBQ, type AttentionRowsConfig } from './attention_rows.wgsl.js';
 import { engineOf, floatDtype, fail, rankIs, grid1d } from './check.js';
 import { cachedSource, countCost, type Cost } from './kit.js';
+import { noteKernelProblem, tunedFor } from './tune_cache.js';
 import { matmul } from './matmul.js';
 import { concat, slice } from './layout.js';
 import { scale as scaleBy } from './unary.js';
@@ -32,7 +34,26 @@ export interface AttentionOptions {
    * stored in f16 (large logits overflow to Inf there). No effect on f32 inputs.
    */
   upcast?: boolean;
+  /** @internal force a kernel variant (tests, tuner); otherwise the tuned or heuristic choice */
+  variant?: AttentionVariant;
 }
+
+/**
+ * The fused kernel variants: 'tiled' (attention.wgsl.ts, key tiles staged in workgroup memory and
+ * split across lanes; suits GPUs and any head dim) and the one-row-per-invocation kernels
+ * (attention_rows.wgsl.ts; suit CPU adapters; head dims up to ROWS_MAX_D), named r<RQ>w<W>k<BK>.
+ * Measured and left out: 1 row per invocation (half the speed of 2 on SwiftShader) and 8-key blocks
+ * (slower on both CPU drivers); on lavapipe, r1w32k4, r1w8k4, r2w8k4 and r2w32k8 also took 10-70 s
+ * to create their pipelines for some head dims (r2w16k4 and r2w32k4: under 0.5 s).
+ */
+export const ATTENTION_ROWS = {
+  r2w32k4: { W: 32, RQ: 2, BK: 4 },
+  r2w16k4: { W: 16, RQ: 2, BK: 4 },
+} as const satisfies Record<string, Omit<AttentionRowsConfig, 'D' | 'causal'>>;
+export type AttentionVariant = 'tiled' | keyof typeof ATTENTION_ROWS;
+export const ATTENTION_VARIANTS = ['tiled', ...Object.keys(ATTENTION_ROWS)] as AttentionVariant[];
+/** widest head the rows variants take (their registers grow with 2 * D * RQ floats per invocation) */
+export const ROWS_MAX_D = 64;
 
 export interface AttentionCostArgs {
   batch: number;
@@ -96,6 +117,65 @@ export function attentionConfig(engine: Engine, dHead: number, lq: number, causa
   return fallback;
 }
 
+const pow2Class = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/** @internal the variants that can run a head dim (rows: up to ROWS_MAX_D) */
+export function attentionCandidates(dHead: number): AttentionVariant[] {
+  return dHead <= ROWS_MAX_D ? ATTENTION_VARIANTS : ['tiled'];
+}
+
+/**
+ * The untuned choice. CPU adapters: one row per invocation (measured on lavapipe and SwiftShader:
+ * 2 rows per invocation, 4-key blocks; smaller workgroups when there are few queries, so that most
+ * lanes are not idle). GPUs: the tiled kernel, until the tuner has measured the others.
+ */
+export function heuristicVariant(engine: Engine, dHead: number, lq: number): AttentionVariant {
+  const cpu = engine.adapterKind === 'lavapipe' || engine.adapterKind === 'swiftshader';
+  if (!cpu || dHead > ROWS_MAX_D) return 'tiled';
+  return lq <= 32 ? 'r2w16k4' : 'r2w32k4';
+}
+
+function chooseVariant(engine: Engine, dtype: DType, a: { B: number; Lq: number; Lk: number; heads: number; dHead: number; causal: boolean }): AttentionVariant {
+  const { B, Lq, Lk, heads, dHead, causal } = a;
+  const candidates = attentionCandidates(dHead);
+  if (candidates.length === 1) return candidates[0];
+  const key = `attention|D${dHead}|q${pow2Class(Lq)}|k${pow2Class(Lk)}|bh${pow2Class(B * heads)}|${dtype}${causal ? '|causal' : ''}`;
+  noteKernelProblem(engine, {
+    key,
+    op: 'attention',
+    candidates,
+    // synthetic inputs of this call's sizes: scores of ordinary size, not zeros
+    time: async (eng, candidate, runs) => {
+      const C = heads * dHead;
+      const fill = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => ((((i * 2654435761 + seed) >>> 0) / 4294967296) - 0.5) * 2);
+      const [tq, tk, tv] = [
+        eng.tensor(fill(B * Lq * C, 1), [B, Lq, C], dtype),
+        eng.tensor(fill(B * Lk * C, 2), [B, Lk, C], dtype),
+        eng.tensor(fill(B * Lk * C, 3), [B, Lk, C], dtype),
+      ];
+      try {
+        const once = () => attention(tq, tk, tv, { heads, causal, variant: candidate as AttentionVariant });
+        once().dispose(); // compiles
+        await eng.sync();
+        let best = Infinity;
+        for (let r = 0; r < runs; r++) {
+          const t0 = performance.now();
+          const o = once();
+          await eng.sync();
+          best = Math.min(best, performance.now() - t0);
+          o.dispose();
+        }
+        return best;
+      } finally {
+        [tq, tk, tv].forEach((t) => t.dispose());
+      }
+    },
+  });
+  const tuned = tunedFor(engine, key)?.tile as AttentionVariant | undefined;
+  if (tuned && candidates.includes(tuned)) return tuned;
+  return heuristicVariant(engine, dHead, Lq);
+}
+
 /**
  * The unfused path: per head, S = (scale q) k^T, P = softmax(S), P v, with the scores in memory
  * (B * Lq * Lk per head). q is scaled first so f16 scores stay in range.
@@ -139,6 +219,24 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const causal = opts.causal ?? false;
 
   if (B * Lq * C === 0) return engine.empty([B, Lq, C], dtype, op);
+  if (opts.variant !== undefined && !ATTENTION_VARIANTS.includes(opts.variant)) fail(op, `unknown variant ${opts.variant}`, [q, k, v]);
+  const variant = opts.variant ?? chooseVariant(engine, dtype, { B, Lq, Lk, heads, dHead, causal });
+  if (variant !== 'tiled') {
+    if (dHead > ROWS_MAX_D) fail(op, `variant ${variant} takes head dims up to ${ROWS_MAX_D}, got ${dHead}`, [q, k, v]);
+    const rc: AttentionRowsConfig = { ...ATTENTION_ROWS[variant as keyof typeof ATTENTION_ROWS], D: dHead, causal };
+    const out = engine.empty([B, Lq, C], dtype, op);
+    const qTiles = Math.ceil(Lq / attentionRowsBQ(rc));
+    const total = qTiles * heads * B;
+    const [gx, gy] = grid1d(engine, total);
+    const src = cachedSource(`attention_rows_D${dHead}_${variant}${causal ? '_causal' : ''}`, () => attentionRowsWgsl(rc));
+    engine.dispatch(src, {
+      bindings: { q, k, v, o: out },
+      uniforms: { Lq, Lk, C, heads, qTiles, total, gx, scale: scale * Math.LOG2E },
+      workgroups: [gx, gy],
+    });
+    countCost(engine, op, () => attentionCost({ batch: B, lq: Lq, lk: Lk, channels: C, heads, dtype }));
+    return out;
+  }
   const cfg = attentionConfig(engine, dHead, Lq, causal);
   // A head too wide for the fused kernel's tiles in workgroup memory (the paper's cin256-v2 has one
   // head of up to 960 channels): attention by parts, with an L x L score matrix per head.

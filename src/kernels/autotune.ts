@@ -5,14 +5,16 @@
 // JSON file in Node (~/.cache/ldm-webgpu/gemm-tuning.json unless `path` says otherwise),
 // localStorage in browsers; autotune() loads them first, so tuning a shape class happens once per
 // adapter, ever. Typical use: run one forward pass, `await autotune(engine)`, then generate.
+// The fused attention registers its problems the same way (tune_cache's KernelProblem): its
+// variants are timed and chosen per adapter alongside the GEMM tiles.
 import { readText, userCachePath, writeText } from '../runtime/io.js';
 import type { Engine } from '../runtime/engine.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { GEMM_TILES, gemm, tileFits, type GemmArgs, type GemmTileName, type Im2colArgs } from './gemm.js';
-import { adapterKey, seenProblems, setTuned, tunedFor, tunedTable, type GemmProblem, type TunedTile } from './tune_cache.js';
+import { adapterKey, seenKernelProblems, seenProblems, setTuned, tunedFor, tunedTable, type GemmProblem, type TunedTile } from './tune_cache.js';
 
 export interface AutotuneOptions {
-  /** tiles to try (default: every table entry that fits the device) */
+  /** GEMM tiles to try (default: every table entry that fits the device); other kernels try all their variants */
   candidates?: readonly GemmTileName[];
   /** timed runs per candidate after one warm-up (default 3; the fastest counts, since contention
    * from other work on the device or host only ever adds time) */
@@ -64,7 +66,9 @@ export async function loadTuning(engine: Engine, persist: boolean | string = tru
   const mine = (await readStore(engine, persist))[adapterKey(engine)] ?? {};
   let n = 0;
   for (const [key, t] of Object.entries(mine)) {
-    if (t && typeof t.tile === 'string' && t.tile in GEMM_TILES && !tunedFor(engine, key)) {
+    // GEMM keys must name a GEMM tile; other kernels (attention) check their own names when used
+    const known = key.startsWith('attention|') || t?.tile in GEMM_TILES;
+    if (t && typeof t.tile === 'string' && known && !tunedFor(engine, key)) {
       setTuned(engine, key, t);
       n++;
     }
@@ -145,6 +149,22 @@ export async function autotune(engine: Engine, opts: AutotuneOptions = {}): Prom
     changed = true;
     results.push({ ...t, key: p.key, op: p.op, measured: true });
     opts.log?.(`autotune ${p.op} ${p.key}: ${best} ${t.ms.toFixed(3)} ms (${names.map((n) => `${n} ${candidates[n].toFixed(3)}`).join(', ')})`);
+  }
+  // The other tunable kernels (the fused attention's variants): each problem brings its candidates.
+  for (const p of seenKernelProblems(engine)) {
+    const have = tunedFor(engine, p.key);
+    if (have && !opts.force) {
+      results.push({ ...have, key: p.key, op: p.op, measured: false });
+      continue;
+    }
+    const candidates: Record<string, number> = {};
+    for (const n of p.candidates) candidates[n] = await p.time(engine, n, runs);
+    const best = p.candidates.reduce((x, y) => (candidates[y] < candidates[x] ? y : x));
+    const t: TunedTile = { tile: best, ms: candidates[best], candidates };
+    setTuned(engine, p.key, t);
+    changed = true;
+    results.push({ ...t, key: p.key, op: p.op, measured: true });
+    opts.log?.(`autotune ${p.op} ${p.key}: ${best} ${t.ms.toFixed(3)} ms (${p.candidates.map((n) => `${n} ${candidates[n].toFixed(3)}`).join(', ')})`);
   }
   if (persist && changed) {
     const store = await readStore(engine, persist);

@@ -94,5 +94,37 @@ export function seenProblems(engine: Engine): GemmProblem[] {
 /** Forget every tuned tile (all adapters) and the problems seen by `engine`. */
 export function clearTuning(engine?: Engine): void {
   tuned.clear();
-  if (engine) seen.delete(engine);
+  if (engine) {
+    seen.delete(engine);
+    seenKernels.delete(engine);
+  }
+}
+
+/**
+ * A problem of a kernel other than the GEMM (the fused attention): it names its candidates and
+ * times one on synthetic data of its sizes, so autotune() can measure it without knowing the op.
+ */
+export interface KernelProblem {
+  /** op | shape class | dtype: the cache key */
+  key: string;
+  op: string;
+  candidates: readonly string[];
+  /** fastest of `runs` timed calls of `candidate` after one untimed call, in ms */
+  time(engine: Engine, candidate: string, runs: number): Promise<number>;
+}
+
+const seenKernels = new WeakMap<Engine, Map<string, KernelProblem>>();
+
+/** Called by a tunable kernel on every call: remembered once per key (and named to the bench). */
+export function noteKernelProblem(engine: Engine, p: KernelProblem): void {
+  let m = seenKernels.get(engine);
+  if (!m) seenKernels.set(engine, (m = new Map()));
+  if (!m.has(p.key)) m.set(p.key, p);
+  const r = recent.get(engine);
+  if (r && r.length < 1000) r.push(p.key);
+  else if (!r) recent.set(engine, [p.key]);
+}
+
+export function seenKernelProblems(engine: Engine): KernelProblem[] {
+  return [...(seenKernels.get(engine)?.values() ?? [])];
 }

@@ -14,6 +14,7 @@ import { getF16Engine, randArray, randn, relL2, track, reportWorst } from '../he
 import { conv2dRef } from '../ref/conv2d.js';
 import { refMatmul, refLinear, activate64 } from '../ref/matmul.js';
 import { attentionRef } from '../ref/attention.js';
+import { ATTENTION_VARIANTS } from '../../src/kernels/attention.js';
 import { groupNormRef, layerNormRef } from '../ref/norm.js';
 import { broadcastRef, gegluRef, concatRef, sliceRef, upsampleNearest2xRef, transposeRef } from '../ref/elementwise.js';
 import { vqLookupRef } from '../ref/vq_lookup.js';
@@ -122,6 +123,28 @@ describe('attention f16 vs float64 (tol 2e-3)', () => {
       const ref = attentionRef(q.v, k.v, v.v, B, Lq, Lk, C, heads, { causal });
       await check('attention', ops.attention(q.t, k.t, v.t, { heads, causal }), ref, 2e-3);
       [q, k, v].forEach((t) => t.t.dispose());
+    });
+  }
+});
+
+// Every fused variant the tuner can choose (tiled, and the one-row-per-invocation kernels): f16
+// loads widened to f32, f32 running max/sum/accumulator; ragged head dims, cross 77, causal.
+describe('attention variants f16 vs float64 (tol 2e-3)', () => {
+  for (const variant of ATTENTION_VARIANTS) {
+    it(variant, async () => {
+      for (const [i, [B, Lq, Lk, C, heads, causal, spread]] of ([
+        [2, 37, 77, 80, 2, false, 1],
+        [1, 45, 45, 33, 3, true, 1], // head dim 11
+        [1, 33, 29, 64, 1, false, 6], // large logits
+        [1, 70, 20, 10, 2, true, 1], // head dim 5, Lq > Lk
+      ] as [number, number, number, number, number, boolean, number][]).entries()) {
+        const q = await h(randn(B * Lq * C, 180 + i, spread), [B, Lq, C]);
+        const k = await h(randn(B * Lk * C, 190 + i, spread), [B, Lk, C]);
+        const v = await h(randn(B * Lk * C, 200 + i), [B, Lk, C]);
+        const ref = attentionRef(q.v, k.v, v.v, B, Lq, Lk, C, heads, { causal });
+        await check(`attention ${variant}`, ops.attention(q.t, k.t, v.t, { heads, causal, variant }), ref, 2e-3);
+        [q, k, v].forEach((t) => t.t.dispose());
+      }
     });
   }
 });

@@ -1,6 +1,8 @@
 import { describe, it, expect, afterAll } from 'vitest';
 import { Engine, ops } from '../../src/index.js';
-import { attentionConfig } from '../../src/kernels/attention.js';
+import { attentionConfig, attentionCandidates, ATTENTION_VARIANTS, ROWS_MAX_D, type AttentionVariant } from '../../src/kernels/attention.js';
+import { autotune } from '../../src/index.js';
+import { clearTuning, tunedFor } from '../../src/kernels/tune_cache.js';
 import { attentionLayout } from '../../src/kernels/attention.wgsl.js';
 import { getEngine, randn, randArray, relL2, track, reportWorst, readF32 } from '../helpers.js';
 import { loadCase } from '../fixture.js';
@@ -45,7 +47,7 @@ const cases: Case[] = [
   { label: 'causal Lq 1', B: 1, Lq: 1, Lk: 9, heads: 1, D: 8, causal: true },
 ];
 
-async function runCase(e: Engine, c: Case, seed: number) {
+async function runCase(e: Engine, c: Case, seed: number, variant?: AttentionVariant) {
   const C = c.heads * c.D;
   const std = c.std ?? 1;
   const qa = randn(c.B * c.Lq * C, seed, std);
@@ -54,7 +56,7 @@ async function runCase(e: Engine, c: Case, seed: number) {
   const q = e.tensor(qa, [c.B, c.Lq, C]);
   const k = e.tensor(ka, [c.B, c.Lk, C]);
   const v = e.tensor(va, [c.B, c.Lk, C]);
-  const o = ops.attention(q, k, v, { heads: c.heads, scale: c.scale, causal: c.causal });
+  const o = ops.attention(q, k, v, { heads: c.heads, scale: c.scale, causal: c.causal, variant });
   expect(o.shape).toEqual([c.B, c.Lq, C]);
   const got = await readF32(o);
   const ref = attentionRef(qa, ka, va, c.B, c.Lq, c.Lk, C, c.heads, { scale: c.scale, causal: c.causal });
@@ -71,6 +73,58 @@ describe('attention', () => {
       expect(track(c.causal ? 'causal' : 'attention', relL2(got, ref))).toBeLessThan(1e-5);
     });
   }
+
+  // Every variant the tuner can choose, on awkward shapes: head dims not divisible by 4, query
+  // counts that leave part of the last workgroup idle, cross-attention with 77 keys, key counts
+  // that end inside a key block, the causal mask with Lq above and below Lk.
+  const awkward: Case[] = [
+    { label: 'ragged d5 h3 cross 77', B: 2, Lq: 19, Lk: 77, heads: 3, D: 5 },
+    { label: 'ragged d11 h2', B: 1, Lq: 70, Lk: 37, heads: 2, D: 11 },
+    { label: 'd40 h2 cross 77, 3 query tiles', B: 1, Lq: 131, Lk: 77, heads: 2, D: 40 },
+    { label: 'd64 Lk 1', B: 2, Lq: 9, Lk: 1, heads: 1, D: 64 },
+    { label: 'd8 Lq 1', B: 3, Lq: 1, Lk: 10, heads: 2, D: 8 },
+    { label: 'peaky d40', B: 1, Lq: 33, Lk: 70, heads: 2, D: 40, std: 3, scale: 0.9 },
+    { label: 'causal d13 Lq 77', B: 2, Lq: 77, Lk: 77, heads: 1, D: 13, causal: true },
+    { label: 'causal d32 Lq > Lk', B: 1, Lq: 70, Lk: 30, heads: 2, D: 32, causal: true },
+    { label: 'causal d40 Lq < Lk', B: 1, Lq: 20, Lk: 45, heads: 1, D: 40, causal: true },
+  ];
+  for (const variant of ATTENTION_VARIANTS) {
+    it(`variant ${variant} on awkward shapes vs float64`, async () => {
+      const e = await getEngine();
+      for (const [n, c] of awkward.entries()) {
+        const { got, ref } = await runCase(e, c, 300 + 13 * n, variant);
+        expect(got.every(Number.isFinite), c.label).toBe(true);
+        expect(track(`variant ${variant}`, relL2(got, ref)), c.label).toBeLessThan(1e-5);
+      }
+    });
+  }
+
+  it('rows variants only for head dims up to ROWS_MAX_D; a bad variant is a typed error that frees everything', async () => {
+    const e = await getEngine();
+    expect(attentionCandidates(ROWS_MAX_D)).toEqual(ATTENTION_VARIANTS);
+    expect(attentionCandidates(ROWS_MAX_D + 1)).toEqual(['tiled']);
+    const q = e.tensor(randn(2 * 80, 1), [1, 2, 80]);
+    const before = e.memory().inUseBytes;
+    expect(() => ops.attention(q, q, q, { heads: 1, variant: 'r2w32k4' })).toThrow(/head dims up to/);
+    expect(() => ops.attention(q, q, q, { heads: 1, variant: 'nope' as AttentionVariant })).toThrow(/unknown variant/);
+    expect(e.memory().inUseBytes).toBe(before);
+    q.dispose();
+  });
+
+  it('autotune measures the attention variants per shape class and attention then runs the winner', async () => {
+    const e = await getEngine();
+    clearTuning(e);
+    const c: Case = { label: 'tuned', B: 1, Lq: 40, Lk: 77, heads: 2, D: 24 };
+    await runCase(e, c, 5); // registers the problem
+    const res = (await autotune(e, { runs: 1, persist: false })).filter((r) => r.op === 'attention');
+    expect(res.length).toBe(1);
+    expect(res[0].measured).toBe(true);
+    expect(Object.keys(res[0].candidates).sort()).toEqual([...ATTENTION_VARIANTS].sort());
+    expect(tunedFor(e, res[0].key)!.tile).toBe(res[0].tile);
+    const { got, ref } = await runCase(e, c, 6);
+    expect(relL2(got, ref)).toBeLessThan(1e-5);
+    clearTuning(e);
+  });
 
   it('exercises the different tile configurations', async () => {
     const e = await getEngine();
@@ -243,8 +297,10 @@ describe('attention', () => {
     const e = await getEngine();
     // B * heads = 66048 single-query tiles: over the per-dimension limit, so the grid folds into y
     const c: Case = { label: 'grid', B: 129, Lq: 1, Lk: 2, heads: 512, D: 4 };
-    const { got, ref } = await runCase(e, c, 77);
-    expect(track('grid split', relL2(got, ref))).toBeLessThan(1e-5);
+    for (const variant of [undefined, 'tiled', 'r2w16k4'] as const) {
+      const { got, ref } = await runCase(e, c, 77, variant);
+      expect(track('grid split', relL2(got, ref)), variant).toBeLessThan(1e-5);
+    }
   });
 
   it('returns an empty output for Lq = 0 and B = 0', async () => {
