@@ -44,6 +44,7 @@ export {
   readTextChunks,
   withTextChunks,
   a1111SamplerName,
+  a1111Sampler,
   modelName,
   type GenerationParameters,
 } from './image/png_metadata.js';

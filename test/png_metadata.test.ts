@@ -4,6 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { PNG } from 'pngjs';
 import {
+  a1111Sampler,
+  a1111SamplerName,
   formatParameters,
   parseParameters,
   readGenerationParameters,
@@ -54,8 +56,37 @@ describe('A1111 parameters text', () => {
     expect(p).toMatchObject({ prompt: 'line one\nline two', negativePrompt: 'blurry, low quality', steps: 25, sampler: 'dpm++2m', guidanceScale: 7.5, seed: 1234567, width: 512, height: 768, model: 'my, model', batchSize: 2, batchIndex: 1 });
     // A1111's own output, as pasted from a real file.
     const a = parseParameters('a cat\nNegative prompt: dog\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x512, Model hash: abc, Model: v1-5');
-    expect(a).toMatchObject({ prompt: 'a cat', negativePrompt: 'dog', steps: 20, sampler: 'dpm++2m', guidanceScale: 7, seed: 42, width: 512, height: 512, model: 'v1-5' });
+    expect(a).toMatchObject({ prompt: 'a cat', negativePrompt: 'dog', steps: 20, sampler: 'dpm++2m_karras', guidanceScale: 7, seed: 42, width: 512, height: 512, model: 'v1-5' });
     expect(a.fields['Schedule type']).toBe('Karras');
+  });
+
+  it('the sampler presets in A1111 names: the sampler and its "Schedule type", read back to the preset', () => {
+    const line = (sampler: string) => formatParameters({ ...SD, prompt: undefined, negativePrompt: undefined, batchSize: undefined, sampler });
+    expect(line('euler_a_trailing')).toBe('Steps: 25, Sampler: Euler a, Schedule type: SGM Uniform, CFG scale: 7.5, Seed: 1234567, Size: 512x768, Model: sd15');
+    const want: Record<string, [string, string | undefined]> = {
+      euler_a_trailing: ['Euler a', 'SGM Uniform'],
+      'euler-a-trailing': ['Euler a', 'SGM Uniform'],
+      euler_trailing: ['Euler', 'SGM Uniform'],
+      'dpm++2m_karras': ['DPM++ 2M', 'Karras'],
+      euler_karras: ['Euler', 'Karras'],
+      'euler-a': ['Euler a', undefined],
+      lcm: ['LCM', undefined],
+      DPMSolverMultistepScheduler: ['DPM++ 2M', undefined],
+    };
+    for (const [ours, [sampler, schedule]] of Object.entries(want)) {
+      expect(a1111Sampler(ours), ours).toEqual(schedule ? { sampler, schedule } : { sampler });
+      expect(a1111SamplerName(ours), ours).toBe(sampler);
+      const back = parseParameters(line(ours));
+      expect(back.fields['Schedule type'], ours).toBe(schedule);
+      // what comes back runs the same: the preset (its hyphen spelling reads back as the underscore one)
+      expect(back.sampler, ours).toBe(schedule ? ours.replace('euler-a-trailing', 'euler_a_trailing') : ours === 'DPMSolverMultistepScheduler' ? 'dpm++2m' : ours);
+    }
+    // A1111 before 1.9 wrote the schedule into the sampler's name; "Automatic" is the model's own
+    expect(parseParameters('Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 64x64').sampler).toBe('dpm++2m_karras');
+    expect(parseParameters('Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 64x64').sampler).toBe('euler-a');
+    // a schedule we have no preset for: the sampler as written, the schedule kept in fields
+    expect(parseParameters('Steps: 20, Sampler: LMS Karras, CFG scale: 7, Seed: 1, Size: 64x64').sampler).toBe('LMS Karras');
+    expect(parseParameters('Steps: 20, Sampler: DPM++ 2M, Schedule type: Exponential, CFG scale: 7, Seed: 1, Size: 64x64').fields['Schedule type']).toBe('Exponential');
   });
 });
 

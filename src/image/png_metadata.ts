@@ -70,10 +70,53 @@ const SHORT_TO_CLASS: Record<string, string> = {
 };
 const A1111_TO_SHORT: Record<string, string> = { DDIM: 'ddim', PLMS: 'plms', Euler: 'euler', 'Euler a': 'euler-a', 'DPM++ 2M': 'dpm++2m', LMS: 'lms', DDPM: 'ddpm', LCM: 'lcm' };
 
+/**
+ * The sampler presets (a class with options over the model's config, src/pipelines/common.ts) as A1111
+ * writes them since 1.9: the sampler and a separate "Schedule type". Trailing spacing (timesteps from
+ * 999 down in equal strides, SD-Turbo's) is A1111's "SGM Uniform", the schedule its docs give for
+ * SD-Turbo / SDXL-Turbo / LCM; Karras sigmas are "Karras".
+ */
+const A1111_PRESETS: Record<string, [sampler: string, schedule: string]> = {
+  euler_a_trailing: ['Euler a', 'SGM Uniform'],
+  'euler-a-trailing': ['Euler a', 'SGM Uniform'],
+  euler_trailing: ['Euler', 'SGM Uniform'],
+  'dpm++2m_karras': ['DPM++ 2M', 'Karras'],
+  euler_karras: ['Euler', 'Karras'],
+};
+const PRESET_FROM_A1111: Record<string, string> = {
+  'Euler a|SGM Uniform': 'euler_a_trailing',
+  'Euler|SGM Uniform': 'euler_trailing',
+  'DPM++ 2M|Karras': 'dpm++2m_karras',
+  'Euler|Karras': 'euler_karras',
+};
+
 /** "Euler a" for "euler-a" or "EulerAncestralDiscreteScheduler"; unknown names pass through. */
 export function a1111SamplerName(sampler: string): string {
+  return a1111Sampler(sampler).sampler;
+}
+
+/** The A1111 sampler and schedule type of one of ours ("dpm++2m_karras" -> DPM++ 2M, Karras);
+ * schedule is absent where the model's own schedule runs (A1111's "Automatic", which it omits). */
+export function a1111Sampler(sampler: string): { sampler: string; schedule?: string } {
+  const preset = A1111_PRESETS[sampler.toLowerCase()];
+  if (preset) return { sampler: preset[0], schedule: preset[1] };
   const cls = SHORT_TO_CLASS[sampler.toLowerCase()] ?? sampler;
-  return A1111_SAMPLERS[cls] ?? sampler;
+  return { sampler: A1111_SAMPLERS[cls] ?? sampler };
+}
+
+/** Ours for an A1111 sampler and schedule type, either as two fields (1.9+) or in the older combined
+ * name ("DPM++ 2M Karras"); a schedule we have no preset for leaves the sampler as it is. */
+function samplerFromA1111(sampler: string, schedule?: string): string {
+  let name = sampler;
+  let sched = schedule;
+  const combined = /^(.*) (Karras|SGM Uniform)$/.exec(sampler);
+  if (!sched && combined) [name, sched] = [combined[1], combined[2]];
+  if (sched && sched !== 'Automatic') {
+    const preset = PRESET_FROM_A1111[`${name}|${sched}`];
+    if (preset) return preset;
+    if (combined && !schedule) return sampler;
+  }
+  return A1111_TO_SHORT[name] ?? sampler;
 }
 
 // A1111 quotes a value that holds a comma, colon or quote, as JSON does.
@@ -88,9 +131,11 @@ export function formatParameters(p: GenerationParameters, defaultSampler?: strin
   if (p.prompt) lines.push(p.prompt);
   if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
   const sampler = p.sampler ?? defaultSampler;
+  const named = sampler ? a1111Sampler(sampler) : undefined;
   const fields: Array<[string, string | number | undefined]> = [
     ['Steps', p.steps],
-    ['Sampler', sampler && a1111SamplerName(sampler)],
+    ['Sampler', named?.sampler],
+    ['Schedule type', named?.schedule],
     ['CFG scale', p.guidanceScale],
     ['Seed', p.seed],
     ['Size', `${p.width}x${p.height}`],
@@ -133,7 +178,7 @@ export function parseParameters(text: string): Partial<GenerationParameters> & {
   out.steps = int('Steps');
   out.seed = int('Seed');
   if (fields['CFG scale'] !== undefined && Number.isFinite(Number(fields['CFG scale']))) out.guidanceScale = Number(fields['CFG scale']);
-  if (fields.Sampler) out.sampler = A1111_TO_SHORT[fields.Sampler] ?? fields.Sampler;
+  if (fields.Sampler) out.sampler = samplerFromA1111(fields.Sampler, fields['Schedule type']);
   const size = /^(\d+)x(\d+)$/.exec(fields.Size ?? '');
   if (size) [out.width, out.height] = [Number(size[1]), Number(size[2])];
   if (fields.Model) out.model = fields.Model;

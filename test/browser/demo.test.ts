@@ -501,7 +501,7 @@ describe('demo page in headless Chromium', () => {
       const state = await waitState(['done', 'error', 'cancelled'], 280_000);
       expect(state, await text('#error')).toBe('done');
       expect(await text('#family-note')).toMatch(/looks like Stable Diffusion XL/);
-      expect(readTextChunks(await downloadedPng()).parameters).toBe('a red cube\nSteps: 1, Sampler: euler_a_trailing, CFG scale: 0, Seed: 7, Size: 32x32, Model: tiny-sdxl');
+      expect(readTextChunks(await downloadedPng()).parameters).toBe('a red cube\nSteps: 1, Sampler: Euler a, Schedule type: SGM Uniform, CFG scale: 0, Seed: 7, Size: 32x32, Model: tiny-sdxl');
       expect(readGenerationParameters(await downloadedPng())?.params).toMatchObject({ steps: 1, sampler: 'euler_a_trailing', guidanceScale: 0, width: 32, height: 32 });
       for (const f of ['model_index.json', 'tokenizer_2/vocab.json', 'text_encoder_2/model.safetensors', 'unet/diffusion_pytorch_model.safetensors']) expect(host.requests).toContain(`/tiny-sdxl/${f}`);
     } finally {
