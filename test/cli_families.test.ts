@@ -13,7 +13,7 @@ import { createScheduler } from '../src/index.js';
 import { readGenerationParameters, readTextChunks } from '../src/image/png_metadata.js';
 import { buildSd2SingleFile, buildTinySd2Folder, readSd2Manifest } from './tiny_sd2.js';
 import { FIXTURES } from './fixture.js';
-import { buildTinySdxlFolder, readSdxlManifest } from './tiny_sdxl.js';
+import { buildTinySdxlFolder, buildTinySdxlSingleFile, readSdxlManifest } from './tiny_sdxl.js';
 
 const root = resolve(import.meta.dirname, '..');
 const cli = (args: string[]) =>
@@ -163,5 +163,38 @@ describe('generate picks the family', () => {
     const d = cli(args.filter((x, i) => x !== '--config' && args[i - 1] !== '--config'));
     expect(d.status).toBe(1);
     expect(d.stderr).toMatch(/shape/);
+  }, 240_000);
+
+  it('SDXL single files are told by their sgm keys before anything loads: a refiner asks for --init-image and with it refines as the refiner folder, a wrong --family is refused', () => {
+    const refiner = join(dir, 'refiner-tiny.safetensors');
+    writeFileSync(refiner, buildTinySdxlSingleFile('refiner', readSdxlManifest()));
+    const tok = join(FIXTURES, 'tokenizers', 'clip-vit-large-patch14');
+    const r = cli(['generate', '--model', refiner, '--tokenizer', tok, '--prompt', 'a red cube', '--out', join(dir, 'r.png')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/is an SDXL refiner \(StableDiffusionXLImg2ImgPipeline\): it refines an image: give --init-image/);
+    // with --init-image it refines as the refiner folder does, pixel for pixel
+    const m = readSdxlManifest();
+    const { unet_refiner, vae, text_encoder_2, scheduler } = m.configs;
+    const configs = join(dir, 'refiner-configs.json');
+    writeFileSync(configs, JSON.stringify({ unet: unet_refiner, vae, text_encoder_2, scheduler: { _class_name: 'EulerDiscreteScheduler', ...scheduler } }));
+    const init = new PNG({ width: 32, height: 32 });
+    for (let i = 0; i < init.data.length; i++) init.data[i] = i % 4 === 3 ? 255 : (i * 37) % 256;
+    writeFileSync(join(dir, 'init.png'), PNG.sync.write(init));
+    const folder = join(dir, 'refiner-folder');
+    buildTinySdxlFolder(folder, 'refiner', m);
+    const img2img = ['--init-image', join(dir, 'init.png'), '--prompt', 'a red cube', '--steps', '4', '--seed', '3'];
+    const a = cli(['generate', '--model', refiner, '--tokenizer', tok, '--config', configs, ...img2img, '--out', join(dir, 'ra.png')]);
+    expect(a.status, a.stderr).toBe(0);
+    const b = cli(['generate', '--model', folder, ...img2img, '--out', join(dir, 'rb.png')]);
+    expect(b.status, b.stderr).toBe(0);
+    const px = (f: string) => PNG.sync.read(readFileSync(join(dir, f))).data;
+    expect(px('ra.png').equals(px('rb.png'))).toBe(true);
+    expect(px('ra.png').equals(PNG.sync.read(PNG.sync.write(init)).data)).toBe(false);
+    const base = join(dir, 'base-tiny.safetensors');
+    writeFileSync(base, buildTinySdxlSingleFile('base', readSdxlManifest()));
+    const f = cli(['generate', '--model', base, '--tokenizer', tok, '--prompt', 'a red cube', '--family', 'sd1', '--out', join(dir, 'f.png')]);
+    expect(f.status).toBe(1);
+    expect(f.stderr).toMatch(/--family sd1 is for StableDiffusionPipeline folders; .*StableDiffusionXLPipeline.*--family sdxl/);
+    expect(f.stderr).not.toMatch(/adapter:/); // refused before the engine started
   }, 240_000);
 });
