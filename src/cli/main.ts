@@ -85,7 +85,7 @@ generate:
 bench:
   --browser          run the op benchmarks in headless Chromium (/usr/bin/chromium) on the built library
                      (npm run build first); otherwise in Node through Dawn
-  --suite            ops, models or both (default ops; --browser runs ops only)
+  --suite            ops, modelrows (the three checked whole-model rows), models (default ops; --browser runs ops only)
   --no-tfjs          skip the TensorFlow.js WebGPU comparison
   --quick            fewer/smaller model cases
   --filter           only the op cases whose name contains TEXT (e.g. "matmul")
@@ -374,7 +374,7 @@ export function parseBenchArgs(args: string[]): BenchArgs {
     adapter: { type: 'string' },
   });
   const suite = v.suite!.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const s of suite) if (s !== 'ops' && s !== 'models') throw new UsageError(`--suite takes ops and/or models, got ${JSON.stringify(s)}`);
+  for (const s of suite) if (s !== 'ops' && s !== 'models' && s !== 'modelrows') throw new UsageError(`--suite takes ops, modelrows and/or models, got ${JSON.stringify(s)}`);
   if (suite.length === 0) throw new UsageError('--suite is empty');
   const dtypes = v.dtype!.split(',').map((d) => d.trim());
   for (const d of dtypes) if (d !== 'f32' && d !== 'f16') throw new UsageError(`--dtype takes f32 and/or f16, got ${JSON.stringify(d)}`);
