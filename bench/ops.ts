@@ -2,7 +2,6 @@
 // in TensorFlow.js's WebGPU backend written the way a TF.js user would (its native NHWC layout,
 // its fused conv2d, attention as matMul/softmax/matMul since TF.js has no fused attention).
 import { ops, autotune, type Engine, type Tensor } from '../src/index.js';
-import { flatMain, FLAT_WG } from '../src/kernels/kit.wgsl.js';
 import { tunedFor, takeRecentProblems } from '../src/kernels/tune_cache.js';
 
 /** storage dtype of our side of a case (TF.js's WebGPU backend has no f16 tensors: it stays f32) */
@@ -20,7 +19,8 @@ export interface OpCase {
   bytes: number;
   /** which figure says more about this op */
   bound: 'compute' | 'memory';
-  ours(engine: Engine, dtype: Dt): { run: () => Tensor; dispose: () => void };
+  /** tile: the config this row ran, when it is not a tuned GEMM */
+  ours(engine: Engine, dtype: Dt): { run: () => Tensor; dispose: () => void; tile?: string };
   tfjs(tf: TF): { run: () => TFTensor; dispose: () => void };
 }
 
@@ -136,11 +136,29 @@ function groupNorm(n: number, c: number, h: number, groups: number): OpCase {
 
 // The roofline row: a plain vec4 buffer copy, the most bytes per second a kernel can move here.
 // TF.js has no copy kernel (clone shares storage), so its side is x * 1, also one read + one write.
-const copyKernel = { name: 'bench_copy', wgsl: `struct Params { n: u32, }
+// The copy shape follows the adapter: on CPU adapters a workgroup is one SIMD register of lanes
+// (8 on llvmpipe), and a lane that walks 64 vec4s (strided by the workgroup, so the lanes stay
+// side by side) moves about twice the bytes per second of one vec4 per lane at 256 lanes, which
+// pays per-invocation setup and bounds checks per element; GPUs want wide workgroups.
+function copyKernel(wg: number, per: number) {
+  return {
+    name: `bench_copy_${wg}x${per}`,
+    wgsl: `struct Params { n: u32, }
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: Params;
-${flatMain('p.n', '  y[i] = x[i];')}` };
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let base = (wid.y * nwg.x + wid.x) * ${wg * per}u + lid;
+  for (var k = 0u; k < ${per}u; k++) {
+    let i = base + k * ${wg}u;
+    if (i < p.n) { y[i] = x[i]; }
+  }
+}
+`,
+  };
+}
 
 function copy(mib: number): OpCase {
   const n = (mib * 2 ** 20) / 4;
@@ -151,13 +169,16 @@ function copy(mib: number): OpCase {
     bound: 'memory',
     ours(engine) {
       const x = engine.tensor(rand(n, 12), [n]);
+      const [wg, per] = engine.adapterKind === 'lavapipe' || engine.adapterKind === 'swiftshader' ? [8, 64] : [256, 4];
+      const kernel = copyKernel(wg, per);
       return {
+        tile: `wg${wg}x${per}`,
         run: () => {
           const y = engine.empty([n], 'f32', 'copy');
-          const groups = Math.ceil(n / 4 / FLAT_WG);
+          const groups = Math.ceil(n / 4 / (wg * per));
           const max = engine.limits.maxComputeWorkgroupsPerDimension;
           const gy = Math.ceil(groups / max);
-          engine.dispatch(copyKernel, { bindings: { x, y }, uniforms: { n: n / 4 }, workgroups: [Math.ceil(groups / gy), gy] });
+          engine.dispatch(kernel, { bindings: { x, y }, uniforms: { n: n / 4 }, workgroups: [Math.ceil(groups / gy), gy] });
           return y;
         },
         dispose: () => x.dispose(),
@@ -223,7 +244,7 @@ export async function benchOps(engine: Engine, tf: TF | null, cases = OP_CASES, 
     const dispatches = engine.stats().dispatches - d0;
     const keys = [...new Set(takeRecentProblems(engine))];
     if (keys.length) await autotune(engine, { persist: false, log });
-    const tile = keys.map((k) => tunedFor(engine, k)?.tile ?? '?').join(', ') || '-';
+    const tile = keys.map((k) => tunedFor(engine, k)?.tile ?? '?').join(', ') || o.tile || '-';
     let last: Tensor | null = null;
     const ours = await timeIt(
       () => {
