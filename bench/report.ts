@@ -81,6 +81,6 @@ function updateReadme(readme: string, tables: string): void {
   if (i < 0) return;
   const j = text.indexOf(end, i);
   const body = tables.split('\n## Notes')[0].replace(/^## /gm, '### ').trim();
-  const block = `${start}\n${body}\n\nNotes and the rows that miss 2x: [bench/RESULTS.md](bench/RESULTS.md).\n${end}`;
+  const block = `${start}\n${body}\n\nNotes (which machine, load, tiles, why each row stands where it does): [bench/RESULTS.md](bench/RESULTS.md).\n${end}`;
   writeFileSync(readme, text.slice(0, i) + block + (j >= 0 ? text.slice(j + end.length) : text.slice(i + start.length)));
 }
