@@ -12,7 +12,7 @@ import { loadFromSingleFile, type SingleFileSource } from './single_file_keys.js
 
 export * from './single_file_keys.js';
 
-type SingleFileModels = { unet: UNet2DConditionModel; vae: AutoencoderKL; text_encoder: CLIPTextModel; text_encoder_2: CLIPTextModelWithProjection };
+export type SingleFileModels = { unet: UNet2DConditionModel; vae: AutoencoderKL; text_encoder: CLIPTextModel; text_encoder_2: CLIPTextModelWithProjection };
 const LOADERS: { [K in keyof SingleFileModels]: (engine: Engine, config: Config, source: TensorSource) => Promise<SingleFileModels[K]> } = {
   unet: (e, c, s) => UNet2DConditionModel.load(e, c, s),
   vae: (e, c, s) => AutoencoderKL.load(e, c, s),

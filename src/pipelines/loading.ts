@@ -6,6 +6,8 @@ import type { LoadOptions, WeightSource } from '../runtime/weights.js';
 import type { Config } from '../runtime/config.js';
 import { LoraMerger, LORA_COMPONENTS, type LoraComponent, type LoraReport, type LoraSpec, type MergeTarget } from '../loaders/lora.js';
 import type { IOOptions } from '../runtime/io.js';
+import { fromSingleFile, openSingleFile, type SingleFileModels, type SingleFileSource } from '../loaders/single_file.js';
+import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 
 export interface PipelineLoadOptions extends LoadOptions {
   /** progress over all components: (component, loadedBytes, totalBytes) */
@@ -54,6 +56,55 @@ export async function loadPipelineFolder(
     throw e;
   } finally {
     await loras?.close();
+  }
+}
+
+/** A folder's tokenizer subfolder `name` when model_index.json lists it, else null. */
+export function folderTokenizer(base: string, index: Config, name: string, opts: IOOptions): Promise<CLIPTokenizer | null> {
+  const entry = index[name];
+  if (!Array.isArray(entry) || !entry[1]) return Promise.resolve(null);
+  return CLIPTokenizer.fromPretrained(joinPath(base, name), { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs });
+}
+
+/** What a pipeline's single-file builder works with. */
+export interface SingleFileLoad {
+  file: WeightSource;
+  /** One component of the file, the LoRAs merged into it as it loads (UNet and text encoders). */
+  load<K extends keyof SingleFileModels>(component: K, config: Config): Promise<SingleFileModels[K]>;
+  /** The LoRA merge report of the components loaded so far (null without `loras`). */
+  loraReport(): LoraReport | null;
+}
+
+/**
+ * The frame of a pipeline's fromSingleFile: opens the file, hands `build` a component loader, frees
+ * every component loaded when `build` throws, and closes the LoRA files and the file (a WeightSource
+ * passed in stays the caller's to close). The LoRA files open at the first component loaded, so
+ * `build`'s checks of the file's keys come first.
+ */
+export async function loadSingleFilePipeline<T>(source: SingleFileSource, engine: Engine, opts: PipelineLoadOptions, build: (s: SingleFileLoad) => Promise<T>): Promise<T> {
+  const file = await openSingleFile(source, opts);
+  const loaded: Disposable[] = [];
+  let loras: LoraMerger | null = null;
+  let lorasOpened = false;
+  const load = async <K extends keyof SingleFileModels>(component: K, config: Config): Promise<SingleFileModels[K]> => {
+    if (!lorasOpened) {
+      lorasOpened = true;
+      loras = opts.loras !== undefined ? await LoraMerger.open(opts.loras, opts) : null;
+    }
+    const merger = loras as LoraMerger | null;
+    const transformWeights = merger && (LORA_COMPONENTS as readonly string[]).includes(component) ? withLoras(merger, component as LoraComponent) : undefined;
+    const m = await fromSingleFile(engine, file, component, { config, transformWeights });
+    loaded.push(m);
+    return m;
+  };
+  try {
+    return await build({ file, load, loraReport: () => reportLoras(loras) });
+  } catch (e) {
+    for (const m of loaded) m.dispose();
+    throw e;
+  } finally {
+    await (loras as LoraMerger | null)?.close();
+    if (typeof source === 'string' || source instanceof Uint8Array || source instanceof ArrayBuffer) await file.close();
   }
 }
 

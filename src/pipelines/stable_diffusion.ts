@@ -13,11 +13,10 @@ import { CLIPTextModel } from '../text/clip_text_model.js';
 import { CLIPTokenizer } from '../text/clip_tokenizer.js';
 import { assertFinite, checkEmbeds, checkGuidance, checkGuidanceRescale, checkImage, checkOutputType, strengthTimesteps, checkLatentSize, createScheduler, decodeWithUpcast, denoise, guidedPredict, initialLatents, resolveSeed, rgbaPreview, schedulerForCall, unetDownFactor, toRgba, toUnitRange, vaeDecodeLatents, vaeEncodeLatents, type LoopOptions, type Scheduler } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { isSingleFilePath, loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
-import { LoraMerger, type LoraReport, type LoraSpec } from '../loaders/lora.js';
-import { joinPath } from '../runtime/io.js';
+import { folderTokenizer, isSingleFilePath, loadLorasInPlace, loadPipelineFolder, loadSingleFilePipeline, type PipelineLoadOptions } from './loading.js';
+import type { LoraReport, LoraSpec } from '../loaders/lora.js';
 import { SD15_SCHEDULER, SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, sd2Configs, singleFileFamily } from './sd_configs.js';
-import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
+import type { SingleFileSource } from '../loaders/single_file.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
 
 export interface SDGenerateOptions extends LoopOptions {
@@ -112,8 +111,7 @@ export class StableDiffusionPipeline {
       cls.startsWith('StableDiffusionXL') ? `model_index.json names ${cls}: load it with StableDiffusionXLPipeline.fromPretrained` : null,
     );
     try {
-      const index = c.index as Record<string, unknown>;
-      const tokenizer = Array.isArray(index.tokenizer) && index.tokenizer[1] ? await CLIPTokenizer.fromPretrained(joinPath(pathOrUrl, 'tokenizer'), { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs }) : null;
+      const tokenizer = await folderTokenizer(pathOrUrl, c.index, 'tokenizer', opts);
       const scheduler = createScheduler(c.schedulerConfig);
       return withReport(c.loraReport, new StableDiffusionPipeline({
         vae: c.models.vae as AutoencoderKL,
@@ -152,10 +150,7 @@ export class StableDiffusionPipeline {
       imageSize?: number;
     } = {},
   ): Promise<StableDiffusionPipeline> {
-    const file = await openSingleFile(source, opts);
-    const loaded: { dispose(): void }[] = [];
-    let loras: LoraMerger | null = null;
-    try {
+    return loadSingleFilePipeline(source, engine, opts, async ({ file, load, loraReport }) => {
       const names = file.names();
       if (names.some((n) => n.startsWith('conditioner.embedders.'))) {
         throw new Error(`${file.label}: this is an SDXL single file (conditioner.embedders.*): load it with StableDiffusionXLPipeline.fromSingleFile`);
@@ -165,30 +160,18 @@ export class StableDiffusionPipeline {
         throw new Error('StableDiffusionPipeline.fromSingleFile: predictionType and imageSize choose between SD 2.x models; this is an SD 1.x checkpoint (pass schedulerConfig / unetConfig instead)');
       }
       const defaults = family === 'sd2' ? sd2Configs(opts) : { unet: SD15_UNET, vae: SD15_VAE, textEncoder: SD15_TEXT_ENCODER, scheduler: SD15_SCHEDULER };
-      loras = opts.loras !== undefined ? await LoraMerger.open(opts.loras, opts) : null;
-      const unet = await fromSingleFile(engine, file, 'unet', { config: opts.unetConfig ?? defaults.unet, transformWeights: loras ? withLoras(loras, 'unet') : undefined });
-      loaded.push(unet);
-      const vae = await fromSingleFile(engine, file, 'vae', { config: opts.vaeConfig ?? defaults.vae });
-      loaded.push(vae);
+      const unet = await load('unet', opts.unetConfig ?? defaults.unet);
+      const vae = await load('vae', opts.vaeConfig ?? defaults.vae);
       const textPrefix = family === 'sd2' ? 'cond_stage_model.model.' : 'cond_stage_model.transformer.';
       const hasText = names.some((n) => n.startsWith(textPrefix));
-      const textEncoder = hasText
-        ? await fromSingleFile(engine, file, 'text_encoder', { config: opts.textEncoderConfig ?? defaults.textEncoder, transformWeights: loras ? withLoras(loras, 'text_encoder') : undefined })
-        : null;
-      if (textEncoder) loaded.push(textEncoder);
+      const textEncoder = hasText ? await load('text_encoder', opts.textEncoderConfig ?? defaults.textEncoder) : null;
       const tokenizer =
         typeof opts.tokenizer === 'string'
           ? await CLIPTokenizer.fromPretrained(opts.tokenizer, { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs, ...(family === 'sd2' ? { padToken: '!' } : {}) })
           : opts.tokenizer ?? null;
       const scheduler = createScheduler(opts.schedulerConfig ?? defaults.scheduler);
-      return withReport(reportLoras(loras), new StableDiffusionPipeline({ vae, unet, textEncoder, tokenizer, scheduler, predictionType: scheduler.predictionType }));
-    } catch (e) {
-      for (const m of loaded) m.dispose();
-      throw e;
-    } finally {
-      await loras?.close();
-      if (typeof source === 'string' || source instanceof Uint8Array || source instanceof ArrayBuffer) await file.close();
-    }
+      return withReport(loraReport(), new StableDiffusionPipeline({ vae, unet, textEncoder, tokenizer, scheduler, predictionType: scheduler.predictionType }));
+    });
   }
 
   /** Loads a pipeline folder whose model_index.json names StableDiffusionPipeline, or a .safetensors single file. */

@@ -41,12 +41,12 @@ import {
   type Scheduler,
 } from './common.js';
 import { checkPrediction, type PipelineOutput } from './ldm.js';
-import { isSingleFilePath, loadLorasInPlace, loadPipelineFolder, reportLoras, withLoras, type PipelineLoadOptions } from './loading.js';
-import { LoraMerger, type LoraReport, type LoraSpec } from '../loaders/lora.js';
+import { folderTokenizer, isSingleFilePath, loadLorasInPlace, loadPipelineFolder, loadSingleFilePipeline, type PipelineLoadOptions } from './loading.js';
+import type { LoraReport, LoraSpec } from '../loaders/lora.js';
 import { NOISE_STREAM } from './stable_diffusion.js';
-import { joinPath, type IOOptions } from '../runtime/io.js';
+import type { IOOptions } from '../runtime/io.js';
 import { ConfigReader, type Config } from '../runtime/config.js';
-import { fromSingleFile, openSingleFile, type SingleFileSource } from '../loaders/single_file.js';
+import type { SingleFileSource } from '../loaders/single_file.js';
 import { SD15_TEXT_ENCODER, SDXL_REFINER_UNET, SDXL_SCHEDULER, SDXL_TEXT_ENCODER_2, SDXL_UNET, SDXL_VAE } from './sd_configs.js';
 
 export interface SDXLGenerateOptions extends LoopOptions {
@@ -196,10 +196,8 @@ export class StableDiffusionXLPipeline {
     );
     try {
       const index = c.index as Record<string, unknown>;
-      const io = { fetch: opts.fetch, signal: opts.signal, timeoutMs: opts.timeoutMs };
-      const tok = async (name: string) => (Array.isArray(index[name]) && (index[name] as unknown[])[1] ? CLIPTokenizer.fromPretrained(joinPath(pathOrUrl, name), io) : null);
-      const tokenizer = await tok('tokenizer');
-      const tokenizer2 = await tok('tokenizer_2');
+      const tokenizer = await folderTokenizer(pathOrUrl, c.index, 'tokenizer', opts);
+      const tokenizer2 = await folderTokenizer(pathOrUrl, c.index, 'tokenizer_2', opts);
       const scheduler = createScheduler(c.schedulerConfig);
       const flag = (k: string, def: boolean) => {
         const v = index[k];
@@ -248,10 +246,7 @@ export class StableDiffusionXLPipeline {
       tokenizer2?: string | CLIPTokenizer;
     } = {},
   ): Promise<StableDiffusionXLPipeline> {
-    const file = await openSingleFile(source, opts);
-    const loaded: { dispose(): void }[] = [];
-    let loras: LoraMerger | null = null;
-    try {
+    return loadSingleFilePipeline(source, engine, opts, async ({ file, load, loraReport }) => {
       const names = file.names();
       const has = (prefix: string) => names.some((n) => n.startsWith(prefix));
       const base = has('conditioner.embedders.1.model.');
@@ -259,12 +254,6 @@ export class StableDiffusionXLPipeline {
       if (!base && !refiner) {
         throw new Error(`${file.label}: no conditioner.embedders.1.model.* (SDXL base) or conditioner.embedders.0.model.* (SDXL refiner) text encoder: not an SDXL single file (SD 1.x/2.x files load with StableDiffusionPipeline.fromSingleFile)`);
       }
-      loras = opts.loras?.length ? await LoraMerger.open(opts.loras, opts) : null;
-      const load = async <K extends 'unet' | 'vae' | 'text_encoder' | 'text_encoder_2'>(k: K, config: Config) => {
-        const m = await fromSingleFile(engine, file, k, { config, transformWeights: loras && k !== 'vae' ? withLoras(loras, k as 'unet' | 'text_encoder' | 'text_encoder_2') : undefined });
-        loaded.push(m);
-        return m;
-      };
       const unet = await load('unet', opts.unetConfig ?? (refiner ? SDXL_REFINER_UNET : SDXL_UNET));
       const vae = await load('vae', opts.vaeConfig ?? SDXL_VAE);
       const textEncoder = base ? await load('text_encoder', opts.textEncoderConfig ?? SD15_TEXT_ENCODER) : null;
@@ -287,16 +276,9 @@ export class StableDiffusionXLPipeline {
         requiresAestheticsScore: refiner,
         predictionType: scheduler.predictionType,
       });
-      pipe.loraReport = reportLoras(loras);
+      pipe.loraReport = loraReport();
       return pipe;
-    } catch (e) {
-      for (const m of loaded) m.dispose();
-      throw e;
-    } finally {
-      await loras?.close();
-      // a WeightSource passed in stays the caller's to close
-      if (typeof source === 'string' || source instanceof Uint8Array || source instanceof ArrayBuffer) await file.close();
-    }
+    });
   }
 
   /** Loads an SDXL pipeline folder (model_index.json) or a .safetensors single file. */
