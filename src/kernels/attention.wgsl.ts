@@ -64,6 +64,18 @@ export function attentionLayout(c: AttentionConfig): AttentionLayout {
   return { D4, BQ, WG, CN, NK, QS, KS, KV, PS, bytes };
 }
 
+/** The bindings and the uniform block every fused-attention variant shares: the launcher
+ * (attention.ts) writes one Params layout whichever variant runs. `elem` is the storage element
+ * type (T or T4). */
+export function attentionBindings(elem: string): string {
+  return `struct Params { Lq: u32, Lk: u32, C: u32, heads: u32, qTiles: u32, total: u32, gx: u32, scale: f32, }
+@group(0) @binding(0) var<storage, read> q: array<${elem}>;
+@group(0) @binding(1) var<storage, read> k: array<${elem}>;
+@group(0) @binding(2) var<storage, read> v: array<${elem}>;
+@group(0) @binding(3) var<storage, read_write> o: array<${elem}>;
+@group(0) @binding(4) var<uniform> p: Params;`;
+}
+
 export function attentionWgsl(c: AttentionConfig): string {
   const L = attentionLayout(c);
   const { D4, BQ, WG, CN, NK, QS, KS, KV, PS } = L;
@@ -115,12 +127,7 @@ export function attentionWgsl(c: AttentionConfig): string {
     }`;
 
   return /* wgsl */ `
-struct Params { Lq: u32, Lk: u32, C: u32, heads: u32, qTiles: u32, total: u32, gx: u32, scale: f32, }
-@group(0) @binding(0) var<storage, read> q: array<${elem}>;
-@group(0) @binding(1) var<storage, read> k: array<${elem}>;
-@group(0) @binding(2) var<storage, read> v: array<${elem}>;
-@group(0) @binding(3) var<storage, read_write> o: array<${elem}>;
-@group(0) @binding(4) var<uniform> p: Params;
+${attentionBindings(elem)}
 
 const D = ${D}u;
 const D4 = ${D4}u;

@@ -16,6 +16,8 @@
 // Registers grow with the head dim (2 * D floats per row, times RQ rows): the launcher offers these
 // variants for head dims up to 64; on GPUs they are candidates only through the tuner.
 
+import { attentionBindings } from './attention.wgsl.js';
+
 export interface AttentionRowsConfig {
   /** head dim */
   D: number;
@@ -114,12 +116,7 @@ export function attentionRowsWgsl(c: AttentionRowsConfig): string {
 
   const elem = ragged ? 'T' : 'T4';
   return /* wgsl */ `
-struct Params { Lq: u32, Lk: u32, C: u32, heads: u32, qTiles: u32, total: u32, gx: u32, scale: f32, }
-@group(0) @binding(0) var<storage, read> q: array<${elem}>;
-@group(0) @binding(1) var<storage, read> k: array<${elem}>;
-@group(0) @binding(2) var<storage, read> v: array<${elem}>;
-@group(0) @binding(3) var<storage, read_write> o: array<${elem}>;
-@group(0) @binding(4) var<uniform> p: Params;
+${attentionBindings(elem)}
 
 const D = ${D}u;
 const BQ = ${BQ}u;
